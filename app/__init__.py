@@ -1,0 +1,68 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask, current_app
+
+from app.config import Settings
+from app.db import Database
+from app.security import TokenCipher
+
+
+@dataclass
+class Services:
+    """What request handlers, jobs and CLI commands need, built once per app."""
+
+    settings: Settings
+    db: Database
+    token_cipher: TokenCipher
+
+
+def services() -> Services:
+    return current_app.extensions["pql"]
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_pql", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler._pql = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
+    # Alembic narrates every connection at INFO; migration commands turn it back up.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def create_app(config: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from the environment, with ``config`` overriding environment variables."""
+    app = Flask(__name__)
+    env = dict(os.environ)
+    if config:
+        env.update(config)
+    instance_path = Path(app.instance_path)
+    settings = Settings.from_env(env, instance_path=instance_path)
+    if settings.database_url.startswith("sqlite:///") and "DATABASE_URL" not in env:
+        instance_path.mkdir(parents=True, exist_ok=True)
+
+    configure_logging(settings.log_level)
+    app.config.update(SECRET_KEY=settings.secret_key, JSON_SORT_KEYS=False)
+    app.extensions["pql"] = Services(
+        settings=settings,
+        db=Database(settings.database_url),
+        token_cipher=TokenCipher(settings.token_encryption_keys),
+    )
+
+    from app import errors, health
+    from app.cli import register_commands
+
+    errors.register(app)
+    app.register_blueprint(health.bp)
+    register_commands(app)
+    return app

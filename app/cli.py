@@ -1,0 +1,273 @@
+"""The ``pql`` command line (Flask's click integration)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets as pysecrets
+import sys
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from app import migrate, services
+from app.security import new_encryption_key
+from app.tenants import (
+    CRM_KINDS,
+    NotFound,
+    create_tenant,
+    issue_write_key,
+    list_tenants,
+    list_write_keys,
+    revoke_write_key,
+    rotate_write_key,
+)
+
+
+def _require_schema() -> None:
+    svc = services()
+    try:
+        current = migrate.is_current(svc.db.engine, svc.settings.database_url)
+    except (OperationalError, ProgrammingError) as exc:
+        raise click.ClickException(f"database is not reachable: {exc.orig}") from exc
+    if not current:
+        raise click.ClickException("database schema is not current: run `pql db upgrade` first")
+
+
+def _echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+# --- database -------------------------------------------------------------------------------
+
+
+@click.group("db", help="Database migrations.")
+def db_group() -> None:
+    pass
+
+
+@db_group.command("upgrade", help="Migrate the database to REVISION (default: the newest).")
+@click.argument("revision", default="head")
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    logging.getLogger("alembic").setLevel(logging.INFO)
+    migrate.upgrade(services().settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@db_group.command("downgrade", help="Migrate the database back to REVISION ('base' = empty).")
+@click.argument("revision")
+@with_appcontext
+def db_downgrade(revision: str) -> None:
+    logging.getLogger("alembic").setLevel(logging.INFO)
+    migrate.downgrade(services().settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@db_group.command("current", help="Show the database's revision and the newest one.")
+@with_appcontext
+def db_current() -> None:
+    svc = services()
+    current = sorted(migrate.current_revisions(svc.db.engine)) or ["none"]
+    heads = sorted(migrate.head_revisions(svc.settings.database_url))
+    click.echo(f"current: {', '.join(current)}")
+    click.echo(f"head:    {', '.join(heads)}")
+    if set(current) != set(heads):
+        sys.exit(1)
+
+
+# --- tenants ------------------------------------------------------------------------------
+
+
+@click.group("tenant", help="Installations (HubSpot portals, Salesforce orgs, dev tenants).")
+def tenant_group() -> None:
+    pass
+
+
+@tenant_group.command("create", help="Create a tenant and print its first write key.")
+@click.option("--name", required=True, help="Display name, e.g. the customer's company.")
+@click.option("--crm", type=click.Choice(CRM_KINDS), default="none", show_default=True)
+@click.option("--external-id", default=None, help="HubSpot portal id or Salesforce org id.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def tenant_create(name: str, crm: str, external_id: str | None, as_json: bool) -> None:
+    _require_schema()
+    db = services().db
+    try:
+        tenant = create_tenant(db, name, crm=crm, external_id=external_id)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    key = issue_write_key(db, tenant.id, label="initial")
+    if as_json:
+        _echo_json({"tenant_id": tenant.id, "write_key": key.secret, "key_id": key.key_id})
+        return
+    click.echo(f"tenant {tenant.id} created ({tenant.name}, crm: {tenant.crm})")
+    click.echo(f"write key (shown once, store it now): {key.secret}")
+
+
+@tenant_group.command("list", help="List tenants with their status.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def tenant_list(as_json: bool) -> None:
+    _require_schema()
+    tenants = list_tenants(services().db)
+    rows = [
+        {
+            "id": t.id,
+            "name": t.name,
+            "crm": t.crm,
+            "external_id": t.external_id,
+            "status": t.status,
+            "created_at": t.created_at.isoformat(),
+        }
+        for t in tenants
+    ]
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("no tenants")
+        return
+    for r in rows:
+        click.echo(
+            f"{r['id']:>5}  {r['status']:<13} {r['crm']:<11} {r['external_id'] or '-':<14} "
+            f"{r['name']}"
+        )
+
+
+# --- write keys -----------------------------------------------------------------------------
+
+
+@click.group("key", help="Ingestion write keys.")
+def key_group() -> None:
+    pass
+
+
+@key_group.command("create", help="Issue another write key for a tenant.")
+@click.option("--tenant", "tenant_id", type=int, required=True)
+@click.option("--label", default="", help="What this key is for, e.g. 'web app'.")
+@with_appcontext
+def key_create(tenant_id: int, label: str) -> None:
+    _require_schema()
+    try:
+        key = issue_write_key(services().db, tenant_id, label=label)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"key {key.key_id}: {key.secret}")
+
+
+@key_group.command("list", help="List a tenant's keys (never the secrets).")
+@click.option("--tenant", "tenant_id", type=int, required=True)
+@with_appcontext
+def key_list(tenant_id: int) -> None:
+    _require_schema()
+    keys = list_write_keys(services().db, tenant_id)
+    if not keys:
+        click.echo(f"tenant {tenant_id} has no write keys")
+        return
+    for k in keys:
+        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        click.echo(f"{k.id:>5}  {k.display_prefix}…  {state:<24} {k.label}")
+
+
+@key_group.command("rotate", help="Replace KEY_ID with a new key and revoke it.")
+@click.option("--tenant", "tenant_id", type=int, required=True)
+@click.argument("key_id", type=int)
+@with_appcontext
+def key_rotate(tenant_id: int, key_id: int) -> None:
+    _require_schema()
+    try:
+        key = rotate_write_key(services().db, tenant_id, key_id)
+    except (NotFound, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"key {key_id} revoked; new key {key.key_id}: {key.secret}")
+
+
+@key_group.command("revoke", help="Revoke KEY_ID: requests using it get 401 from now on.")
+@click.option("--tenant", "tenant_id", type=int, required=True)
+@click.argument("key_id", type=int)
+@with_appcontext
+def key_revoke(tenant_id: int, key_id: int) -> None:
+    _require_schema()
+    try:
+        revoke_write_key(services().db, tenant_id, key_id)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"key {key_id} revoked")
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+
+@click.group("secrets", help="Generate secrets and rotate token encryption.")
+def secrets_group() -> None:
+    pass
+
+
+@secrets_group.command("generate", help="Print fresh SECRET_KEY and TOKEN_ENCRYPTION_KEYS values.")
+def secrets_generate() -> None:
+    click.echo(f"SECRET_KEY={pysecrets.token_urlsafe(48)}")
+    click.echo(f"TOKEN_ENCRYPTION_KEYS={new_encryption_key()}")
+
+
+@secrets_group.command(
+    "rotate-tokens",
+    help="Re-encrypt every stored CRM token with the first key of TOKEN_ENCRYPTION_KEYS.",
+)
+@with_appcontext
+def secrets_rotate_tokens() -> None:
+    _require_schema()
+    from app.models import Tenant
+
+    svc = services()
+    count = 0
+    with svc.db.system_transaction() as session:
+        for tenant in session.scalars(select(Tenant)):
+            for attr in ("access_token_encrypted", "refresh_token_encrypted"):
+                value = getattr(tenant, attr)
+                if value:
+                    setattr(tenant, attr, svc.token_cipher.rotate(value))
+                    count += 1
+    click.echo(f"re-encrypted {count} tokens")
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+@click.command("worker", help="Run the background worker (scheduler and sync jobs).")
+@with_appcontext
+def worker_command() -> None:
+    from app.worker import Worker
+
+    svc = services()
+
+    def tick() -> None:
+        with svc.db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    worker = Worker(tick, interval=svc.settings.worker_tick_seconds)
+    worker.install_signal_handlers()
+    worker.run()
+
+
+def register_commands(app: Flask) -> None:
+    from app.demo import demo_command
+
+    for command in (db_group, tenant_group, key_group, secrets_group, worker_command, demo_command):
+        app.cli.add_command(command)
+
+
+def _create_app():
+    from app import create_app
+
+    return create_app()
+
+
+main = FlaskGroup(
+    create_app=_create_app,
+    add_default_commands=True,
+    help="PQL engine: product events in, Activation and engagement traits out to your CRM.",
+)

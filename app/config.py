@@ -1,0 +1,130 @@
+"""Configuration from environment variables.
+
+Every variable is documented in the README's configuration table; keep the two in step.
+Development gets safe defaults so a newcomer runs the service with nothing set; production
+refuses to start without real secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+ENVIRONMENTS = ("development", "test", "production")
+DEV_SECRET_KEY = "dev-only-insecure-secret-key"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a service that may start."""
+
+
+def _default_sqlite_url(instance_path: Path) -> str:
+    return f"sqlite:///{instance_path / 'pql.sqlite3'}"
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URLs hosting platforms hand out and pick our PostgreSQL driver (psycopg 3)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _dev_encryption_key(secret_key: str) -> str:
+    """A stable development-only Fernet key derived from SECRET_KEY."""
+    digest = hashlib.sha256(b"pql-token-encryption:" + secret_key.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    secret_key: str
+    token_encryption_keys: tuple[str, ...]
+    database_url: str
+    log_level: str = "INFO"
+    public_url: str = "http://127.0.0.1:5000"
+    # Ingestion limits follow Segment's HTTP API: 32 KB per message, 500 KB per batch.
+    max_message_bytes: int = 32 * 1024
+    max_batch_bytes: int = 500 * 1024
+    worker_tick_seconds: int = 5
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, instance_path: Path | None = None):
+        env = os.environ if env is None else env
+        app_env = env.get("APP_ENV", "development").strip().lower()
+        if app_env not in ENVIRONMENTS:
+            raise ConfigError(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}, got {app_env!r}")
+        production = app_env == "production"
+
+        secret_key = env.get("SECRET_KEY", "")
+        if not secret_key:
+            if production:
+                raise ConfigError("SECRET_KEY must be set in production")
+            secret_key = DEV_SECRET_KEY
+        if production and (secret_key == DEV_SECRET_KEY or len(secret_key) < MIN_SECRET_KEY_LENGTH):
+            raise ConfigError(
+                f"SECRET_KEY must be a random value of at least {MIN_SECRET_KEY_LENGTH} "
+                "characters in production"
+            )
+
+        raw_keys = [k.strip() for k in env.get("TOKEN_ENCRYPTION_KEYS", "").split(",") if k.strip()]
+        if not raw_keys:
+            if production:
+                raise ConfigError(
+                    "TOKEN_ENCRYPTION_KEYS must be set in production "
+                    "(generate one with: pql secrets generate)"
+                )
+            raw_keys = [_dev_encryption_key(secret_key)]
+        for position, key in enumerate(raw_keys, start=1):
+            try:
+                Fernet(key)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(
+                    f"TOKEN_ENCRYPTION_KEYS entry {position} is not a valid Fernet key "
+                    "(32 url-safe base64-encoded bytes)"
+                ) from exc
+
+        database_url = env.get("DATABASE_URL", "")
+        if not database_url:
+            if instance_path is None:
+                raise ConfigError("DATABASE_URL is not set and no instance folder is known")
+            database_url = _default_sqlite_url(instance_path)
+
+        return cls(
+            env=app_env,
+            secret_key=secret_key,
+            token_encryption_keys=tuple(raw_keys),
+            database_url=normalise_database_url(database_url),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            public_url=env.get("PUBLIC_URL", "http://127.0.0.1:5000").rstrip("/"),
+            max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 32 * 1024, minimum=1024),
+            max_batch_bytes=_int(env, "MAX_BATCH_BYTES", 500 * 1024, minimum=1024),
+            worker_tick_seconds=_int(env, "WORKER_TICK_SECONDS", 5, minimum=1),
+        )

@@ -1,0 +1,114 @@
+"""Engine and sessions.
+
+Two kinds of session exist and nothing else touches the database:
+
+* ``tenant_session(tenant_id)``: every ORM SELECT, UPDATE and DELETE of a tenant-owned model is
+  filtered to that tenant (``with_loader_criteria``), and flushing an object of another tenant
+  raises. This is what request handlers, jobs and the CLI use for a tenant's data.
+* ``system_session()``: no tenant filter, for the few cross-tenant needs (resolving a write key to
+  its tenant, listing installations, the scheduler picking tenants).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker, with_loader_criteria
+
+from app.models import TenantOwned
+
+TENANT_KEY = "tenant_id"
+
+
+class TenantScopeError(RuntimeError):
+    """An object of one tenant was about to be written through another tenant's session."""
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # Dialect branch (SQLite): several processes (web + worker) share the file, so use WAL,
+        # wait on locks instead of failing at once, and turn foreign keys on.
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+class Database:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def system_session(self) -> Session:
+        return self._sessions()
+
+    def tenant_session(self, tenant_id: int) -> Session:
+        if not isinstance(tenant_id, int):
+            raise TypeError("tenant_id must be an int")
+        session = self._sessions()
+        session.info[TENANT_KEY] = tenant_id
+        return session
+
+    @contextmanager
+    def tenant_transaction(self, tenant_id: int) -> Iterator[Session]:
+        """A tenant session that commits on success and rolls back on error."""
+        with self.tenant_session(tenant_id) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def system_transaction(self) -> Iterator[Session]:
+        with self.system_session() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _filter_to_session_tenant(state) -> None:
+    tenant_id = state.session.info.get(TENANT_KEY)
+    if tenant_id is None:
+        return
+    if state.is_select and (state.is_column_load or state.is_relationship_load):
+        return  # the parent row was already filtered
+    if state.is_select or state.is_update or state.is_delete:
+        state.statement = state.statement.options(
+            with_loader_criteria(
+                TenantOwned,
+                lambda cls: cls.tenant_id == tenant_id,
+                include_aliases=True,
+            )
+        )
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_and_check_tenant(session: Session, _context, _instances) -> None:
+    tenant_id = session.info.get(TENANT_KEY)
+    if tenant_id is None:
+        return
+    for obj in list(session.new) + list(session.dirty) + list(session.deleted):
+        if not isinstance(obj, TenantOwned):
+            continue
+        if obj.tenant_id is None and obj in session.new:
+            obj.tenant_id = tenant_id
+        elif obj.tenant_id != tenant_id:
+            raise TenantScopeError(
+                f"{type(obj).__name__} of tenant {obj.tenant_id} written in a session of "
+                f"tenant {tenant_id}"
+            )

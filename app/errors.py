@@ -1,0 +1,39 @@
+"""Errors leave the service as JSON ``{"code", "message"}``.
+
+Segment's SDKs read exactly these two keys from an error body; without them they retry even a
+4xx, so every error response keeps this shape.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str, **extra):
+    body = {"code": code, "message": message, **extra}
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _code_for(exc: HTTPException) -> str:
+    return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        response = error_response(exc.code or 500, _code_for(exc), exc.description or "")
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unhandled(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_server_error", InternalServerError.description)

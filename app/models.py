@@ -1,0 +1,204 @@
+"""Database models: one place for every table.
+
+Every row of a tenant's data carries ``tenant_id`` (the ``TenantOwned`` mixin), and tenant
+sessions (``app.db``) filter on it automatically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+
+# Named constraints make migrations reproducible and let Alembic's batch mode alter SQLite tables.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL (indexable, compact), JSON text elsewhere.
+JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite has no time zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; pass an aware UTC datetime")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSONDoc}
+
+
+class TenantOwned:
+    """Mixin for every table that holds one tenant's data."""
+
+    @declared_attr
+    def tenant_id(cls) -> Mapped[int]:
+        # Not indexed here: each table leads a unique key or an index with tenant_id instead.
+        return mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+
+
+class Tenant(Base):
+    """One installation: a HubSpot portal or a Salesforce org (or a development tenant)."""
+
+    __tablename__ = "tenants"
+    __table_args__ = (UniqueConstraint("crm", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # "hubspot", "salesforce", or "none" for a tenant not connected to a CRM yet.
+    crm: Mapped[str] = mapped_column(String(20))
+    # HubSpot portal (hub) id or Salesforce org id; null until connected.
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    # "active", "needs_reauth" or "uninstalled".
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    access_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    access_token_expires_at: Mapped[dt.datetime | None]
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    uninstalled_at: Mapped[dt.datetime | None]
+
+    def __repr__(self) -> str:
+        return f"<Tenant {self.id} {self.crm}:{self.external_id} {self.status}>"
+
+
+class WriteKey(TenantOwned, Base):
+    """An ingestion key. Only a SHA-256 digest of the key is stored (see ``app.security``)."""
+
+    __tablename__ = "write_keys"
+    __table_args__ = (Index("ix_write_keys_tenant_id", "tenant_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters of the key, enough for an admin to tell keys apart.
+    display_prefix: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None]
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Account(TenantOwned, Base):
+    """A customer company (Segment ``group``)."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (UniqueConstraint("tenant_id", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Segment groupId.
+    external_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str | None] = mapped_column(String(255))
+    domain: Mapped[str | None] = mapped_column(String(255), index=True)
+    traits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # When each trait was last set, so that an older message never overwrites a newer value.
+    trait_times: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class User(TenantOwned, Base):
+    """A person using the product (Segment ``userId`` and/or ``anonymousId``)."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "external_id"),
+        UniqueConstraint("tenant_id", "anonymous_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Segment userId; null while the person is only known by an anonymousId.
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    anonymous_id: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    traits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    trait_times: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Set by ``alias``: this anonymous user now lives on as another user.
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AccountMembership(TenantOwned, Base):
+    """A user belongs to an account (Segment ``group`` call). A user may be in several."""
+
+    __tablename__ = "account_memberships"
+    __table_args__ = (Index("ix_account_memberships_tenant_id", "tenant_id"),)
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Event(TenantOwned, Base):
+    """A raw message as received (track, identify, group, page, screen, alias)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "message_id"),
+        Index("ix_events_tenant_id_timestamp", "tenant_id", "timestamp"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(100))
+    type: Mapped[str] = mapped_column(String(16))
+    # The track event's name (or page/screen name); null for identify/group/alias.
+    name: Mapped[str | None] = mapped_column(String(255))
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), index=True
+    )
+    # Skew-corrected time the event happened (Segment's timestamp rule).
+    timestamp: Mapped[dt.datetime]
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -1,0 +1,127 @@
+"""Tenants and their write keys: the operations the CLI, the install flow and ingestion share."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import Database
+from app.models import Tenant, WriteKey, utcnow
+from app.security import generate_write_key, hash_write_key
+
+CRM_KINDS = ("hubspot", "salesforce", "none")
+TENANT_STATUSES = ("active", "needs_reauth", "uninstalled")
+
+
+class NotFound(LookupError):
+    """The tenant or key asked for does not exist (in this tenant)."""
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    tenant_id: int
+    key_id: int
+    secret: str
+    display_prefix: str
+
+
+@dataclass(frozen=True)
+class ResolvedKey:
+    tenant_id: int
+    key_id: int
+
+
+def create_tenant(
+    db: Database, name: str, crm: str = "none", external_id: str | None = None
+) -> Tenant:
+    if crm not in CRM_KINDS:
+        raise ValueError(f"crm must be one of {', '.join(CRM_KINDS)}")
+    if not name.strip():
+        raise ValueError("name must not be empty")
+    with db.system_transaction() as session:
+        tenant = Tenant(name=name.strip(), crm=crm, external_id=external_id, status="active")
+        session.add(tenant)
+        session.flush()
+        return tenant
+
+
+def get_tenant(db: Database, tenant_id: int) -> Tenant:
+    with db.system_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"no tenant with id {tenant_id}")
+        return tenant
+
+
+def list_tenants(db: Database) -> list[Tenant]:
+    with db.system_session() as session:
+        return list(session.scalars(select(Tenant).order_by(Tenant.id)))
+
+
+def _add_key(session: Session, tenant_id: int, label: str) -> IssuedKey:
+    new = generate_write_key()
+    key = WriteKey(
+        tenant_id=tenant_id,
+        key_hash=new.key_hash,
+        display_prefix=new.display_prefix,
+        label=label,
+    )
+    session.add(key)
+    session.flush()
+    return IssuedKey(tenant_id, key.id, new.secret, new.display_prefix)
+
+
+def issue_write_key(db: Database, tenant_id: int, label: str = "") -> IssuedKey:
+    get_tenant(db, tenant_id)
+    with db.tenant_transaction(tenant_id) as session:
+        return _add_key(session, tenant_id, label)
+
+
+def list_write_keys(db: Database, tenant_id: int) -> list[WriteKey]:
+    with db.tenant_session(tenant_id) as session:
+        return list(session.scalars(select(WriteKey).order_by(WriteKey.id)))
+
+
+def revoke_write_key(
+    db: Database, tenant_id: int, key_id: int, now: dt.datetime | None = None
+) -> WriteKey:
+    with db.tenant_transaction(tenant_id) as session:
+        key = session.scalar(select(WriteKey).where(WriteKey.id == key_id))
+        if key is None:
+            raise NotFound(f"tenant {tenant_id} has no write key {key_id}")
+        if key.revoked_at is None:
+            key.revoked_at = now or utcnow()
+        return key
+
+
+def rotate_write_key(db: Database, tenant_id: int, key_id: int) -> IssuedKey:
+    """Issue a replacement for ``key_id`` and revoke it, in one transaction."""
+    with db.tenant_transaction(tenant_id) as session:
+        old = session.scalar(select(WriteKey).where(WriteKey.id == key_id))
+        if old is None:
+            raise NotFound(f"tenant {tenant_id} has no write key {key_id}")
+        if old.revoked_at is not None:
+            raise ValueError(f"write key {key_id} is already revoked")
+        issued = _add_key(session, tenant_id, old.label)
+        old.revoked_at = utcnow()
+        return issued
+
+
+def resolve_write_key(db: Database, secret: str) -> ResolvedKey | None:
+    """The tenant an active write key belongs to, or None. The only cross-tenant key lookup."""
+    if not secret:
+        return None
+    with db.system_session() as session:
+        row = session.execute(
+            select(WriteKey.id, WriteKey.tenant_id)
+            .join(Tenant, Tenant.id == WriteKey.tenant_id)
+            .where(
+                WriteKey.key_hash == hash_write_key(secret),
+                WriteKey.revoked_at.is_(None),
+                Tenant.status != "uninstalled",
+            )
+        ).first()
+    return ResolvedKey(tenant_id=row.tenant_id, key_id=row.id) if row else None

@@ -1,0 +1,1 @@
+"""CRM connectors: one module per CRM behind one small interface (HubSpot, Salesforce)."""

@@ -1,0 +1,84 @@
+import json
+
+from sqlalchemy import select
+
+from app import create_app
+from app.models import Tenant
+from app.security import TokenCipher, new_encryption_key
+from app.tenants import create_tenant, resolve_write_key
+from tests.conftest import config_for
+
+
+def test_tenant_create_prints_a_working_write_key(cli, db):
+    result = cli.invoke(args=["tenant", "create", "--name", "Acme", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert resolve_write_key(db, out["write_key"]).tenant_id == out["tenant_id"]
+
+
+def test_tenant_list_shows_tenants(cli, db):
+    create_tenant(db, "Acme")
+    create_tenant(db, "Globex", crm="hubspot", external_id="123456")
+    result = cli.invoke(args=["tenant", "list", "--json"])
+    assert result.exit_code == 0
+    rows = json.loads(result.output)
+    assert [(r["name"], r["crm"], r["external_id"]) for r in rows] == [
+        ("Acme", "none", None),
+        ("Globex", "hubspot", "123456"),
+    ]
+
+
+def test_key_rotate_revokes_the_old_key_and_prints_a_new_one(cli, db):
+    out = json.loads(cli.invoke(args=["tenant", "create", "--name", "A", "--json"]).output)
+    result = cli.invoke(args=["key", "rotate", "--tenant", str(out["tenant_id"]), "1"])
+    assert result.exit_code == 0, result.output
+    new_secret = result.output.strip().rsplit(" ", 1)[-1]
+    assert resolve_write_key(db, out["write_key"]) is None
+    assert resolve_write_key(db, new_secret).tenant_id == out["tenant_id"]
+
+
+def test_key_revoke_of_an_unknown_key_exits_non_zero_with_a_message(cli, db):
+    tenant = create_tenant(db, "Acme")
+    result = cli.invoke(args=["key", "revoke", "--tenant", str(tenant.id), "999"])
+    assert result.exit_code == 1
+    assert "has no write key 999" in result.output
+
+
+def test_tenant_create_rejects_an_unknown_crm(cli):
+    result = cli.invoke(args=["tenant", "create", "--name", "A", "--crm", "pipedrive"])
+    assert result.exit_code == 2
+    assert "pipedrive" in result.output
+
+
+def test_commands_refuse_an_unmigrated_database_with_a_hint(db_factory):
+    app = create_app(config_for(db_factory.new_url()))
+    result = app.test_cli_runner().invoke(args=["tenant", "list"])
+    assert result.exit_code == 1
+    assert "pql db upgrade" in result.output
+    app.extensions["pql"].db.dispose()
+
+
+def test_db_upgrade_then_current_reports_head(db_factory):
+    app = create_app(config_for(db_factory.new_url()))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "current"]).exit_code == 1
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(args=["db", "current"]).exit_code == 0
+    app.extensions["pql"].db.dispose()
+
+
+def test_rotate_tokens_re_encrypts_with_the_new_primary_key(db, migrated_url):
+    old_key, new_key = new_encryption_key(), new_encryption_key()
+    old_cipher = TokenCipher([old_key])
+    tenant = create_tenant(db, "Acme", crm="hubspot", external_id="42")
+    with db.system_transaction() as s:
+        s.get(Tenant, tenant.id).refresh_token_encrypted = old_cipher.encrypt("refresh-me")
+
+    app = create_app(config_for(migrated_url, TOKEN_ENCRYPTION_KEYS=f"{new_key},{old_key}"))
+    result = app.test_cli_runner().invoke(args=["secrets", "rotate-tokens"])
+    assert result.exit_code == 0, result.output
+    assert "re-encrypted 1 tokens" in result.output
+    with db.system_session() as s:
+        stored = s.scalar(select(Tenant.refresh_token_encrypted))
+    assert TokenCipher([new_key]).decrypt(stored) == "refresh-me"
+    app.extensions["pql"].db.dispose()

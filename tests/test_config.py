@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from app.config import ConfigError, Settings
+from app.security import new_encryption_key
+
+REAL_SECRET = "s" * 48
+
+
+def production(**extra):
+    return {"APP_ENV": "production", "DATABASE_URL": "sqlite:///:memory:", **extra}
+
+
+def test_production_refuses_to_start_without_secret_key():
+    env = production(TOKEN_ENCRYPTION_KEYS=new_encryption_key())
+    with pytest.raises(ConfigError, match="SECRET_KEY must be set"):
+        create_app(env)
+
+
+def test_production_refuses_a_short_or_development_secret_key():
+    with pytest.raises(ConfigError, match="at least 32"):
+        Settings.from_env(
+            production(SECRET_KEY="short", TOKEN_ENCRYPTION_KEYS=new_encryption_key())
+        )
+    with pytest.raises(ConfigError, match="at least 32"):
+        Settings.from_env(
+            production(
+                SECRET_KEY="dev-only-insecure-secret-key",
+                TOKEN_ENCRYPTION_KEYS=new_encryption_key(),
+            )
+        )
+
+
+def test_production_refuses_to_start_without_token_encryption_key():
+    with pytest.raises(ConfigError, match="TOKEN_ENCRYPTION_KEYS must be set"):
+        create_app(production(SECRET_KEY=REAL_SECRET))
+
+
+def test_invalid_encryption_key_is_named_by_position():
+    env = production(
+        SECRET_KEY=REAL_SECRET, TOKEN_ENCRYPTION_KEYS=f"{new_encryption_key()},not-a-key"
+    )
+    with pytest.raises(ConfigError, match="entry 2 is not a valid Fernet key"):
+        Settings.from_env(env)
+
+
+def test_production_starts_with_real_secrets():
+    app = create_app(production(SECRET_KEY=REAL_SECRET, TOKEN_ENCRYPTION_KEYS=new_encryption_key()))
+    assert app.extensions["pql"].settings.is_production
+
+
+def test_development_has_safe_defaults_and_a_sqlite_file_in_the_instance_folder(tmp_path):
+    settings = Settings.from_env({}, instance_path=tmp_path)
+    assert settings.env == "development"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'pql.sqlite3'}"
+    assert len(settings.token_encryption_keys) == 1
+
+
+def test_unknown_environment_is_rejected():
+    with pytest.raises(ConfigError, match="APP_ENV must be one of"):
+        Settings.from_env({"APP_ENV": "staging"}, instance_path=Path("."))
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["postgres://u:p@h:5432/d", "postgresql://u:p@h:5432/d", "postgresql+psycopg://u:p@h:5432/d"],
+)
+def test_postgres_urls_use_the_psycopg_driver(given):
+    settings = Settings.from_env({"DATABASE_URL": given})
+    assert settings.database_url == "postgresql+psycopg://u:p@h:5432/d"
+
+
+def test_non_numeric_limit_is_a_config_error():
+    with pytest.raises(ConfigError, match="MAX_BATCH_BYTES must be a whole number"):
+        Settings.from_env({"DATABASE_URL": "sqlite://", "MAX_BATCH_BYTES": "lots"})
