@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import Flask, current_app
 
 from app.config import Settings
 from app.db import Database
+from app.models import utcnow
 from app.security import TokenCipher
 
 
@@ -22,6 +24,8 @@ class Services:
     settings: Settings
     db: Database
     token_cipher: TokenCipher
+    # Injected so that tests control time; everything that stamps "now" asks this.
+    clock: Callable[[], dt.datetime] = field(default=utcnow)
 
 
 def services() -> Services:
@@ -61,8 +65,10 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
 
     from app import errors, health
     from app.cli import register_commands
+    from webhooks import tracking_api
 
     errors.register(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(tracking_api.bp)
     register_commands(app)
     return app

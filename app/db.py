@@ -29,17 +29,24 @@ class TenantScopeError(RuntimeError):
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # Dialect branch (SQLite): several processes (web + worker) share the file, so use WAL,
-        # wait on locks instead of failing at once, and turn foreign keys on.
+        # wait on locks instead of failing at once, and turn foreign keys on. Transactions start
+        # with BEGIN IMMEDIATE so that a read-modify-write (trait merges) holds the write lock
+        # from its first read, as SELECT ... FOR UPDATE does on PostgreSQL.
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin_immediate(connection):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)

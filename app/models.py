@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -137,7 +138,10 @@ class Account(TenantOwned, Base):
     # When each trait was last set, so that an older message never overwrites a newer value.
     trait_times: Mapped[dict[str, Any]] = mapped_column(default=dict)
     first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Time of the newest message about this account (event time, skew-corrected).
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # When ingestion last changed anything scoring reads (events, traits, members).
+    changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
 class User(TenantOwned, Base):
@@ -159,8 +163,14 @@ class User(TenantOwned, Base):
     trait_times: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Set by ``alias``: this anonymous user now lives on as another user.
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # The account of the user's latest ``group`` call: where a track without a groupId goes
+    # when the user belongs to several accounts.
+    current_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL")
+    )
     first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
 class AccountMembership(TenantOwned, Base):
@@ -202,3 +212,53 @@ class Event(TenantOwned, Base):
     timestamp: Mapped[dt.datetime]
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class UserEventDay(TenantOwned, Base):
+    """How often a user did a track event on a (UTC) day: what user scoring reads."""
+
+    __tablename__ = "user_event_days"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    event: Mapped[str] = mapped_column(String(255), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AccountEventDay(TenantOwned, Base):
+    """How often each user did a track event for an account on a (UTC) day.
+
+    Keeping the user here lets account scoring count distinct users per event without raw events.
+    """
+
+    __tablename__ = "account_event_days"
+    __table_args__ = (Index("ix_account_event_days_user_id", "user_id"),)
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    event: Mapped[str] = mapped_column(String(255), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RejectedMessage(TenantOwned, Base):
+    """A message of an accepted request that failed validation, kept with the reason so the admin
+    can see what their SDK sends wrong (Segment shows these in its debugger)."""
+
+    __tablename__ = "rejected_messages"
+    __table_args__ = (
+        Index("ix_rejected_messages_tenant_id_received_at", "tenant_id", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    message_id: Mapped[str | None] = mapped_column(String(100))
+    errors: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The message as received, cut to the per-message size limit.
+    payload_excerpt: Mapped[str] = mapped_column(Text, default="")

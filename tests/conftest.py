@@ -105,3 +105,12 @@ def client(app):
 @pytest.fixture
 def cli(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def tenant_key(db):
+    """A tenant and a write key for it: (tenant_id, secret)."""
+    from app.tenants import create_tenant, issue_write_key
+
+    tenant = create_tenant(db, "Acme")
+    return tenant.id, issue_write_key(db, tenant.id).secret
