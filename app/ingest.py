@@ -29,10 +29,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import bindparam, case, delete, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from app.bulk import add_account_counts, add_user_counts, dialect_insert, insert_events
 from app.db import Database
 from app.models import (
     Account,
@@ -49,7 +49,7 @@ from webhooks.segment import Message, Rejection
 log = logging.getLogger(__name__)
 
 ROLLUP_TYPES = ("track",)
-INSERT_CHUNK = 500
+LAST_SEEN_RESOLUTION = dt.timedelta(hours=1)
 MAX_ATTEMPTS = 4
 
 
@@ -60,13 +60,6 @@ class IngestResult:
     rejected: int = 0
     touched_user_ids: set[int] = field(default_factory=set)
     touched_account_ids: set[int] = field(default_factory=set)
-
-
-def dialect_insert(session: Session):
-    """Dialect branch: ON CONFLICT lives in each dialect's own ``insert``."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert
-    return sqlite.insert
 
 
 def _is_retryable(exc: Exception) -> bool:
@@ -109,32 +102,31 @@ def _ingest(
     result = IngestResult(rejected=len(rejections))
     _record_rejections(session, tenant_id, rejections, received_at)
 
-    fresh = _drop_known_messages(session, messages)
-    result.duplicates = len(messages) - len(fresh)
-    if not fresh:
+    unique = _unique_by_message_id(messages)
+    users = _UserResolver(session, tenant_id)
+    user_of = users.resolve_all(unique)
+    _apply_aliases(session, tenant_id, users, unique, user_of)
+    account_of, _ = _resolve_accounts(session, tenant_id, unique)
+    message_account = _event_accounts(unique, user_of, account_of, users)
+
+    # The insert decides what is new (ON CONFLICT DO NOTHING); everything that counts or
+    # overwrites below applies to new messages only, so a retried request changes nothing.
+    stored_ids = _insert_events(session, tenant_id, unique, user_of, message_account, received_at)
+    stored = [m for m in unique if m.message_id in stored_ids]
+    result.stored = len(stored)
+    result.duplicates = len(messages) - len(stored)
+    if not stored:
         return result
 
-    users = _UserResolver(session, tenant_id)
-    users.preload([m.user_id for m in fresh], [m.anonymous_id for m in fresh])
-    user_of = {m.message_id: users.resolve(m.user_id, m.anonymous_id, m.timestamp) for m in fresh}
-    _apply_aliases(session, tenant_id, users, fresh, user_of)
-    _apply_user_traits(session, fresh, user_of)
-
-    account_of, account_ids = _resolve_accounts(session, tenant_id, fresh)
-    _apply_account_traits(session, fresh, account_of)
-    message_account = _attach_accounts(session, tenant_id, fresh, user_of, account_of, users)
-
-    stored_ids = _insert_events(session, tenant_id, fresh, user_of, message_account, received_at)
-    stored = [m for m in fresh if m.message_id in stored_ids]
-    result.stored = len(stored)
-    result.duplicates += len(fresh) - len(stored)
-
+    _apply_user_traits(session, stored, user_of, received_at)
+    _apply_account_traits(session, stored, account_of, received_at)
+    _record_memberships(session, tenant_id, stored, user_of, account_of, users)
     _add_rollups(session, tenant_id, stored, user_of, message_account)
+    _touch(session, tenant_id, stored, user_of, message_account, users)
     result.touched_user_ids = {user_of[m.message_id] for m in stored}
     result.touched_account_ids = {
-        a for a in (message_account.get(m.message_id) for m in stored) if a
-    } | set(account_ids.values())
-    _touch(session, tenant_id, stored, user_of, message_account, received_at)
+        message_account[m.message_id] for m in stored if m.message_id in message_account
+    }
     return result
 
 
@@ -146,7 +138,7 @@ def _record_rejections(
 ) -> None:
     if not rejections:
         return
-    session.execute(
+    session.connection().execute(
         RejectedMessage.__table__.insert(),
         [
             {
@@ -161,16 +153,15 @@ def _record_rejections(
     )
 
 
-def _drop_known_messages(session: Session, messages: list[Message]) -> list[Message]:
-    """Messages not stored before, first occurrence only."""
+def _unique_by_message_id(messages: list[Message]) -> list[Message]:
+    """First occurrence of each messageId within the request."""
     seen: set[str] = set()
     unique = []
     for m in messages:
         if m.message_id not in seen:
             seen.add(m.message_id)
             unique.append(m)
-    known = set(session.scalars(select(Event.message_id).where(Event.message_id.in_(seen))))
-    return [m for m in unique if m.message_id not in known]
+    return unique
 
 
 # --- users ---------------------------------------------------------------------------------
@@ -183,10 +174,16 @@ class _UserRow:
     anonymous_id: str | None
     merged_into_id: int | None
     current_account_id: int | None
+    first_seen_at: dt.datetime
+    last_seen_at: dt.datetime
 
 
 class _UserResolver:
-    """Finds or creates the user of each (userId, anonymousId) pair of one request."""
+    """Finds or creates the users of one request's (userId, anonymousId) pairs.
+
+    New users are inserted in one statement with ON CONFLICT DO NOTHING, in key order, and read
+    back: a user created meanwhile by a concurrent request is simply found, never an error.
+    """
 
     def __init__(self, session: Session, tenant_id: int):
         self.session = session
@@ -194,8 +191,16 @@ class _UserResolver:
         self.by_external: dict[str, _UserRow] = {}
         self.by_anonymous: dict[str, _UserRow] = {}
         self.by_id: dict[int, _UserRow] = {}
-        self._loaded_external: set[str] = set()
-        self._loaded_anonymous: set[str] = set()
+
+    _COLUMNS = (
+        User.id,
+        User.external_id,
+        User.anonymous_id,
+        User.merged_into_id,
+        User.current_account_id,
+        User.first_seen_at,
+        User.last_seen_at,
+    )
 
     def _remember(self, row: _UserRow) -> _UserRow:
         self.by_id[row.id] = row
@@ -205,27 +210,17 @@ class _UserResolver:
             self.by_anonymous[row.anonymous_id] = row
         return row
 
-    def preload(self, external_ids: Iterable[str], anonymous_ids: Iterable[str]) -> None:
-        ext = {e for e in external_ids if e} - self._loaded_external
-        anon = {a for a in anonymous_ids if a} - self._loaded_anonymous
-        if not ext and not anon:
-            return
-        query = select(
-            User.id,
-            User.external_id,
-            User.anonymous_id,
-            User.merged_into_id,
-            User.current_account_id,
-        )
+    def load(self, external_ids: Iterable[str | None], anonymous_ids: Iterable[str | None]) -> None:
+        ext = {e for e in external_ids if e} - self.by_external.keys()
+        anon = {a for a in anonymous_ids if a} - self.by_anonymous.keys()
         conditions = []
         if ext:
             conditions.append(User.external_id.in_(ext))
         if anon:
             conditions.append(User.anonymous_id.in_(anon))
-        for row in self.session.execute(query.where(or_(*conditions))):
-            self._remember(_UserRow(*row))
-        self._loaded_external |= ext
-        self._loaded_anonymous |= anon
+        if conditions:
+            for row in self.session.execute(select(*self._COLUMNS).where(or_(*conditions))):
+                self._remember(_UserRow(*row))
 
     def _follow(self, row: _UserRow) -> _UserRow:
         hops = 0
@@ -233,13 +228,7 @@ class _UserResolver:
             target = self.by_id.get(row.merged_into_id)
             if target is None:
                 found = self.session.execute(
-                    select(
-                        User.id,
-                        User.external_id,
-                        User.anonymous_id,
-                        User.merged_into_id,
-                        User.current_account_id,
-                    ).where(User.id == row.merged_into_id)
+                    select(*self._COLUMNS).where(User.id == row.merged_into_id)
                 ).first()
                 if found is None:
                     break
@@ -248,47 +237,74 @@ class _UserResolver:
             hops += 1
         return row
 
-    def _create(
-        self, external_id: str | None, anonymous_id: str | None, seen_at: dt.datetime
-    ) -> _UserRow:
-        user = User(
-            tenant_id=self.tenant_id,
-            external_id=external_id,
-            anonymous_id=anonymous_id,
-            first_seen_at=seen_at,
-            last_seen_at=seen_at,
-            changed_at=seen_at,
-        )
-        self.session.add(user)
-        self.session.flush()
-        return self._remember(_UserRow(user.id, external_id, anonymous_id, None, None))
+    def _create_missing(self, wanted: list[tuple[str | None, str | None, dt.datetime]]) -> None:
+        """Insert users not found; a pair whose anonymousId was taken meanwhile is created
+        without it on the second pass."""
+        for keep_anonymous in (True, False):
+            rows = {}
+            for external_id, anonymous_id, seen_at in wanted:
+                if external_id and external_id in self.by_external:
+                    continue
+                if not external_id and anonymous_id in self.by_anonymous:
+                    continue
+                key = external_id or f"anon:{anonymous_id}"
+                anonymous = anonymous_id if keep_anonymous or not external_id else None
+                if anonymous and anonymous in self.by_anonymous:
+                    anonymous = None
+                previous = rows.get(key)
+                if previous is None or seen_at < previous["first_seen_at"]:
+                    rows[key] = {
+                        "tenant_id": self.tenant_id,
+                        "external_id": external_id,
+                        "anonymous_id": anonymous,
+                        "traits": {},
+                        "trait_times": {},
+                        "first_seen_at": seen_at,
+                        "last_seen_at": seen_at,
+                        "changed_at": seen_at,
+                    }
+            if not rows:
+                return
+            insert = dialect_insert(self.session)
+            self.session.connection().execute(
+                insert(User.__table__).on_conflict_do_nothing(), [rows[k] for k in sorted(rows)]
+            )
+            self.load(
+                [r["external_id"] for r in rows.values()],
+                [r["anonymous_id"] for r in rows.values() if not r["external_id"]],
+            )
 
-    def resolve(
-        self, external_id: str | None, anonymous_id: str | None, seen_at: dt.datetime
-    ) -> int:
-        self.preload([external_id] if external_id else [], [anonymous_id] if anonymous_id else [])
-        if external_id:
-            anon = self.by_anonymous.get(anonymous_id) if anonymous_id else None
-            row = self.by_external.get(external_id)
-            if row is not None:
-                row = self._follow(row)
-                if anon is not None and anon.external_id is None and anon.merged_into_id is None:
+    def resolve_all(self, messages: list[Message]) -> dict[str, int]:
+        """The user id of every message."""
+        self.load([m.user_id for m in messages], [m.anonymous_id for m in messages])
+        wanted = []
+        for m in messages:
+            if m.user_id:
+                anon = self.by_anonymous.get(m.anonymous_id) if m.anonymous_id else None
+                known = self.by_external.get(m.user_id)
+                unclaimed = anon is not None and anon.external_id is None
+                if known is None and unclaimed and anon.merged_into_id is None:
+                    # Signed up after browsing anonymously: the anonymous user gets the userId.
+                    self.session.execute(
+                        update(User).where(User.id == anon.id).values(external_id=m.user_id)
+                    )
+                    anon.external_id = m.user_id
+                    self.by_external[m.user_id] = anon
+                elif known is not None and unclaimed and anon.merged_into_id is None:
                     # Signed in after browsing anonymously: one person, one user.
-                    merge_users(self.session, self.tenant_id, anon.id, row.id)
-                    anon.merged_into_id = row.id
-                return row.id
-            if anon is not None and anon.external_id is None and anon.merged_into_id is None:
-                self.session.execute(
-                    update(User).where(User.id == anon.id).values(external_id=external_id)
-                )
-                anon.external_id = external_id
-                self.by_external[external_id] = anon
-                return anon.id
-            return self._create(external_id, anonymous_id if anon is None else None, seen_at).id
-        row = self.by_anonymous.get(anonymous_id)
-        if row is not None:
-            return self._follow(row).id
-        return self._create(None, anonymous_id, seen_at).id
+                    target = self._follow(known)
+                    merge_users(self.session, self.tenant_id, anon.id, target.id)
+                    anon.merged_into_id = target.id
+                elif known is None:
+                    wanted.append((m.user_id, m.anonymous_id, m.timestamp))
+            elif m.anonymous_id not in self.by_anonymous:
+                wanted.append((None, m.anonymous_id, m.timestamp))
+        self._create_missing(wanted)
+        resolved = {}
+        for m in messages:
+            row = self.by_external[m.user_id] if m.user_id else self.by_anonymous[m.anonymous_id]
+            resolved[m.message_id] = self._follow(row).id
+        return resolved
 
 
 def _apply_aliases(
@@ -301,7 +317,7 @@ def _apply_aliases(
     aliases = [m for m in messages if m.type == "alias"]
     if not aliases:
         return
-    users.preload([m.previous_id for m in aliases], [m.previous_id for m in aliases])
+    users.load([m.previous_id for m in aliases], [m.previous_id for m in aliases])
     remap: dict[int, int] = {}
     for m in sorted(aliases, key=lambda m: m.timestamp):
         survivor = user_of[m.message_id]
@@ -361,15 +377,7 @@ def merge_users(session: Session, tenant_id: int, source_id: int, target_id: int
             UserEventDay.user_id == source_id
         )
     ).all()
-    _upsert_counts(
-        session,
-        UserEventDay,
-        [
-            {"tenant_id": tenant_id, "user_id": target_id, "event": e, "day": d, "count": c}
-            for e, d, c in user_days
-        ],
-        ["user_id", "event", "day"],
-    )
+    add_user_counts(session, tenant_id, {(target_id, e, d): c for e, d, c in user_days})
     session.execute(delete(UserEventDay).where(UserEventDay.user_id == source_id))
     account_days = session.execute(
         select(
@@ -379,22 +387,7 @@ def merge_users(session: Session, tenant_id: int, source_id: int, target_id: int
             AccountEventDay.count,
         ).where(AccountEventDay.user_id == source_id)
     ).all()
-    _upsert_counts(
-        session,
-        AccountEventDay,
-        [
-            {
-                "tenant_id": tenant_id,
-                "account_id": a,
-                "user_id": target_id,
-                "event": e,
-                "day": d,
-                "count": c,
-            }
-            for a, e, d, c in account_days
-        ],
-        ["account_id", "event", "day", "user_id"],
-    )
+    add_account_counts(session, tenant_id, {(a, e, d, target_id): c for a, e, d, c in account_days})
     session.execute(delete(AccountEventDay).where(AccountEventDay.user_id == source_id))
 
 
@@ -468,7 +461,9 @@ def _sync_account_columns(account: Account) -> None:
             break
 
 
-def _apply_user_traits(session: Session, messages: list[Message], user_of: dict[str, int]) -> None:
+def _apply_user_traits(
+    session: Session, messages: list[Message], user_of: dict[str, int], now: dt.datetime
+) -> None:
     by_user: dict[int, list[Message]] = defaultdict(list)
     for m in messages:
         if m.type == "identify" and m.traits:
@@ -485,6 +480,7 @@ def _apply_user_traits(session: Session, messages: list[Message], user_of: dict[
         )
         if changed:
             user.traits, user.trait_times = traits, trait_times
+            user.changed_at = now
             _sync_user_columns(user)
 
 
@@ -505,19 +501,30 @@ def _resolve_accounts(
     )
     missing = [g for g in group_ids if g not in ids]
     if missing:
-        first_seen = {}
+        first_seen: dict[str, dt.datetime] = {}
         for m in messages:
-            if m.group_id in missing:
-                first_seen[m.group_id] = min(first_seen.get(m.group_id, m.timestamp), m.timestamp)
-        for group_id in missing:
-            account = Account(
-                tenant_id=tenant_id,
-                external_id=group_id,
-                first_seen_at=first_seen[group_id],
-                last_seen_at=first_seen[group_id],
-            )
-            session.add(account)
-        session.flush()
+            if m.group_id in ids:
+                continue
+            if m.group_id and (
+                m.group_id not in first_seen or m.timestamp < first_seen[m.group_id]
+            ):
+                first_seen[m.group_id] = m.timestamp
+        insert = dialect_insert(session)
+        session.connection().execute(
+            insert(Account.__table__).on_conflict_do_nothing(),
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "external_id": g,
+                    "traits": {},
+                    "trait_times": {},
+                    "first_seen_at": first_seen[g],
+                    "last_seen_at": first_seen[g],
+                    "changed_at": first_seen[g],
+                }
+                for g in missing
+            ],
+        )
         ids.update(
             session.execute(
                 select(Account.external_id, Account.id).where(Account.external_id.in_(missing))
@@ -528,7 +535,7 @@ def _resolve_accounts(
 
 
 def _apply_account_traits(
-    session: Session, messages: list[Message], account_of: dict[str, int]
+    session: Session, messages: list[Message], account_of: dict[str, int], now: dt.datetime
 ) -> None:
     by_account: dict[int, list[Message]] = defaultdict(list)
     for m in messages:
@@ -546,55 +553,34 @@ def _apply_account_traits(
         )
         if changed:
             account.traits, account.trait_times = traits, trait_times
+            account.changed_at = now
             _sync_account_columns(account)
 
 
-def _attach_accounts(
-    session: Session,
-    tenant_id: int,
-    messages: list[Message],
-    user_of: dict[str, int],
-    account_of: dict[str, int],
-    users: _UserResolver,
-) -> dict[str, int]:
-    """Memberships from group calls and group-carrying events; the account of every event."""
-    pairs: set[tuple[int, int]] = set()
-    latest_group: dict[int, tuple[dt.datetime, int]] = {}
+def _latest_group(
+    messages: list[Message], user_of: dict[str, int], account_of: dict[str, int]
+) -> dict[int, int]:
+    """Per user, the account named by their newest message that names one."""
+    latest: dict[int, tuple[dt.datetime, int]] = {}
     for m in messages:
         account_id = account_of.get(m.message_id)
         if account_id is None:
             continue
         user_id = user_of[m.message_id]
-        pairs.add((account_id, user_id))
-        if user_id not in latest_group or m.timestamp >= latest_group[user_id][0]:
-            latest_group[user_id] = (m.timestamp, account_id)
-    if pairs:
-        insert = dialect_insert(session)
-        session.execute(
-            insert(AccountMembership)
-            .values(
-                [{"tenant_id": tenant_id, "account_id": a, "user_id": u} for a, u in sorted(pairs)]
-            )
-            .on_conflict_do_nothing()
-        )
+        if user_id not in latest or m.timestamp >= latest[user_id][0]:
+            latest[user_id] = (m.timestamp, account_id)
+    return {user_id: account_id for user_id, (_, account_id) in latest.items()}
 
-    current: dict[int, int | None] = {
-        uid: row.current_account_id for uid, row in users.by_id.items()
-    }
-    changes = []
-    for user_id, (_, account_id) in sorted(latest_group.items()):
-        if current.get(user_id) != account_id:
-            changes.append({"uid": user_id, "aid": account_id})
-            current[user_id] = account_id
-    if changes:
-        table = User.__table__
-        session.connection().execute(
-            table.update()
-            .where(table.c.id == bindparam("uid"), table.c.tenant_id == tenant_id)
-            .values(current_account_id=bindparam("aid")),
-            changes,
-        )
 
+def _event_accounts(
+    messages: list[Message],
+    user_of: dict[str, int],
+    account_of: dict[str, int],
+    users: _UserResolver,
+) -> dict[str, int]:
+    """The account each event counts for: the one it names, else the user's current one."""
+    current = {uid: row.current_account_id for uid, row in users.by_id.items()}
+    current.update(_latest_group(messages, user_of, account_of))
     message_account: dict[str, int] = {}
     for m in messages:
         if m.type in ("alias", "identify"):
@@ -603,6 +589,46 @@ def _attach_accounts(
         if account_id:
             message_account[m.message_id] = account_id
     return message_account
+
+
+def _record_memberships(
+    session: Session,
+    tenant_id: int,
+    messages: list[Message],
+    user_of: dict[str, int],
+    account_of: dict[str, int],
+    users: _UserResolver,
+) -> None:
+    """Memberships from group calls and group-carrying events, and each user's current account.
+
+    Called with newly stored messages only, so a retried old group call cannot move a user's
+    current account back."""
+    stored_current = {uid: row.current_account_id for uid, row in users.by_id.items()}
+    # A user's current account is one they are a member of already: no insert needed.
+    pairs = {
+        (account_of[m.message_id], user_of[m.message_id])
+        for m in messages
+        if m.message_id in account_of
+        and stored_current.get(user_of[m.message_id]) != account_of[m.message_id]
+    }
+    if pairs:
+        session.connection().execute(
+            dialect_insert(session)(AccountMembership.__table__).on_conflict_do_nothing(),
+            [{"tenant_id": tenant_id, "account_id": a, "user_id": u} for a, u in sorted(pairs)],
+        )
+    changes = [
+        {"uid": user_id, "aid": account_id}
+        for user_id, account_id in sorted(_latest_group(messages, user_of, account_of).items())
+        if stored_current.get(user_id) != account_id
+    ]
+    if changes:
+        table = User.__table__
+        session.connection().execute(
+            table.update()
+            .where(table.c.id == bindparam("uid"), table.c.tenant_id == tenant_id)
+            .values(current_account_id=bindparam("aid")),
+            changes,
+        )
 
 
 # --- events and rollups --------------------------------------------------------------------
@@ -617,44 +643,19 @@ def _insert_events(
     received_at: dt.datetime,
 ) -> set[str]:
     """Insert events; a message stored concurrently by another request is skipped."""
-    insert = dialect_insert(session)
     rows = [
         {
-            "tenant_id": tenant_id,
             "message_id": m.message_id,
             "type": m.type,
             "name": m.name[:255] if m.name else None,
             "user_id": user_of[m.message_id],
             "account_id": message_account.get(m.message_id),
             "timestamp": m.timestamp,
-            "received_at": received_at,
             "payload": m.payload,
         }
         for m in messages
     ]
-    stored: set[str] = set()
-    for start in range(0, len(rows), INSERT_CHUNK):
-        statement = (
-            insert(Event)
-            .values(rows[start : start + INSERT_CHUNK])
-            .on_conflict_do_nothing(index_elements=["tenant_id", "message_id"])
-            .returning(Event.message_id)
-        )
-        stored.update(session.execute(statement).scalars())
-    return stored
-
-
-def _upsert_counts(session: Session, model, rows: list[dict], keys: list[str]) -> None:
-    if not rows:
-        return
-    insert = dialect_insert(session)
-    rows = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
-    for start in range(0, len(rows), INSERT_CHUNK):
-        statement = insert(model).values(rows[start : start + INSERT_CHUNK])
-        statement = statement.on_conflict_do_update(
-            index_elements=keys, set_={"count": model.count + statement.excluded.count}
-        )
-        session.execute(statement)
+    return insert_events(session, tenant_id, rows, received_at)
 
 
 def _add_rollups(
@@ -676,31 +677,8 @@ def _add_rollups(
         account_id = message_account.get(m.message_id)
         if account_id:
             account_counts[(account_id, name, day, user_id)] += 1
-    _upsert_counts(
-        session,
-        UserEventDay,
-        [
-            {"tenant_id": tenant_id, "user_id": u, "event": e, "day": d, "count": c}
-            for (u, e, d), c in user_counts.items()
-        ],
-        ["user_id", "event", "day"],
-    )
-    _upsert_counts(
-        session,
-        AccountEventDay,
-        [
-            {
-                "tenant_id": tenant_id,
-                "account_id": a,
-                "event": e,
-                "day": d,
-                "user_id": u,
-                "count": c,
-            }
-            for (a, e, d, u), c in account_counts.items()
-        ],
-        ["account_id", "event", "day", "user_id"],
-    )
+    add_user_counts(session, tenant_id, user_counts)
+    add_account_counts(session, tenant_id, account_counts)
 
 
 def _touch(
@@ -709,10 +687,13 @@ def _touch(
     messages: list[Message],
     user_of: dict[str, int],
     message_account: dict[str, int],
-    now: dt.datetime,
+    users: _UserResolver,
 ) -> None:
-    """Widen first/last seen to the events' times (never narrowing) and mark the rows changed
-    for incremental scoring."""
+    """Widen first/last seen to the events' times.
+
+    They are only rewritten when they move by ``LAST_SEEN_RESOLUTION`` or more, so an active user
+    costs one row write an hour instead of one per request (a hot row under load).
+    """
     user_span: dict[int, tuple[dt.datetime, dt.datetime]] = {}
     account_span: dict[int, tuple[dt.datetime, dt.datetime]] = {}
     for m in messages:
@@ -723,24 +704,53 @@ def _touch(
             if key:
                 first, last = spans.get(key, (m.timestamp, m.timestamp))
                 spans[key] = (min(first, m.timestamp), max(last, m.timestamp))
-    for model, spans in ((User, user_span), (Account, account_span)):
-        if not spans:
-            continue
-        table = model.__table__
-        first = bindparam("first", type_=UTCDateTime())
-        last = bindparam("last", type_=UTCDateTime())
-        session.connection().execute(
-            table.update()
-            .where(table.c.id == bindparam("rid"), table.c.tenant_id == tenant_id)
-            .values(
-                changed_at=now,
-                first_seen_at=case(
-                    (table.c.first_seen_at > first, first), else_=table.c.first_seen_at
+    stored_users = {uid: (row.first_seen_at, row.last_seen_at) for uid, row in users.by_id.items()}
+    stored_accounts = {}
+    if account_span:
+        stored_accounts = {
+            aid: (first, last)
+            for aid, first, last in session.execute(
+                select(Account.id, Account.first_seen_at, Account.last_seen_at).where(
+                    Account.id.in_(account_span)
+                )
+            )
+        }
+    for model, spans, stored in (
+        (User, user_span, stored_users),
+        (Account, account_span, stored_accounts),
+    ):
+        changes = []
+        for rid, (first, last) in sorted(spans.items()):
+            if rid not in stored:
+                continue
+            stored_first, stored_last = stored[rid]
+            if (
+                first <= stored_first - LAST_SEEN_RESOLUTION
+                or last >= stored_last + LAST_SEEN_RESOLUTION
+            ):
+                changes.append(
+                    {
+                        "rid": rid,
+                        "first": min(first, stored_first),
+                        "last": max(last, stored_last),
+                    }
+                )
+        if changes:
+            table = model.__table__
+            first_at = bindparam("first", type_=UTCDateTime())
+            last_at = bindparam("last", type_=UTCDateTime())
+            # Guarded in SQL too: a concurrent request may have moved the row since we read it.
+            session.connection().execute(
+                table.update()
+                .where(table.c.id == bindparam("rid"), table.c.tenant_id == tenant_id)
+                .values(
+                    first_seen_at=case(
+                        (table.c.first_seen_at > first_at, first_at),
+                        else_=table.c.first_seen_at,
+                    ),
+                    last_seen_at=case(
+                        (table.c.last_seen_at < last_at, last_at), else_=table.c.last_seen_at
+                    ),
                 ),
-                last_seen_at=case((table.c.last_seen_at < last, last), else_=table.c.last_seen_at),
-            ),
-            [
-                {"rid": rid, "first": first_at, "last": last_at}
-                for rid, (first_at, last_at) in sorted(spans.items())
-            ],
-        )
+                changes,
+            )

@@ -140,7 +140,8 @@ class Account(TenantOwned, Base):
     first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     # Time of the newest message about this account (event time, skew-corrected).
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    # When ingestion last changed anything scoring reads (events, traits, members).
+    # When ingestion last changed the account's traits (new events are found through
+    # events.received_at instead, which costs no row update).
     changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
@@ -169,7 +170,9 @@ class User(TenantOwned, Base):
         ForeignKey("accounts.id", ondelete="SET NULL")
     )
     first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Kept to within an hour (see app.ingest.LAST_SEEN_RESOLUTION).
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # When ingestion last changed the user's traits.
     changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
@@ -194,7 +197,10 @@ class Event(TenantOwned, Base):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("tenant_id", "message_id"),
-        Index("ix_events_tenant_id_timestamp", "tenant_id", "timestamp"),
+        # An account's recent events (account detail), and ON DELETE SET NULL of accounts.
+        Index("ix_events_account_id_timestamp", "account_id", "timestamp"),
+        # Incremental scoring finds who had new events since its last pass through this.
+        Index("ix_events_tenant_id_received_at", "tenant_id", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -205,13 +211,12 @@ class Event(TenantOwned, Base):
     user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
-    account_id: Mapped[int | None] = mapped_column(
-        ForeignKey("accounts.id", ondelete="SET NULL"), index=True
-    )
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
     # Skew-corrected time the event happened (Segment's timestamp rule).
     timestamp: Mapped[dt.datetime]
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Plain JSON, not JSONB: never queried by content, and JSON text is cheaper to insert.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class UserEventDay(TenantOwned, Base):

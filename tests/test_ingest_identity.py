@@ -219,3 +219,19 @@ def test_domain_normalisation():
     assert domain_of("ops@globex.co.uk") == "globex.co.uk"
     assert domain_of("") is None
     assert domain_of(12) is None
+
+
+def test_a_retried_old_group_call_does_not_move_the_current_account_back(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    old = {**group("old", at="2026-11-01T00:00:00Z"), "messageId": "g-old"}
+    send(client, key, old)
+    send(client, key, {**group("new", at="2026-11-10T00:00:00Z"), "messageId": "g-new"})
+    send(client, key, old)  # the SDK retries the first request late
+    send(client, key, track("Logged In", "u1"))
+    with db.tenant_session(tenant_id) as s:
+        account = s.scalar(
+            select(Account.external_id)
+            .join(Event, Event.account_id == Account.id)
+            .where(Event.type == "track")
+        )
+    assert account == "new"

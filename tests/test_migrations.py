@@ -35,3 +35,36 @@ def test_migrations_produce_exactly_the_models_schema(db_factory):
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_upgrade_keeps_existing_rows_and_backfills_new_columns(db_factory):
+    from sqlalchemy import text
+
+    url = db_factory.new_url()
+    migrate.upgrade(url, "0001")
+    engine = make_engine(url)
+    seen = "2026-11-01 10:00:00"
+    try:
+        with engine.begin() as c:
+            c.execute(
+                text(
+                    "INSERT INTO tenants (id, name, crm, status, settings, created_at, updated_at)"
+                    " VALUES (1, 'A', 'none', 'active', '{}', :t, :t)"
+                ),
+                {"t": seen},
+            )
+            for table in ("accounts", "users"):
+                c.execute(
+                    text(
+                        f"INSERT INTO {table} (tenant_id, external_id, traits, trait_times,"
+                        " first_seen_at, last_seen_at) VALUES (1, 'x', '{}', '{}', :t, :t)"
+                    ),
+                    {"t": seen},
+                )
+        migrate.upgrade(url)
+        with engine.connect() as c:
+            for table in ("accounts", "users"):
+                changed = c.execute(text(f"SELECT changed_at FROM {table}")).scalar_one()
+                assert str(changed).startswith("2026-11-01 10:00:00")
+    finally:
+        engine.dispose()

@@ -183,7 +183,7 @@ def upgrade() -> None:
         sa.Column("received_at", app.models.UTCDateTime(), nullable=False),
         sa.Column(
             "payload",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(),
             nullable=False,
         ),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
@@ -206,9 +206,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "message_id", name=op.f("uq_events_tenant_id_message_id")),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_events_account_id"), ["account_id"], unique=False)
         batch_op.create_index(
-            "ix_events_tenant_id_timestamp", ["tenant_id", "timestamp"], unique=False
+            "ix_events_account_id_timestamp", ["account_id", "timestamp"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_events_user_id"), ["user_id"], unique=False)
 
@@ -216,8 +215,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_events_user_id"))
-        batch_op.drop_index("ix_events_tenant_id_timestamp")
-        batch_op.drop_index(batch_op.f("ix_events_account_id"))
+        batch_op.drop_index("ix_events_account_id_timestamp")
 
     op.drop_table("events")
     with op.batch_alter_table("account_memberships", schema=None) as batch_op:

@@ -1,4 +1,4 @@
-"""ingestion: rollups, rejected messages, user current account
+"""ingestion: rollups, rejected messages, user current account, events by receipt time
 
 Revision ID: 0002
 Revises: 0001
@@ -43,6 +43,11 @@ def upgrade() -> None:
     with op.batch_alter_table("rejected_messages", schema=None) as batch_op:
         batch_op.create_index(
             "ix_rejected_messages_tenant_id_received_at", ["tenant_id", "received_at"], unique=False
+        )
+
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_events_tenant_id_received_at", ["tenant_id", "received_at"], unique=False
         )
 
     op.create_table(
@@ -146,3 +151,5 @@ def downgrade() -> None:
         batch_op.drop_index("ix_rejected_messages_tenant_id_received_at")
 
     op.drop_table("rejected_messages")
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index("ix_events_tenant_id_received_at")
