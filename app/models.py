@@ -18,6 +18,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -267,3 +268,103 @@ class RejectedMessage(TenantOwned, Base):
     errors: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # The message as received, cut to the per-message size limit.
     payload_excerpt: Mapped[str] = mapped_column(Text, default="")
+
+
+class DefinitionsVersion(TenantOwned, Base):
+    """One saved version of a tenant's definitions document (never updated, only added)."""
+
+    __tablename__ = "definitions_versions"
+    __table_args__ = (UniqueConstraint("tenant_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(120))
+    note: Mapped[str] = mapped_column(String(500), default="")
+
+
+class _ScoreColumns:
+    """What scoring computes for an account or a user (see scoring.engine)."""
+
+    definitions_version: Mapped[int] = mapped_column(Integer)
+    computed_at: Mapped[dt.datetime]
+    profile: Mapped[str] = mapped_column(String(80))
+    activation_rate: Mapped[float]
+    activated: Mapped[bool]
+    activated_at: Mapped[dt.datetime | None]
+    next_step: Mapped[str | None] = mapped_column(String(120))
+    steps_done: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    engagement_raw: Mapped[float]
+    engagement_score: Mapped[float]
+    engagement_segment: Mapped[str] = mapped_column(String(40))
+    trend_change: Mapped[float | None]
+    trend_segment: Mapped[str | None] = mapped_column(String(20))
+    adoption_rate: Mapped[float]
+    adoption_rate_ever: Mapped[float]
+    active_days: Mapped[int] = mapped_column(Integer)
+    last_active_at: Mapped[dt.datetime | None]
+    segments: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class AccountScore(_ScoreColumns, TenantOwned, Base):
+    __tablename__ = "account_scores"
+    __table_args__ = (
+        Index("ix_account_scores_tenant_id_engagement", "tenant_id", "engagement_score"),
+    )
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    active_users: Mapped[int] = mapped_column(Integer)
+    total_users: Mapped[int] = mapped_column(Integer)
+    activated_users: Mapped[int] = mapped_column(Integer)
+    average_user_activation: Mapped[float]
+    pql: Mapped[bool]
+    pql_at: Mapped[dt.datetime | None]
+    pql_kind: Mapped[str | None] = mapped_column(String(30))
+    pql_reason: Mapped[str] = mapped_column(Text, default="")
+    deal_size: Mapped[str | None] = mapped_column(String(10))
+    lead_type: Mapped[str] = mapped_column(String(40))
+    chance_to_convert: Mapped[int] = mapped_column(Integer)
+    forecast_value: Mapped[float]
+
+
+class UserScore(_ScoreColumns, TenantOwned, Base):
+    __tablename__ = "user_scores"
+    __table_args__ = (Index("ix_user_scores_tenant_id", "tenant_id"),)
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class ScoreHistory(TenantOwned, Base):
+    """One day's engagement score and Activation rate per account ('a') or user ('u'), rounded
+    to whole numbers: a few bytes a row, enough for trends and charts."""
+
+    __tablename__ = "score_history"
+    __table_args__ = (Index("ix_score_history_tenant_id_day", "tenant_id", "day"),)
+
+    subject: Mapped[str] = mapped_column(String(1), primary_key=True)
+    subject_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    engagement_score: Mapped[int] = mapped_column(SmallInteger)
+    activation_rate: Mapped[int] = mapped_column(SmallInteger)
+
+
+class ScoringRun(TenantOwned, Base):
+    """A recompute pass: full (every subject) or incremental (those touched since the last)."""
+
+    __tablename__ = "scoring_runs"
+    __table_args__ = (Index("ix_scoring_runs_tenant_id_started_at", "tenant_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    full: Mapped[bool]
+    started_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime | None]
+    definitions_version: Mapped[int] = mapped_column(Integer)
+    accounts: Mapped[int] = mapped_column(Integer, default=0)
+    users: Mapped[int] = mapped_column(Integer, default=0)
+    # The 90th percentiles used for grading, per "account:<profile>" / "user:<profile>".
+    percentiles: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -174,9 +174,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60, help="batch phase seconds")
     parser.add_argument("--track-duration", type=float, default=20, help="/v1/track seconds")
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=8, help="client connections")
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--concurrency", type=int, default=6, help="client connections")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker")
     parser.add_argument("--database-url", help="use this database instead of a fresh one")
     args = parser.parse_args()
 

@@ -1,0 +1,586 @@
+"""Recompute scores: read rollups, run ``scoring.engine``, store results and daily history.
+
+A *full* pass scores every account and user of a tenant and fixes the tenant's 90th
+percentiles. An *incremental* pass scores only the users and accounts touched since the
+previous pass (new events, changed traits), plus the members of touched accounts, grading them
+against the percentiles of the last full pass. The daily full pass moves everyone's time window.
+
+Rollups are read with a few aggregate queries per pass (lifetime totals, a recent-days window,
+and full daily history only for the events whose steps need it), never raw events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from app.bulk import dialect_insert
+from app.db import Database
+from app.definitions import current_definitions
+from app.models import (
+    Account,
+    AccountEventDay,
+    AccountMembership,
+    AccountScore,
+    Event,
+    ScoreHistory,
+    ScoringRun,
+    User,
+    UserEventDay,
+    UserScore,
+)
+from scoring.definitions import Definitions, ScoringProfile
+from scoring.engine import (
+    Facts,
+    activation,
+    active_days,
+    adoption_rate,
+    engagement_segment,
+    forecast_value,
+    grade,
+    lead_type,
+    lifecycle_segments,
+    matches,
+    percentile_90,
+    pql_status,
+    profile_for,
+    raw_engagement,
+    trend,
+)
+
+log = logging.getLogger(__name__)
+
+CHUNK = 5000
+# Events received this long before the previous pass started are looked at again: a request
+# that committed late must not be missed (scoring twice is harmless, missing is not).
+OVERLAP = dt.timedelta(minutes=5)
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class RunSummary:
+    full: bool
+    accounts: int
+    users: int
+    definitions_version: int
+    percentiles: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _chunks(ids: list[int]) -> Iterable[list[int]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+def _history_events(defs: Definitions) -> set[str]:
+    """Events whose whole daily history scoring needs (not just totals and the window)."""
+    events = set(defs.pql.hand_raiser_events + defs.pql.limit_events + defs.pql.purchase_events)
+    for checklist in (
+        defs.account_checklist_trial,
+        defs.account_checklist_paid,
+        defs.user_checklist,
+    ):
+        events |= {s.event for s in checklist.steps if s.within_days and s.event}
+    return events
+
+
+def _window_days(defs: Definitions) -> int:
+    days = [defs.frequency_days, 1]
+    for profile in defs.profiles:
+        days.append(profile.time_frame_days)
+        days.extend(p.days for p in profile.penalties)
+    return max(days)
+
+
+@dataclass
+class _Subjects:
+    first_seen: dict[int, dt.date] = field(default_factory=dict)
+    last_seen: dict[int, dt.datetime] = field(default_factory=dict)
+    traits: dict[int, dict] = field(default_factory=dict)
+    totals: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    daily: dict[int, dict[str, dict[dt.date, int]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
+    )
+    user_first_day: dict[int, dict[str, dict[int, dt.date]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
+    )
+
+
+def _load_users(
+    session: Session, ids: list[int] | None, window_start: dt.date, history: set[str]
+) -> _Subjects:
+    data = _Subjects()
+    base = select(User.id, User.first_seen_at, User.last_seen_at, User.traits).where(
+        User.merged_into_id.is_(None)
+    )
+    for chunk in _id_chunks(ids):
+        for uid, first, last, traits in session.execute(base.where(*_only(User.id, chunk))):
+            data.first_seen[uid] = first.date()
+            data.last_seen[uid] = last
+            data.traits[uid] = traits or {}
+        totals = select(
+            UserEventDay.user_id, UserEventDay.event, func.sum(UserEventDay.count)
+        ).group_by(UserEventDay.user_id, UserEventDay.event)
+        for uid, event, total in session.execute(totals.where(*_only(UserEventDay.user_id, chunk))):
+            data.totals[uid][event] = int(total)
+        recent = select(
+            UserEventDay.user_id, UserEventDay.event, UserEventDay.day, UserEventDay.count
+        ).where(
+            or_(UserEventDay.day >= window_start, UserEventDay.event.in_(history))
+            if history
+            else UserEventDay.day >= window_start
+        )
+        for uid, event, day, count in session.execute(
+            recent.where(*_only(UserEventDay.user_id, chunk))
+        ):
+            data.daily[uid][event][day] = count
+    return data
+
+
+def _load_accounts(
+    session: Session, ids: list[int] | None, window_start: dt.date, history: set[str]
+) -> _Subjects:
+    data = _Subjects()
+    base = select(Account.id, Account.first_seen_at, Account.last_seen_at, Account.traits)
+    for chunk in _id_chunks(ids):
+        for aid, first, last, traits in session.execute(base.where(*_only(Account.id, chunk))):
+            data.first_seen[aid] = first.date()
+            data.last_seen[aid] = last
+            data.traits[aid] = traits or {}
+        per_user = select(
+            AccountEventDay.account_id,
+            AccountEventDay.event,
+            AccountEventDay.user_id,
+            func.min(AccountEventDay.day),
+            func.sum(AccountEventDay.count),
+        ).group_by(AccountEventDay.account_id, AccountEventDay.event, AccountEventDay.user_id)
+        for aid, event, uid, first_day, total in session.execute(
+            per_user.where(*_only(AccountEventDay.account_id, chunk))
+        ):
+            data.user_first_day[aid][event][uid] = first_day
+            data.totals[aid][event] = data.totals[aid].get(event, 0) + int(total)
+        recent = (
+            select(
+                AccountEventDay.account_id,
+                AccountEventDay.event,
+                AccountEventDay.day,
+                func.sum(AccountEventDay.count),
+            )
+            .where(
+                or_(AccountEventDay.day >= window_start, AccountEventDay.event.in_(history))
+                if history
+                else AccountEventDay.day >= window_start
+            )
+            .group_by(AccountEventDay.account_id, AccountEventDay.event, AccountEventDay.day)
+        )
+        for aid, event, day, count in session.execute(
+            recent.where(*_only(AccountEventDay.account_id, chunk))
+        ):
+            data.daily[aid][event][day] = int(count)
+    return data
+
+
+def _id_chunks(ids: list[int] | None) -> Iterable[list[int] | None]:
+    """None (no filter: everyone) or the ids in chunks small enough for an IN list."""
+    if ids is None:
+        yield None
+        return
+    yield from _chunks(ids)
+
+
+def _only(column, chunk: list[int] | None) -> tuple:
+    return () if chunk is None else (column.in_(chunk),)
+
+
+def _facts(data: _Subjects, sid: int) -> Facts:
+    daily = data.daily.get(sid, {})
+    return Facts(
+        first_seen=data.first_seen[sid],
+        traits=data.traits.get(sid, {}),
+        daily=daily,
+        user_first_day=data.user_first_day.get(sid, {}),
+    )
+
+
+def _with_totals(facts: Facts, totals: dict[str, int], window_start: dt.date) -> Facts:
+    """Facts whose per-event history adds the lifetime count from before the window as one
+    entry on the day before it, so 'ever' steps count everything and windows stay exact."""
+    merged: dict[str, dict[dt.date, int]] = {}
+    before = window_start - dt.timedelta(days=1)
+    for event in set(totals) | set(facts.daily):
+        days = dict(facts.daily.get(event, {}))
+        in_window = sum(c for d, c in days.items() if d >= window_start)
+        earlier_known = sum(c for d, c in days.items() if d < window_start)
+        rest = totals.get(event, 0) - in_window - earlier_known
+        if rest > 0:
+            days[before] = days.get(before, 0) + rest
+        merged[event] = days
+    return Facts(facts.first_seen, facts.traits, merged, facts.user_first_day, facts.crm)
+
+
+def _record(traits: dict, crm: dict | None = None, **values: Any) -> dict[str, Any]:
+    return {"trait": traits, "traits": traits, "crm": crm or {}, **values}
+
+
+def _previous_scores(
+    session: Session, subject: str, ids: Iterable[int], day: dt.date
+) -> dict[int, float]:
+    out: dict[int, float] = {}
+    id_list = list(ids)
+    for chunk in _chunks(id_list):
+        out.update(
+            session.execute(
+                select(ScoreHistory.subject_id, ScoreHistory.engagement_score).where(
+                    ScoreHistory.subject == subject,
+                    ScoreHistory.day == day,
+                    ScoreHistory.subject_id.in_(chunk),
+                )
+            ).all()
+        )
+    return out
+
+
+def _earlier_firsts(
+    session: Session, model, key, ids: list[int]
+) -> dict[int, tuple[dt.datetime | None, dt.datetime | None]]:
+    """When each subject was first activated and (accounts) first a PQL: kept across passes."""
+    pql_at = model.pql_at if model is AccountScore else None
+    columns = [key, model.activated_at] + ([pql_at] if pql_at is not None else [])
+    out = {}
+    for chunk in _chunks(ids):
+        for row in session.execute(select(*columns).where(key.in_(chunk))):
+            out[row[0]] = (row[1], row[2] if pql_at is not None else None)
+    return out
+
+
+def _score_rows(
+    defs: Definitions,
+    data: _Subjects,
+    ids: list[int],
+    subject: str,
+    today: dt.date,
+    now: dt.datetime,
+    window_start: dt.date,
+    percentiles: dict[str, float] | None,
+    previous: dict[int, float],
+    earlier: dict[int, tuple],
+    members: dict[int, list[int]] | None = None,
+    user_rows: dict[int, dict] | None = None,
+    progress: Progress | None = None,
+) -> tuple[list[dict], dict[str, float]]:
+    """Score every id of one kind. Returns the rows and the percentiles used."""
+    prepared = []
+    raws: dict[str, list[float]] = defaultdict(list)
+    for sid in ids:
+        facts = _with_totals(_facts(data, sid), data.totals.get(sid, {}), window_start)
+        profile: ScoringProfile = profile_for(defs, _record(facts.traits))
+        raw = raw_engagement(profile, facts.daily, today)
+        raws[f"{subject}:{profile.name}"].append(raw)
+        prepared.append((sid, facts, profile, raw))
+    if percentiles is None:
+        percentiles = {key: percentile_90(values) for key, values in raws.items()}
+    else:
+        for key, values in raws.items():
+            percentiles.setdefault(key, percentile_90(values))
+
+    rows = []
+    for position, (sid, facts, profile, raw) in enumerate(prepared):
+        kind = "account" if subject == "a" else "user"
+        stage = str(facts.traits.get(defs.pql.stage_trait, "")).lower()
+        if kind == "account":
+            paid = stage in {v.lower() for v in defs.pql.paid_values}
+            checklist = defs.account_checklist_paid if paid else defs.account_checklist_trial
+        else:
+            checklist = defs.user_checklist
+        act = activation(checklist, facts)
+        score = grade(raw, percentiles[f"{subject}:{profile.name}"])
+        frame_start = today - dt.timedelta(days=profile.time_frame_days - 1)
+        last_seen = data.last_seen.get(sid)
+        last_active_day = last_seen.date() if last_seen else None
+        change = trend(score, previous.get(sid), defs.trend)
+        first_activated, first_pql = earlier.get(sid, (None, None))
+        row: dict[str, Any] = {
+            "definitions_version": 0,
+            "computed_at": now,
+            "profile": profile.name,
+            "activation_rate": act.rate,
+            "activated": act.activated,
+            "activated_at": (first_activated or now) if act.activated else None,
+            "next_step": act.next_step.label if act.next_step else None,
+            "steps_done": {"done": list(act.done), "total": act.total},
+            "engagement_raw": round(raw, 4),
+            "engagement_score": score,
+            "engagement_segment": engagement_segment(score, defs.score_bands),
+            "trend_change": change.change,
+            "trend_segment": change.segment,
+            "adoption_rate": adoption_rate(defs.key_features, facts.daily, frame_start),
+            "adoption_rate_ever": adoption_rate(defs.key_features, facts.daily, None),
+            "active_days": active_days(facts.daily, today, defs.frequency_days),
+            "last_active_at": last_seen,
+        }
+        total_users = None
+        if kind == "account":
+            member_ids = (members or {}).get(sid, [])
+            member_rows = [user_rows[u] for u in member_ids if user_rows and u in user_rows]
+            total_users = len(member_ids)
+            active = sum(
+                1
+                for r in member_rows
+                if r["last_active_at"] is not None and r["last_active_at"].date() >= frame_start
+            )
+            activated_users = sum(1 for r in member_rows if r["activated"])
+            average = (
+                round(sum(r["activation_rate"] for r in member_rows) / len(member_rows), 2)
+                if member_rows
+                else 0.0
+            )
+            pql = pql_status(facts, act, checklist, defs.pql, defs.deal_size)
+            fit = (
+                "poor"
+                if str(facts.traits.get(defs.lead_types.fit_trait, "")).lower()
+                == str(defs.lead_types.poor_fit_value).lower()
+                else "good"
+            )
+            lead = lead_type(act.rate, score, facts.crm.get("communication"), fit, defs.lead_types)
+            row.update(
+                active_users=active,
+                total_users=total_users,
+                activated_users=activated_users,
+                average_user_activation=average,
+                pql=pql.qualified,
+                pql_at=(first_pql or now) if pql.qualified else None,
+                pql_kind=pql.kind,
+                pql_reason=pql.reason,
+                deal_size=pql.deal_size,
+                lead_type=lead.name,
+                chance_to_convert=lead.chance,
+                forecast_value=forecast_value(pql.deal_size, lead.chance, defs.deal_size),
+            )
+        segments = [row["engagement_segment"]]
+        if change.segment:
+            segments.append(change.segment)
+        segments += lifecycle_segments(
+            facts.first_seen, last_active_day, today, defs.trend, total_users
+        )
+        record = _record(
+            facts.traits,
+            facts.crm,
+            **row,
+            last_active_days=(today - last_active_day).days if last_active_day else None,
+            segments=segments,
+        )
+        segments += [
+            s.name for s in defs.segments if s.applies_to == kind and matches(s.conditions, record)
+        ]
+        row["segments"] = {"names": segments}
+        row["_id"] = sid
+        rows.append(row)
+        if progress and position % 1000 == 0:
+            progress(kind + "s", position, len(prepared))
+    return rows, percentiles
+
+
+def _touched_since(session: Session, since: dt.datetime) -> tuple[set[int], set[int]]:
+    users = set(session.scalars(select(Event.user_id).where(Event.received_at >= since).distinct()))
+    accounts = set(
+        session.scalars(select(Event.account_id).where(Event.received_at >= since).distinct())
+    )
+    users |= set(session.scalars(select(User.id).where(User.changed_at >= since)))
+    accounts |= set(session.scalars(select(Account.id).where(Account.changed_at >= since)))
+    users.discard(None)
+    accounts.discard(None)
+    return users, accounts
+
+
+def _members(session: Session, account_ids: list[int] | None) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = defaultdict(list)
+    query = select(AccountMembership.account_id, AccountMembership.user_id)
+    for chunk in _id_chunks(account_ids):
+        for aid, uid in session.execute(query.where(*_only(AccountMembership.account_id, chunk))):
+            out[aid].append(uid)
+    return out
+
+
+def _store(
+    session: Session,
+    tenant_id: int,
+    model,
+    key: str,
+    rows: list[dict],
+    version: int,
+    subject: str,
+    today: dt.date,
+) -> None:
+    ids = [r["_id"] for r in rows]
+    for chunk in _chunks(ids):
+        session.execute(delete(model).where(getattr(model, key).in_(chunk)))
+    table = model.__table__
+    payload = []
+    for r in rows:
+        item = {k: v for k, v in r.items() if k != "_id"}
+        item.update({key: r["_id"], "tenant_id": tenant_id, "definitions_version": version})
+        payload.append(item)
+    for start in range(0, len(payload), CHUNK):
+        session.connection().execute(table.insert(), payload[start : start + CHUNK])
+    history = [
+        {
+            "tenant_id": tenant_id,
+            "subject": subject,
+            "subject_id": r["_id"],
+            "day": today,
+            "engagement_score": round(r["engagement_score"]),
+            "activation_rate": round(r["activation_rate"]),
+        }
+        for r in rows
+    ]
+    statement = dialect_insert(session)(ScoreHistory.__table__)
+    statement = statement.on_conflict_do_update(
+        index_elements=["subject", "subject_id", "day"],
+        set_={
+            "engagement_score": statement.excluded.engagement_score,
+            "activation_rate": statement.excluded.activation_rate,
+        },
+    )
+    for start in range(0, len(history), CHUNK):
+        session.connection().execute(statement, history[start : start + CHUNK])
+
+
+def recompute(
+    db: Database,
+    tenant_id: int,
+    now: dt.datetime,
+    full: bool = True,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Score a tenant (everyone, or only what changed since the last pass) and store it."""
+    started = dt.datetime.now(dt.UTC)
+    stored = current_definitions(db, tenant_id)
+    defs = stored.definitions
+    today = now.astimezone(dt.UTC).date()
+    window_start = today - dt.timedelta(days=_window_days(defs) - 1)
+    history = _history_events(defs)
+
+    with db.tenant_transaction(tenant_id) as session:
+        last_full = session.scalar(
+            select(ScoringRun)
+            .where(ScoringRun.full.is_(True), ScoringRun.finished_at.is_not(None))
+            .order_by(ScoringRun.started_at.desc())
+            .limit(1)
+        )
+        last_any = session.scalar(
+            select(ScoringRun)
+            .where(ScoringRun.finished_at.is_not(None))
+            .order_by(ScoringRun.started_at.desc())
+            .limit(1)
+        )
+        if not full and (last_full is None or last_full.definitions_version != stored.version):
+            full = True  # nothing to grade against, or definitions changed: score everyone
+        run = ScoringRun(
+            tenant_id=tenant_id,
+            full=full,
+            started_at=now,
+            definitions_version=stored.version,
+        )
+        session.add(run)
+        session.flush()
+
+        if full:
+            user_ids: list[int] | None = None
+            account_ids: list[int] | None = None
+            percentiles = None
+        else:
+            since = last_any.started_at - OVERLAP
+            touched_users, touched_accounts = _touched_since(session, since)
+            for chunk in _chunks(sorted(touched_users)):
+                touched_accounts |= set(
+                    session.scalars(
+                        select(AccountMembership.account_id).where(
+                            AccountMembership.user_id.in_(chunk)
+                        )
+                    )
+                )
+            account_ids = sorted(touched_accounts)
+            members = _members(session, account_ids)
+            touched_users |= {u for us in members.values() for u in us}
+            user_ids = sorted(touched_users)
+            percentiles = dict(last_full.percentiles)
+
+        users = _load_users(session, user_ids, window_start, history)
+        uids = (
+            sorted(users.first_seen)
+            if user_ids is None
+            else [u for u in user_ids if u in users.first_seen]
+        )
+        previous_day = today - dt.timedelta(days=defs.default_profile.time_frame_days)
+        user_rows, percentiles = _score_rows(
+            defs,
+            users,
+            uids,
+            "u",
+            today,
+            now,
+            window_start,
+            percentiles,
+            _previous_scores(session, "u", uids, previous_day),
+            _earlier_firsts(session, UserScore, UserScore.user_id, uids),
+            progress=progress,
+        )
+        by_user = {r["_id"]: r for r in user_rows}
+
+        accounts = _load_accounts(session, account_ids, window_start, history)
+        aids = (
+            sorted(accounts.first_seen)
+            if account_ids is None
+            else [a for a in account_ids if a in accounts.first_seen]
+        )
+        members = _members(session, account_ids)
+        account_rows, percentiles = _score_rows(
+            defs,
+            accounts,
+            aids,
+            "a",
+            today,
+            now,
+            window_start,
+            percentiles,
+            _previous_scores(session, "a", aids, previous_day),
+            _earlier_firsts(session, AccountScore, AccountScore.account_id, aids),
+            members=members,
+            user_rows=by_user,
+            progress=progress,
+        )
+        if progress:
+            progress("storing", 0, 1)
+        _store(session, tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today)
+        _store(
+            session, tenant_id, AccountScore, "account_id", account_rows, stored.version, "a", today
+        )
+        run.accounts = len(account_rows)
+        run.users = len(user_rows)
+        run.percentiles = {k: round(v, 4) for k, v in percentiles.items()}
+        run.finished_at = now
+        summary = RunSummary(
+            full=full,
+            accounts=len(account_rows),
+            users=len(user_rows),
+            definitions_version=stored.version,
+            percentiles=run.percentiles,
+        )
+    summary.seconds = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 2)
+    log.info(
+        "tenant %s: %s scoring pass: %s accounts, %s users in %ss",
+        tenant_id,
+        "full" if full else "incremental",
+        summary.accounts,
+        summary.users,
+        summary.seconds,
+    )
+    return summary

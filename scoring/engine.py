@@ -1,0 +1,497 @@
+"""Activation, engagement, trend, segments, PQL and lead types as pure functions.
+
+Inputs are plain values (daily event counts, traits, the day to score for); outputs are plain
+values. No clock is read: ``today`` is always passed in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from scoring.definitions import (
+    Checklist,
+    Condition,
+    DealSizeRule,
+    Definitions,
+    LeadTypeBands,
+    PQLRules,
+    ScoreBands,
+    ScoringProfile,
+    Step,
+    TrendRule,
+)
+
+# event -> day -> count
+Daily = Mapping[str, Mapping[dt.date, int]]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What scoring reads about one account or user."""
+
+    first_seen: dt.date
+    traits: Mapping[str, Any]
+    daily: Daily
+    # Accounts only: per event, the first day each of its users did it.
+    user_first_day: Mapping[str, Mapping[int, dt.date]] = field(default_factory=dict)
+    # Values read back from the CRM (owner, lifecycle stage, communication).
+    crm: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --- Activation ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActivationResult:
+    rate: float
+    done: tuple[str, ...]
+    total: int
+    next_step: Step | None
+    activated: bool
+
+
+def _trait_holds(traits: Mapping[str, Any], trait: str, op: str, value: Any) -> bool:
+    present = trait in traits and traits[trait] is not None
+    if op == "exists":
+        return present
+    if not present:
+        return False
+    actual = traits[trait]
+    if op == "equals":
+        return actual == value or str(actual).lower() == str(value).lower()
+    if op == "contains":
+        if isinstance(actual, list | tuple | set):
+            return value in actual
+        return str(value).lower() in str(actual).lower()
+    try:
+        number, limit = float(actual), float(value)
+    except (TypeError, ValueError):
+        return False
+    return number >= limit if op == "gte" else number <= limit
+
+
+def step_done(step: Step, facts: Facts) -> bool:
+    if step.kind == "trait":
+        return _trait_holds(facts.traits, step.trait or "", step.op or "exists", step.value)
+    deadline = facts.first_seen + dt.timedelta(days=step.within_days) if step.within_days else None
+    if step.kind == "distinct_users":
+        firsts = facts.user_first_day.get(step.event or "", {})
+        users = sum(1 for day in firsts.values() if deadline is None or day < deadline)
+        return users >= step.min_count
+    days = facts.daily.get(step.event or "", {})
+    total = sum(c for day, c in days.items() if deadline is None or day < deadline)
+    return total >= step.min_count
+
+
+def activation(checklist: Checklist, facts: Facts) -> ActivationResult:
+    """Rate = completed steps / total steps × 100; the next step is the first one not done."""
+    done = [step for step in checklist.steps if step_done(step, facts)]
+    done_keys = {s.key for s in done}
+    total = len(checklist.steps)
+    rate = 100.0 * len(done) / total if total else 0.0
+    next_step = next((s for s in checklist.steps if s.key not in done_keys), None)
+    return ActivationResult(
+        rate=round(rate, 2),
+        done=tuple(s.key for s in done),
+        total=total,
+        next_step=next_step,
+        activated=total > 0 and len(done) == total,
+    )
+
+
+# --- Engagement ----------------------------------------------------------------------------
+
+
+def _last_day(daily: Daily, event: str | None) -> dt.date | None:
+    events = [event] if event else list(daily)
+    days = [day for name in events for day, count in daily.get(name, {}).items() if count > 0]
+    return max(days) if days else None
+
+
+def raw_engagement(profile: ScoringProfile, daily: Daily, today: dt.date) -> float:
+    """Σ count × weight over the time frame ending today (inclusive), each day's points fading
+    linearly with age when decay is on; plus inactivity penalties."""
+    frame = profile.time_frame_days
+    start = today - dt.timedelta(days=frame - 1)
+    raw = 0.0
+    for event, weight in profile.weights.items():
+        if weight <= 0:
+            continue
+        for day, count in daily.get(event, {}).items():
+            if start <= day <= today:
+                factor = (frame - (today - day).days) / frame if profile.decay else 1.0
+                raw += count * weight * factor
+    for penalty in profile.penalties:
+        last = _last_day(daily, penalty.event)
+        if last is None or (today - last).days >= penalty.days:
+            raw += penalty.points
+    return raw
+
+
+def percentile_90(raw_scores: Iterable[float]) -> float:
+    """The 90th percentile (nearest rank) of the positive raw scores; 0 when none is positive.
+
+    Subjects with nothing in the time frame are left out, so that a tenant with many idle
+    accounts does not hand 100 to anyone who logged in once."""
+    positive = sorted(v for v in raw_scores if v > 0)
+    if not positive:
+        return 0.0
+    rank = max(1, math.ceil(0.9 * len(positive)))
+    return positive[rank - 1]
+
+
+def grade(raw: float, p90: float) -> float:
+    """0–100: the tenant's 90th percentile and above are 100, the rest raw ÷ p90 × 100."""
+    if raw <= 0:
+        return 0.0
+    if p90 <= 0:
+        return 100.0
+    return round(min(100.0, raw / p90 * 100.0), 2)
+
+
+def engagement_segment(score: float, bands: ScoreBands) -> str:
+    if score > bands.most_engaged:
+        return "Most engaged"
+    if score > bands.engaged:
+        return "Engaged"
+    if score > bands.passive:
+        return "Passive"
+    return "Least engaged"
+
+
+def profile_for(definitions: Definitions, record: Mapping[str, Any]) -> ScoringProfile:
+    """The first non-default profile whose filters match, else the default profile."""
+    for profile in definitions.profiles:
+        if profile.applies_to and not profile.default and matches(profile.applies_to, record):
+            return profile
+    return definitions.default_profile
+
+
+def adoption_rate(key_features: Iterable[str], daily: Daily, since: dt.date | None) -> float:
+    """Share (0–100) of key features used since ``since`` (None = ever)."""
+    features = list(key_features)
+    if not features:
+        return 0.0
+    used = sum(
+        1
+        for event in features
+        if any(
+            count > 0 and (since is None or day >= since)
+            for day, count in daily.get(event, {}).items()
+        )
+    )
+    return round(100.0 * used / len(features), 2)
+
+
+def active_days(daily: Daily, today: dt.date, days: int) -> int:
+    """On how many of the last ``days`` days (ending today) anything happened."""
+    start = today - dt.timedelta(days=days - 1)
+    return len(
+        {
+            day
+            for counts in daily.values()
+            for day, c in counts.items()
+            if c > 0 and start <= day <= today
+        }
+    )
+
+
+# --- Trend ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trend:
+    change: float | None
+    segment: str | None  # "Red Hot", "Ice Cold" or None
+    dropped: bool
+
+
+def trend(current: float, previous: float | None, rule: TrendRule) -> Trend:
+    """Change against the previous period's score; a change beyond ``rule.points`` either way
+    is Red Hot or Ice Cold, and a fall beyond it is a drop."""
+    if previous is None:
+        return Trend(change=None, segment=None, dropped=False)
+    change = round(current - previous, 2)
+    if change > rule.points:
+        return Trend(change, "Red Hot", False)
+    if change < -rule.points:
+        return Trend(change, "Ice Cold", True)
+    return Trend(change, None, False)
+
+
+def lifecycle_segments(
+    first_seen: dt.date,
+    last_active: dt.date | None,
+    today: dt.date,
+    rule: TrendRule,
+    total_users: int | None = None,
+) -> list[str]:
+    segments = []
+    if (today - first_seen).days < rule.new_days:
+        segments.append("New")
+    if last_active is not None:
+        idle = (today - last_active).days
+        if rule.recently_inactive_from_days <= idle <= rule.recently_inactive_to_days:
+            segments.append("Recently inactive")
+    if (today - first_seen).days > rule.mature_days:
+        segments.append("Mature")
+    if total_users is not None and total_users > 1:
+        segments.append("Multi-user")
+    return segments
+
+
+# --- Custom segments -----------------------------------------------------------------------
+
+CONDITION_OPS = (
+    "equals",
+    "not_equals",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "contains",
+    "in",
+    "exists",
+    "not_exists",
+)
+
+
+def _field_value(record: Mapping[str, Any], name: str) -> Any:
+    if name in record:
+        return record[name]
+    head, _, rest = name.partition(".")
+    holder = record.get(head)
+    if rest and isinstance(holder, Mapping):
+        return holder.get(rest)
+    return None
+
+
+def condition_holds(condition: Condition, record: Mapping[str, Any]) -> bool:
+    actual = _field_value(record, condition.field)
+    op, expected = condition.op, condition.value
+    if op == "exists":
+        return actual is not None
+    if op == "not_exists":
+        return actual is None
+    if actual is None:
+        return op == "not_equals"
+    if op == "equals":
+        return actual == expected or str(actual).lower() == str(expected).lower()
+    if op == "not_equals":
+        return not (actual == expected or str(actual).lower() == str(expected).lower())
+    if op == "contains":
+        if isinstance(actual, list | tuple | set):
+            return expected in actual
+        return str(expected).lower() in str(actual).lower()
+    if op == "in":
+        options = expected if isinstance(expected, list | tuple) else [expected]
+        return any(actual == o or str(actual).lower() == str(o).lower() for o in options)
+    try:
+        a, b = float(actual), float(expected)
+    except (TypeError, ValueError):
+        return False
+    return {"gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}[op]
+
+
+def matches(conditions: Iterable[Condition], record: Mapping[str, Any]) -> bool:
+    return all(condition_holds(c, record) for c in conditions)
+
+
+def trait_distribution(records: Iterable[Mapping[str, Any]], field_name: str) -> list[dict]:
+    """Within a set of records, how the values of one field are spread (count and share %)."""
+    values = Counter()
+    total = 0
+    for record in records:
+        value = _field_value(record, field_name)
+        values["(none)" if value is None else str(value)] += 1
+        total += 1
+    return [
+        {"value": value, "count": count, "share": round(100.0 * count / total, 2)}
+        for value, count in values.most_common()
+    ]
+
+
+# --- PQL -----------------------------------------------------------------------------------
+
+
+def deal_size(traits: Mapping[str, Any], rule: DealSizeRule) -> str | None:
+    try:
+        size = float(traits[rule.trait])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if size < rule.mid_from:
+        return "small"
+    if size < rule.large_from:
+        return "mid"
+    return "large"
+
+
+DEAL_WORDS = {"small": "small", "mid": "mid-size", "large": "large"}
+
+
+@dataclass(frozen=True)
+class PQLResult:
+    qualified: bool
+    kind: str | None
+    reason: str
+    threshold: float | None
+    deal_size: str | None
+
+
+def _stage(traits: Mapping[str, Any], rules: PQLRules) -> str:
+    value = traits.get(rules.stage_trait)
+    return str(value).strip().lower() if value is not None else ""
+
+
+def _first_done(events: Iterable[str], daily: Daily) -> tuple[str, dt.date] | None:
+    found = [
+        (min(day for day, c in daily[e].items() if c > 0), e)
+        for e in events
+        if any(c > 0 for c in daily.get(e, {}).values())
+    ]
+    if not found:
+        return None
+    day, event = min(found)
+    return event, day
+
+
+def pql_status(
+    facts: Facts,
+    result: ActivationResult,
+    checklist: Checklist,
+    rules: PQLRules,
+    size_rule: DealSizeRule,
+) -> PQLResult:
+    """Is this account a product-qualified lead, of which kind, and why (in a rep's words)."""
+    size = deal_size(facts.traits, size_rule)
+    stage = _stage(facts.traits, rules)
+    purchase = _first_done(rules.purchase_events, facts.daily)
+    if purchase:
+        return PQLResult(
+            True,
+            "touchless_purchase",
+            f"Bought without sales: did '{purchase[0]}' on {purchase[1].isoformat()}.",
+            None,
+            size,
+        )
+    trial_values = {v.lower() for v in rules.trial_values}
+    if stage not in trial_values:
+        shown = stage or "unknown"
+        return PQLResult(
+            False,
+            None,
+            f"Not a trial or free account ({rules.stage_trait}: {shown}); PQL applies to trials.",
+            None,
+            size,
+        )
+    hand = _first_done(rules.hand_raiser_events, facts.daily)
+    if hand:
+        return PQLResult(
+            True,
+            "hand_raiser",
+            f"Asked for sales: did '{hand[0]}' on {hand[1].isoformat()}.",
+            None,
+            size,
+        )
+    limit = _first_done(rules.limit_events, facts.daily)
+    if limit:
+        return PQLResult(
+            True,
+            "limit_reached",
+            f"Hit a plan limit: did '{limit[0]}' on {limit[1].isoformat()}.",
+            None,
+            size,
+        )
+    effective_size = size or "small"
+    threshold = rules.thresholds[rules.complexity][effective_size]
+    size_words = DEAL_WORDS[effective_size] + " deal"
+    if size is None:
+        size_words += f" (no {size_rule.trait} known, so counted as small)"
+    else:
+        size_words += f" ({facts.traits.get(size_rule.trait)} {size_rule.trait})"
+    labels = {s.key: s.label for s in checklist.steps}
+    done_labels = ", ".join(labels[k] for k in result.done) or "none"
+    summary = (
+        f"{result.rate:g}% Activation ({len(result.done)} of {result.total} steps: {done_labels})"
+    )
+    if result.total and result.rate >= threshold:
+        return PQLResult(
+            True,
+            "criteria",
+            f"Reached {summary}, at or above the {threshold:g}% threshold for a {size_words} "
+            f"on a {rules.complexity} product.",
+            threshold,
+            size,
+        )
+    return PQLResult(
+        False,
+        None,
+        f"At {summary}; a {size_words} on a {rules.complexity} product needs {threshold:g}%.",
+        threshold,
+        size,
+    )
+
+
+# --- Lead types ----------------------------------------------------------------------------
+
+LEVELS = {"low": 0, "medium": 1, "high": 2}
+# type: (activation, engagement, communication, fit or None, chance to convert %)
+LEAD_TYPES: dict[str, tuple[str, str, str, str | None, int]] = {
+    "Golden Lead": ("high", "high", "active", None, 90),
+    "Silent Success": ("high", "high", "low", None, 75),
+    "Contrary Converter": ("medium", "medium", "active", None, 60),
+    "Positive Procrastinator": ("low", "low", "active", "good", 30),
+    "Fizzler": ("high", "low", "low", None, 10),
+    "Incompatible Ignoramus": ("low", "low", "active", "poor", 5),
+    "Heartbreaker": ("low", "low", "low", None, 5),
+}
+
+
+def level(value: float, high: float, medium: float) -> str:
+    if value >= high:
+        return "high"
+    if value >= medium:
+        return "medium"
+    return "low"
+
+
+@dataclass(frozen=True)
+class LeadType:
+    name: str
+    chance: int
+    exact: bool
+    signals: tuple[str, str, str, str]
+
+
+def lead_type(
+    activation_rate: float,
+    engagement_score: float,
+    communication: str | None,
+    fit: str,
+    bands: LeadTypeBands,
+) -> LeadType:
+    """The seed's seven types. Unknown communication counts as low/none until the CRM says
+    otherwise. A combination outside the table takes the nearest type (sum of level distances,
+    fit counting one step where a type requires it); ties go to the lower chance, so the
+    forecast errs on the side of caution."""
+    a = level(activation_rate, bands.activation_high, bands.activation_medium)
+    e = level(engagement_score, bands.engagement_high, bands.engagement_medium)
+    c = "active" if communication == "active" else "low"
+    signals = (a, e, c, fit)
+
+    def distance(spec: tuple[str, str, str, str | None, int]) -> int:
+        ta, te, tc, tfit, _ = spec
+        d = abs(LEVELS[a] - LEVELS[ta]) + abs(LEVELS[e] - LEVELS[te]) + (c != tc)
+        return d + (tfit is not None and tfit != fit)
+
+    name, spec = min(LEAD_TYPES.items(), key=lambda item: (distance(item[1]), item[1][4]))
+    return LeadType(name=name, chance=spec[4], exact=distance(spec) == 0, signals=signals)
+
+
+def forecast_value(size: str | None, chance: int, rule: DealSizeRule) -> float:
+    return round(rule.values.get(size or "small", 0.0) * chance / 100.0, 2)

@@ -1,0 +1,204 @@
+"""Recompute from ingested events to stored scores, full and incremental."""
+
+import datetime as dt
+
+from sqlalchemy import select
+
+from app.definitions import current_definitions, save_definitions, to_document
+from app.models import Account, AccountScore, ScoreHistory, User, UserScore
+from app.scoring_jobs import recompute
+from app.tenants import create_tenant, issue_write_key
+from tests.tracking import post
+
+NOW = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
+
+
+def at(days_ago: float) -> str:
+    return (NOW - dt.timedelta(days=days_ago)).isoformat()
+
+
+def ev(user, event, group, days_ago=1, n=1):
+    return [
+        {
+            "type": "track",
+            "userId": user,
+            "event": event,
+            "context": {"groupId": group},
+            "timestamp": at(days_ago),
+        }
+        for _ in range(n)
+    ]
+
+
+def group(user, group_id, days_ago=20, **traits):
+    return {
+        "type": "group",
+        "userId": user,
+        "groupId": group_id,
+        "traits": traits,
+        "timestamp": at(days_ago),
+    }
+
+
+def send(client, key, messages):
+    for start in range(0, len(messages), 100):
+        chunk = messages[start : start + 100]
+        # messageIds: generated from content + timestamp, so vary by position to keep them unique
+        for i, m in enumerate(chunk):
+            m.setdefault(
+                "messageId", f"{m['type']}-{m.get('userId')}-{m.get('event')}-{start + i}-{id(m)}"
+            )
+        assert post(client, "batch", {"batch": chunk}, key).status_code == 200
+
+
+def acme_trial(client, key):
+    """Acme: a mid-size trial that did 3 of the 5 default trial steps."""
+    send(
+        client,
+        key,
+        [
+            group("ada", "acme", plan="trial", employees=120, name="Acme"),
+            group("bob", "acme"),
+            *ev("ada", "Report Created", "acme", n=2),
+            *ev("ada", "Teammate Invited", "acme", n=3),
+            *ev("bob", "Dashboard Shared", "acme"),
+            *ev("bob", "Logged In", "acme", n=4),
+        ],
+    )
+
+
+def scores(db, tenant_id, model=AccountScore):
+    with db.tenant_session(tenant_id) as s:
+        if model is AccountScore:
+            rows = s.execute(
+                select(Account.external_id, AccountScore).join(
+                    AccountScore, AccountScore.account_id == Account.id
+                )
+            ).all()
+        else:
+            rows = s.execute(
+                select(User.external_id, UserScore).join(UserScore, UserScore.user_id == User.id)
+            ).all()
+    return {name: score for name, score in rows}
+
+
+def test_full_recompute_scores_accounts_and_users_from_ingested_events(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+    send(
+        client,
+        key,
+        [group("cy", "initech", plan="paid", employees=10), *ev("cy", "Logged In", "initech")],
+    )
+    summary = recompute(db, tenant_id, NOW)
+    assert (summary.full, summary.accounts, summary.users) == (True, 2, 3)
+
+    acme = scores(db, tenant_id)["acme"]
+    assert acme.activation_rate == 60.0
+    assert acme.next_step == "3 people logged in"
+    assert (acme.pql, acme.pql_kind, acme.deal_size) == (True, "criteria", "mid")
+    assert "60% threshold for a mid-size deal (120 employees)" in acme.pql_reason
+    assert acme.engagement_score == 100.0  # the busiest account sets the 90th percentile
+    assert acme.total_users == 2 and acme.active_users == 2
+    assert acme.definitions_version == current_definitions(db, tenant_id).version
+    assert "Most engaged" in acme.segments["names"] and "Multi-user" in acme.segments["names"]
+
+    initech = scores(db, tenant_id)["initech"]
+    assert initech.pql is False and "Not a trial" in initech.pql_reason
+    assert initech.engagement_score < acme.engagement_score
+
+    users = scores(db, tenant_id, UserScore)
+    assert users["ada"].activation_rate == round(100 / 3, 2)  # created a report; no profile name
+    assert users["ada"].engagement_raw == 2 * 8 + 3 * 7 - 5  # no login in 7 days
+
+
+def test_incremental_pass_scores_only_what_changed(app, client, db, tenant_key):
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+    send(
+        client,
+        key,
+        [group("cy", "initech", plan="trial", employees=10), *ev("cy", "Logged In", "initech")],
+    )
+    recompute(db, tenant_id, NOW)
+    before = {k: v.computed_at for k, v in scores(db, tenant_id).items()}
+
+    later = NOW + dt.timedelta(hours=1)
+    app.extensions["pql"].clock = lambda: later
+    send(client, key, ev("cy", "Report Created", "initech", days_ago=0))
+    summary = recompute(db, tenant_id, later, full=False)
+    assert (summary.full, summary.accounts, summary.users) == (False, 1, 1)
+    after = scores(db, tenant_id)
+    assert after["initech"].computed_at == later
+    assert after["acme"].computed_at == before["acme"]
+    assert after["initech"].activation_rate == 20.0
+
+
+def test_changed_definitions_turn_an_incremental_pass_into_a_full_one(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+    recompute(db, tenant_id, NOW)
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["pql"]["complexity"] = "complex"
+    save_definitions(db, tenant_id, document, "test")
+    summary = recompute(db, tenant_id, NOW + dt.timedelta(hours=1), full=False)
+    assert summary.full
+    assert scores(db, tenant_id)["acme"].definitions_version == 2
+
+
+def test_drop_against_the_previous_period_is_ice_cold(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+    send(
+        client,
+        key,
+        [group("cy", "initech", plan="trial"), *ev("cy", "Report Created", "initech", n=20)],
+    )
+    recompute(db, tenant_id, NOW)
+    acme_id = scores(db, tenant_id)["acme"].account_id
+    with db.tenant_transaction(tenant_id) as s:
+        previous = s.get(ScoreHistory, ("a", acme_id, (NOW - dt.timedelta(days=7)).date()))
+        if previous is None:
+            s.add(
+                ScoreHistory(
+                    tenant_id=tenant_id,
+                    subject="a",
+                    subject_id=acme_id,
+                    day=(NOW - dt.timedelta(days=7)).date(),
+                    engagement_score=95,
+                    activation_rate=60,
+                )
+            )
+    recompute(db, tenant_id, NOW)
+    acme = scores(db, tenant_id)["acme"]
+    assert acme.trend_change == round(acme.engagement_score - 95, 2)
+    assert acme.trend_segment == "Ice Cold"
+
+
+def test_first_activation_and_pql_times_survive_later_passes(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+    recompute(db, tenant_id, NOW)
+    first_pql_at = scores(db, tenant_id)["acme"].pql_at
+    recompute(db, tenant_id, NOW + dt.timedelta(days=1))
+    assert scores(db, tenant_id)["acme"].pql_at == first_pql_at == NOW
+
+
+def test_history_keeps_one_compact_row_per_subject_and_day(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+    recompute(db, tenant_id, NOW)
+    recompute(db, tenant_id, NOW + dt.timedelta(hours=2))
+    with db.tenant_session(tenant_id) as s:
+        rows = s.scalars(select(ScoreHistory).where(ScoreHistory.subject == "a")).all()
+    assert len(rows) == 1 and rows[0].engagement_score == 100
+
+
+def test_scoring_one_tenant_leaves_another_alone(client, db):
+    a = create_tenant(db, "A")
+    b = create_tenant(db, "B")
+    acme_trial(client, issue_write_key(db, a.id).secret)
+    acme_trial(client, issue_write_key(db, b.id).secret)
+    recompute(db, a.id, NOW)
+    assert len(scores(db, a.id)) == 1
+    assert scores(db, b.id) == {}
