@@ -63,12 +63,13 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
         token_cipher=TokenCipher(settings.token_encryption_keys),
     )
 
-    from app import errors, health
+    from app import api, errors, health
     from app.cli import register_commands
     from webhooks import tracking_api
 
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(tracking_api.bp)
+    app.register_blueprint(api.bp)
     register_commands(app)
     return app

@@ -17,8 +17,10 @@ from app import migrate, services
 from app.security import new_encryption_key
 from app.tenants import (
     CRM_KINDS,
+    KEY_SCOPES,
     NotFound,
     create_tenant,
+    get_tenant,
     issue_write_key,
     list_tenants,
     list_write_keys,
@@ -146,17 +148,24 @@ def key_group() -> None:
     pass
 
 
-@key_group.command("create", help="Issue another write key for a tenant.")
+@key_group.command("create", help="Issue another key for a tenant.")
 @click.option("--tenant", "tenant_id", type=int, required=True)
 @click.option("--label", default="", help="What this key is for, e.g. 'web app'.")
+@click.option(
+    "--scope",
+    type=click.Choice(KEY_SCOPES),
+    default="write",
+    show_default=True,
+    help="write: event ingestion; admin: the JSON API.",
+)
 @with_appcontext
-def key_create(tenant_id: int, label: str) -> None:
+def key_create(tenant_id: int, label: str, scope: str) -> None:
     _require_schema()
     try:
-        key = issue_write_key(services().db, tenant_id, label=label)
+        key = issue_write_key(services().db, tenant_id, label=label, scope=scope)
     except NotFound as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"key {key.key_id}: {key.secret}")
+    click.echo(f"{scope} key {key.key_id}: {key.secret}")
 
 
 @key_group.command("list", help="List a tenant's keys (never the secrets).")
@@ -170,7 +179,7 @@ def key_list(tenant_id: int) -> None:
         return
     for k in keys:
         state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
-        click.echo(f"{k.id:>5}  {k.display_prefix}…  {state:<24} {k.label}")
+        click.echo(f"{k.id:>5}  {k.scope:<5}  {k.display_prefix}…  {state:<24} {k.label}")
 
 
 @key_group.command("rotate", help="Replace KEY_ID with a new key and revoke it.")
@@ -197,6 +206,168 @@ def key_revoke(tenant_id: int, key_id: int) -> None:
     except NotFound as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"key {key_id} revoked")
+
+
+# --- definitions and scoring ------------------------------------------------------------
+
+
+def _tenant_or_fail(tenant_id: int) -> None:
+    try:
+        get_tenant(services().db, tenant_id)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _validation_report(messages, path: str = "") -> list[str]:
+    """marshmallow's nested errors as 'path.to.field: reason' lines."""
+    lines = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            lines += _validation_report(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        lines += [f"{path or '(document)'}: {m}" for m in messages]
+    elif isinstance(messages, list):
+        for item in messages:
+            lines += _validation_report(item, path)
+    else:
+        lines.append(f"{path}: {messages}")
+    return lines
+
+
+@click.group("definitions", help="A tenant's Activation, engagement, segment and PQL definitions.")
+def definitions_group() -> None:
+    pass
+
+
+@definitions_group.command("export", help="Write the current (or a given) version as YAML.")
+@click.option("--tenant", "tenant_id", type=int, required=True)
+@click.option("--version", type=int, default=None)
+@click.option("-o", "--output", type=click.File("w"), default="-", help="File (default: stdout).")
+@with_appcontext
+def definitions_export(tenant_id: int, version: int | None, output) -> None:
+    import yaml
+
+    from app.definitions import current_definitions, definitions_version
+
+    _require_schema()
+    _tenant_or_fail(tenant_id)
+    db = services().db
+    stored = (
+        definitions_version(db, tenant_id, version)
+        if version
+        else current_definitions(db, tenant_id)
+    )
+    if stored is None:
+        raise click.ClickException(f"tenant {tenant_id} has no definitions version {version}")
+    output.write(f"# definitions version {stored.version} of tenant {tenant_id}\n")
+    yaml.safe_dump(stored.document, output, sort_keys=False, allow_unicode=True)
+
+
+@definitions_group.command(
+    "import", help="Validate a YAML (or JSON) file and save it as a new version."
+)
+@click.option("--tenant", "tenant_id", type=int, required=True)
+@click.option("--note", default="", help="Why this change (kept in the history).")
+@click.argument("file", type=click.File("r"))
+@with_appcontext
+def definitions_import(tenant_id: int, note: str, file) -> None:
+    import yaml
+    from marshmallow import ValidationError
+
+    from app.definitions import save_definitions
+
+    _require_schema()
+    _tenant_or_fail(tenant_id)
+    try:
+        document = yaml.safe_load(file)
+    except yaml.YAMLError as exc:
+        raise click.ClickException(f"{file.name} is not valid YAML: {exc}") from exc
+    try:
+        stored = save_definitions(services().db, tenant_id, document, "cli", note)
+    except ValidationError as exc:
+        lines = "\n  ".join(_validation_report(exc.messages))
+        raise click.ClickException(f"{file.name} is not valid; nothing saved:\n  {lines}") from exc
+    click.echo(f"saved as version {stored.version}; run `pql score --tenant {tenant_id}` to apply")
+
+
+@definitions_group.command("history", help="List saved versions, newest first.")
+@click.option("--tenant", "tenant_id", type=int, required=True)
+@with_appcontext
+def definitions_history_command(tenant_id: int) -> None:
+    from app.definitions import current_definitions, definitions_history
+
+    _require_schema()
+    _tenant_or_fail(tenant_id)
+    current_definitions(services().db, tenant_id)
+    for row in definitions_history(services().db, tenant_id):
+        click.echo(
+            f"{row['version']:>4}  {row['created_at'][:19]}  {row['created_by']:<16} {row['note']}"
+        )
+
+
+@definitions_group.command("rollback", help="Save an old version again as the newest.")
+@click.option("--tenant", "tenant_id", type=int, required=True)
+@click.argument("version", type=int)
+@with_appcontext
+def definitions_rollback(tenant_id: int, version: int) -> None:
+    from app.definitions import rollback_definitions
+
+    _require_schema()
+    _tenant_or_fail(tenant_id)
+    try:
+        stored = rollback_definitions(services().db, tenant_id, version, "cli")
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"version {version} restored as version {stored.version}")
+
+
+class _ProgressBars:
+    """One click progress bar (with its time estimate) per phase of a scoring pass."""
+
+    def __init__(self) -> None:
+        self.phase: str | None = None
+        self.bar = None
+        self.done = 0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self.phase:
+            self.close()
+            self.phase, self.done = phase, 0
+            self.bar = click.progressbar(
+                length=max(total, 1), label=f"scoring {phase}", show_eta=True, file=sys.stderr
+            )
+            self.bar.__enter__()
+        if self.bar is not None and done > self.done:
+            self.bar.update(done - self.done)
+            self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.bar.length - self.done)
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+@click.command("score", help="Recompute a tenant's scores now (full by default).")
+@click.option("--tenant", "tenant_id", type=int, required=True)
+@click.option("--incremental", is_flag=True, help="Only what changed since the last pass.")
+@with_appcontext
+def score_command(tenant_id: int, incremental: bool) -> None:
+    from app.scoring_jobs import recompute
+
+    _require_schema()
+    _tenant_or_fail(tenant_id)
+    svc = services()
+    bars = _ProgressBars()
+    try:
+        summary = recompute(svc.db, tenant_id, svc.clock(), full=not incremental, progress=bars)
+    finally:
+        bars.close()
+    kind = "full" if summary.full else "incremental"
+    click.echo(
+        f"{kind} pass: {summary.accounts} accounts, {summary.users} users scored in "
+        f"{summary.seconds}s with definitions version {summary.definitions_version}"
+    )
 
 
 # --- secrets --------------------------------------------------------------------------------
@@ -256,7 +427,16 @@ def worker_command() -> None:
 def register_commands(app: Flask) -> None:
     from app.demo import demo_command
 
-    for command in (db_group, tenant_group, key_group, secrets_group, worker_command, demo_command):
+    for command in (
+        db_group,
+        tenant_group,
+        key_group,
+        secrets_group,
+        definitions_group,
+        score_command,
+        worker_command,
+        demo_command,
+    ):
         app.cli.add_command(command)
 
 

@@ -106,7 +106,8 @@ class Tenant(Base):
 
 
 class WriteKey(TenantOwned, Base):
-    """An ingestion key. Only a SHA-256 digest of the key is stored (see ``app.security``)."""
+    """An API key: an ingestion write key or an admin key. Only a SHA-256 digest of the key is
+    stored (see ``app.security``)."""
 
     __tablename__ = "write_keys"
     __table_args__ = (Index("ix_write_keys_tenant_id", "tenant_id"),)
@@ -116,6 +117,8 @@ class WriteKey(TenantOwned, Base):
     # The first characters of the key, enough for an admin to tell keys apart.
     display_prefix: Mapped[str] = mapped_column(String(16))
     label: Mapped[str] = mapped_column(String(100), default="")
+    # "write": ingestion only (it ships inside customers' apps); "admin": the JSON API.
+    scope: Mapped[str] = mapped_column(String(10), default="write", server_default="write")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[dt.datetime | None]
 

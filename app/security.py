@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 WRITE_KEY_PREFIX = "wk_"
+ADMIN_KEY_PREFIX = "ak_"
 DISPLAY_PREFIX_LENGTH = 10
 
 
@@ -35,8 +36,8 @@ def hash_write_key(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def generate_write_key() -> NewWriteKey:
-    secret = WRITE_KEY_PREFIX + secrets.token_urlsafe(24)
+def generate_write_key(admin: bool = False) -> NewWriteKey:
+    secret = (ADMIN_KEY_PREFIX if admin else WRITE_KEY_PREFIX) + secrets.token_urlsafe(24)
     return NewWriteKey(
         secret=secret,
         key_hash=hash_write_key(secret),

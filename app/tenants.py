@@ -13,6 +13,7 @@ from app.models import Tenant, WriteKey, utcnow
 from app.security import generate_write_key, hash_write_key
 
 CRM_KINDS = ("hubspot", "salesforce", "none")
+KEY_SCOPES = ("write", "admin")
 TENANT_STATUSES = ("active", "needs_reauth", "uninstalled")
 
 
@@ -61,23 +62,28 @@ def list_tenants(db: Database) -> list[Tenant]:
         return list(session.scalars(select(Tenant).order_by(Tenant.id)))
 
 
-def _add_key(session: Session, tenant_id: int, label: str) -> IssuedKey:
-    new = generate_write_key()
+def _add_key(session: Session, tenant_id: int, label: str, scope: str = "write") -> IssuedKey:
+    if scope not in KEY_SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(KEY_SCOPES)}")
+    new = generate_write_key(admin=scope == "admin")
     key = WriteKey(
         tenant_id=tenant_id,
         key_hash=new.key_hash,
         display_prefix=new.display_prefix,
         label=label,
+        scope=scope,
     )
     session.add(key)
     session.flush()
     return IssuedKey(tenant_id, key.id, new.secret, new.display_prefix)
 
 
-def issue_write_key(db: Database, tenant_id: int, label: str = "") -> IssuedKey:
+def issue_write_key(
+    db: Database, tenant_id: int, label: str = "", scope: str = "write"
+) -> IssuedKey:
     get_tenant(db, tenant_id)
     with db.tenant_transaction(tenant_id) as session:
-        return _add_key(session, tenant_id, label)
+        return _add_key(session, tenant_id, label, scope)
 
 
 def list_write_keys(db: Database, tenant_id: int) -> list[WriteKey]:
@@ -105,13 +111,14 @@ def rotate_write_key(db: Database, tenant_id: int, key_id: int) -> IssuedKey:
             raise NotFound(f"tenant {tenant_id} has no write key {key_id}")
         if old.revoked_at is not None:
             raise ValueError(f"write key {key_id} is already revoked")
-        issued = _add_key(session, tenant_id, old.label)
+        issued = _add_key(session, tenant_id, old.label, old.scope)
         old.revoked_at = utcnow()
         return issued
 
 
-def resolve_write_key(db: Database, secret: str) -> ResolvedKey | None:
-    """The tenant an active write key belongs to, or None. The only cross-tenant key lookup."""
+def resolve_write_key(db: Database, secret: str, scope: str = "write") -> ResolvedKey | None:
+    """The tenant an active key of ``scope`` belongs to, or None. The only cross-tenant key
+    lookup."""
     if not secret:
         return None
     with db.system_session() as session:
@@ -121,6 +128,7 @@ def resolve_write_key(db: Database, secret: str) -> ResolvedKey | None:
             .where(
                 WriteKey.key_hash == hash_write_key(secret),
                 WriteKey.revoked_at.is_(None),
+                WriteKey.scope == scope,
                 Tenant.status != "uninstalled",
             )
         ).first()

@@ -82,3 +82,56 @@ def test_rotate_tokens_re_encrypts_with_the_new_primary_key(db, migrated_url):
         stored = s.scalar(select(Tenant.refresh_token_encrypted))
     assert TokenCipher([new_key]).decrypt(stored) == "refresh-me"
     app.extensions["pql"].db.dispose()
+
+
+def test_definitions_export_then_import_adds_a_version(cli, db, tmp_path):
+    tenant = create_tenant(db, "Acme")
+    exported = cli.invoke(args=["definitions", "export", "--tenant", str(tenant.id)])
+    assert exported.exit_code == 0, exported.output
+    assert "complexity: simple" in exported.output
+    path = tmp_path / "defs.yaml"
+    path.write_text(exported.output.replace("complexity: simple", "complexity: complex"))
+    result = cli.invoke(
+        args=["definitions", "import", "--tenant", str(tenant.id), "--note", "complex", str(path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "saved as version 2" in result.output
+    history = cli.invoke(args=["definitions", "history", "--tenant", str(tenant.id)])
+    assert "complex" in history.output
+
+
+def test_definitions_import_of_an_invalid_file_names_the_fields_and_saves_nothing(
+    cli, db, tmp_path
+):
+    tenant = create_tenant(db, "Acme")
+    exported = cli.invoke(args=["definitions", "export", "--tenant", str(tenant.id)]).output
+    path = tmp_path / "defs.yaml"
+    path.write_text(exported.replace("time_frame_days: 7", "time_frame_days: 9"))
+    result = cli.invoke(args=["definitions", "import", "--tenant", str(tenant.id), str(path)])
+    assert result.exit_code == 1
+    assert "profiles.0.time_frame_days" in result.output
+    assert "nothing saved" in result.output
+    (tmp_path / "broken.yaml").write_text("a: [unclosed")
+    broken = cli.invoke(
+        args=["definitions", "import", "--tenant", str(tenant.id), str(tmp_path / "broken.yaml")]
+    )
+    assert broken.exit_code == 1 and "not valid YAML" in broken.output
+
+
+def test_score_command_reports_what_it_scored(cli, db):
+    tenant = create_tenant(db, "Acme")
+    result = cli.invoke(args=["score", "--tenant", str(tenant.id)])
+    assert result.exit_code == 0, result.output
+    assert "full pass: 0 accounts, 0 users" in result.output
+    missing = cli.invoke(args=["score", "--tenant", "999"])
+    assert missing.exit_code == 1 and "no tenant with id 999" in missing.output
+
+
+def test_admin_keys_are_issued_with_their_own_prefix(cli, db):
+    tenant = create_tenant(db, "Acme")
+    result = cli.invoke(args=["key", "create", "--tenant", str(tenant.id), "--scope", "admin"])
+    assert result.exit_code == 0
+    secret = result.output.strip().rsplit(" ", 1)[-1]
+    assert secret.startswith("ak_")
+    assert resolve_write_key(db, secret) is None
+    assert resolve_write_key(db, secret, scope="admin").tenant_id == tenant.id

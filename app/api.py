@@ -1,0 +1,323 @@
+"""The admin JSON API (``/api/v1``): definitions, scores, PQLs, segments.
+
+Authenticated with a tenant's admin key (``Authorization: Bearer ak_...``); every query runs in
+that tenant's session. Routes parse, call one function, and render.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request
+from marshmallow import ValidationError
+from sqlalchemy import Select, asc, desc, func, select
+
+from app import services
+from app.definitions import (
+    current_definitions,
+    definitions_history,
+    definitions_version,
+    rollback_definitions,
+    save_definitions,
+)
+from app.errors import error_response
+from app.models import Account, AccountMembership, AccountScore, User, UserScore
+from app.scoring_jobs import recompute
+from app.tenants import resolve_write_key
+from scoring.engine import trait_distribution
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+MAX_BODY = 1024 * 1024
+SORTABLE = {
+    "engagement_score": AccountScore.engagement_score,
+    "activation_rate": AccountScore.activation_rate,
+    "last_active_at": AccountScore.last_active_at,
+    "forecast_value": AccountScore.forecast_value,
+    "name": Account.name,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **details: Any):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError):
+    return error_response(exc.status, exc.code, exc.message, **exc.details)
+
+
+def admin_required(view):
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(
+                401, "missing_token", "send an admin key as 'Authorization: Bearer ak_…'"
+            )
+        resolved = resolve_write_key(services().db, token.strip(), scope="admin")
+        if resolved is None:
+            raise ApiError(401, "invalid_token", "admin key is unknown or revoked")
+        g.tenant_id = resolved.tenant_id
+        g.actor = f"api key {resolved.key_id}"
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _json_body() -> dict[str, Any]:
+    if (request.content_length or 0) > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"request body exceeds {MAX_BODY} bytes")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    return body
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_parameter", f"{name} must be a whole number") from exc
+    if not low <= value <= high:
+        raise ApiError(400, "invalid_parameter", f"{name} must be between {low} and {high}")
+    return value
+
+
+# --- definitions ---------------------------------------------------------------------------
+
+
+def _stored_json(stored) -> dict[str, Any]:
+    return {
+        "version": stored.version,
+        "created_at": stored.created_at.isoformat(),
+        "created_by": stored.created_by,
+        "note": stored.note,
+        "document": stored.document,
+    }
+
+
+@bp.get("/definitions")
+@admin_required
+def get_definitions():
+    return jsonify(_stored_json(current_definitions(services().db, g.tenant_id)))
+
+
+@bp.put("/definitions")
+@admin_required
+def put_definitions():
+    body = _json_body()
+    document = body.get("document")
+    note = body.get("note", "")
+    if not isinstance(note, str):
+        raise ApiError(400, "invalid_parameter", "note must be a string")
+    try:
+        stored = save_definitions(services().db, g.tenant_id, document, g.actor, note)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "invalid_definitions", "definitions are not valid", errors=exc.messages
+        ) from exc
+    return jsonify(_stored_json(stored))
+
+
+@bp.get("/definitions/versions")
+@admin_required
+def list_definition_versions():
+    return jsonify(versions=definitions_history(services().db, g.tenant_id))
+
+
+@bp.get("/definitions/versions/<int:version>")
+@admin_required
+def get_definition_version(version: int):
+    stored = definitions_version(services().db, g.tenant_id, version)
+    if stored is None:
+        raise ApiError(404, "not_found", f"no definitions version {version}")
+    return jsonify(_stored_json(stored))
+
+
+@bp.post("/definitions/rollback")
+@admin_required
+def rollback():
+    version = _json_body().get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ApiError(400, "invalid_parameter", "version must be a whole number")
+    try:
+        stored = rollback_definitions(services().db, g.tenant_id, version, g.actor)
+    except LookupError as exc:
+        raise ApiError(404, "not_found", str(exc)) from exc
+    return jsonify(_stored_json(stored))
+
+
+# --- scores --------------------------------------------------------------------------------
+
+
+def account_json(name: str | None, external_id: str, score: AccountScore) -> dict[str, Any]:
+    return {
+        "account": external_id,
+        "name": name,
+        "activation_rate": score.activation_rate,
+        "activated": score.activated,
+        "activated_at": score.activated_at.isoformat() if score.activated_at else None,
+        "next_step": score.next_step,
+        "engagement_score": score.engagement_score,
+        "engagement_segment": score.engagement_segment,
+        "trend_change": score.trend_change,
+        "trend_segment": score.trend_segment,
+        "adoption_rate": score.adoption_rate,
+        "active_days": score.active_days,
+        "last_active_at": score.last_active_at.isoformat() if score.last_active_at else None,
+        "active_users": score.active_users,
+        "total_users": score.total_users,
+        "activated_users": score.activated_users,
+        "pql": score.pql,
+        "pql_at": score.pql_at.isoformat() if score.pql_at else None,
+        "pql_kind": score.pql_kind,
+        "pql_reason": score.pql_reason,
+        "deal_size": score.deal_size,
+        "lead_type": score.lead_type,
+        "chance_to_convert": score.chance_to_convert,
+        "forecast_value": score.forecast_value,
+        "segments": score.segments.get("names", []),
+        "definitions_version": score.definitions_version,
+        "computed_at": score.computed_at.isoformat(),
+    }
+
+
+def _accounts_query() -> Select:
+    query = select(Account.name, Account.external_id, AccountScore).join(
+        AccountScore, AccountScore.account_id == Account.id
+    )
+    pql = request.args.get("pql")
+    if pql is not None:
+        if pql not in ("true", "false"):
+            raise ApiError(400, "invalid_parameter", "pql must be true or false")
+        query = query.where(AccountScore.pql.is_(pql == "true"))
+    return query
+
+
+def _sorted(query: Select) -> Select:
+    """``sort=field`` is descending (highest first), ``sort=-field`` ascending."""
+    sort = request.args.get("sort", "engagement_score")
+    if sort.lstrip("-") not in SORTABLE:
+        raise ApiError(
+            400, "invalid_parameter", f"sort must be one of {', '.join(sorted(SORTABLE))}"
+        )
+    column = SORTABLE[sort.lstrip("-")]
+    order = asc(column) if sort.startswith("-") else desc(column)
+    return query.order_by(order, Account.id)
+
+
+@bp.get("/accounts")
+@admin_required
+def list_accounts():
+    """Scored accounts, highest engagement first by default (``sort``, ``pql``, ``segment``,
+    ``limit``, ``offset``)."""
+    segment = request.args.get("segment")
+    limit = _int_arg("limit", 50, 1, 500)
+    offset = _int_arg("offset", 0, 0, 10_000_000)
+    with services().db.tenant_session(g.tenant_id) as session:
+        query = _sorted(_accounts_query())
+        if segment:
+            # Segment names live in a JSON list: filter in Python, then page.
+            rows = [
+                r for r in session.execute(query).all() if segment in r[2].segments.get("names", [])
+            ]
+            total = len(rows)
+            rows = rows[offset : offset + limit]
+        else:
+            total = session.scalar(
+                select(func.count()).select_from(query.order_by(None).subquery())
+            )
+            rows = session.execute(query.limit(limit).offset(offset)).all()
+    return jsonify(total=total, accounts=[account_json(n, e, s) for n, e, s in rows])
+
+
+@bp.get("/pqls")
+@admin_required
+def list_pqls():
+    """Product-qualified accounts ranked by engagement: the reps' worklist."""
+    with services().db.tenant_session(g.tenant_id) as session:
+        rows = session.execute(
+            _accounts_query()
+            .where(AccountScore.pql.is_(True))
+            .order_by(desc(AccountScore.engagement_score), desc(AccountScore.activation_rate))
+            .limit(_int_arg("limit", 100, 1, 1000))
+        ).all()
+    return jsonify(pqls=[account_json(n, e, s) for n, e, s in rows])
+
+
+@bp.get("/accounts/<path:external_id>")
+@admin_required
+def get_account(external_id: str):
+    with services().db.tenant_session(g.tenant_id) as session:
+        row = session.execute(_accounts_query().where(Account.external_id == external_id)).first()
+        if row is None:
+            raise ApiError(404, "not_found", f"no scored account {external_id!r}")
+        users = session.execute(
+            select(User.external_id, User.email, UserScore)
+            .join(UserScore, UserScore.user_id == User.id)
+            .join(AccountMembership, AccountMembership.user_id == User.id)
+            .where(AccountMembership.account_id == row[2].account_id)
+            .order_by(desc(UserScore.engagement_score))
+        ).all()
+    body = account_json(*row)
+    body["users"] = [
+        {
+            "user": uid,
+            "email": email,
+            "activation_rate": s.activation_rate,
+            "next_step": s.next_step,
+            "engagement_score": s.engagement_score,
+            "last_active_at": s.last_active_at.isoformat() if s.last_active_at else None,
+        }
+        for uid, email, s in users
+    ]
+    return jsonify(body)
+
+
+@bp.get("/segments/<name>")
+@admin_required
+def segment(name: str):
+    """Members of a segment and, with ``field`` (e.g. ``trait.plan``), how it is spread."""
+    field = request.args.get("field")
+    with services().db.tenant_session(g.tenant_id) as session:
+        rows = session.execute(
+            select(Account.external_id, Account.traits, AccountScore).join(
+                AccountScore, AccountScore.account_id == Account.id
+            )
+        ).all()
+    members = [
+        {"account": ext, "trait": traits, "traits": traits, **account_json(None, ext, s)}
+        for ext, traits, s in rows
+        if name in s.segments.get("names", [])
+    ]
+    body: dict[str, Any] = {"segment": name, "count": len(members)}
+    if field:
+        body["field"] = field
+        body["distribution"] = trait_distribution(members, field)
+    body["accounts"] = [m["account"] for m in members[:500]]
+    return jsonify(body)
+
+
+@bp.post("/scoring/run")
+@admin_required
+def run_scoring():
+    body = _json_body() if request.content_length else {}
+    full = body.get("full", True)
+    if not isinstance(full, bool):
+        raise ApiError(400, "invalid_parameter", "full must be true or false")
+    svc = services()
+    summary = recompute(svc.db, g.tenant_id, svc.clock(), full=full)
+    return jsonify(
+        full=summary.full,
+        accounts=summary.accounts,
+        users=summary.users,
+        definitions_version=summary.definitions_version,
+        seconds=summary.seconds,
+    )

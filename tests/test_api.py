@@ -1,0 +1,158 @@
+"""The admin JSON API: auth, definitions, scores, PQLs, segments."""
+
+import datetime as dt
+
+import pytest
+
+from app.definitions import current_definitions, to_document
+from app.scoring_jobs import recompute
+from app.tenants import create_tenant, issue_write_key
+from tests.test_scoring_jobs import NOW, acme_trial, ev, group, send
+
+
+@pytest.fixture
+def admin(db, tenant_key):
+    tenant_id, _ = tenant_key
+    return {"Authorization": "Bearer " + issue_write_key(db, tenant_id, scope="admin").secret}
+
+
+@pytest.fixture
+def scored(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+    send(
+        client,
+        key,
+        [
+            group("cy", "initech", plan="trial", employees=5000, name="Initech"),
+            *ev("cy", "Logged In", "initech"),
+        ],
+    )
+    send(
+        client,
+        key,
+        [
+            group("di", "umbrella", plan="paid", employees=30, name="Umbrella"),
+            *ev("di", "Report Created", "umbrella", n=2),
+        ],
+    )
+    recompute(db, tenant_id, NOW)
+    return tenant_id
+
+
+def test_api_needs_an_admin_key_not_a_write_key(client, tenant_key):
+    _, write_key = tenant_key
+    assert client.get("/api/v1/definitions").status_code == 401
+    response = client.get("/api/v1/definitions", headers={"Authorization": f"Bearer {write_key}"})
+    assert response.status_code == 401
+    assert response.get_json()["code"] == "invalid_token"
+
+
+def test_get_definitions_starts_with_the_defaults(client, admin):
+    body = client.get("/api/v1/definitions", headers=admin).get_json()
+    assert body["version"] == 1
+    assert body["document"]["pql"]["complexity"] == "simple"
+
+
+def test_put_invalid_definitions_gets_422_naming_the_field(client, admin):
+    document = client.get("/api/v1/definitions", headers=admin).get_json()["document"]
+    document["profiles"][0]["weights"]["Logged In"] = 42
+    response = client.put("/api/v1/definitions", json={"document": document}, headers=admin)
+    assert response.status_code == 422
+    body = response.get_json()
+    assert body["code"] == "invalid_definitions"
+    assert "weights" in body["errors"]["profiles"]["0"]
+    assert client.get("/api/v1/definitions", headers=admin).get_json()["version"] == 1
+
+
+def test_put_valid_definitions_adds_a_version_and_rollback_restores(client, admin):
+    document = client.get("/api/v1/definitions", headers=admin).get_json()["document"]
+    document["frequency_days"] = 14
+    response = client.put(
+        "/api/v1/definitions", json={"document": document, "note": "two weeks"}, headers=admin
+    )
+    assert response.status_code == 200 and response.get_json()["version"] == 2
+    versions = client.get("/api/v1/definitions/versions", headers=admin).get_json()["versions"]
+    assert [v["version"] for v in versions] == [2, 1]
+    assert (
+        client.get("/api/v1/definitions/versions/1", headers=admin).get_json()["document"][
+            "frequency_days"
+        ]
+        == 30
+    )
+    restored = client.post(
+        "/api/v1/definitions/rollback", json={"version": 1}, headers=admin
+    ).get_json()
+    assert restored["version"] == 3 and restored["document"]["frequency_days"] == 30
+    assert (
+        client.post("/api/v1/definitions/rollback", json={"version": 99}, headers=admin).status_code
+        == 404
+    )
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"version": "one"}'])
+def test_bad_bodies_get_400(client, admin, body):
+    response = client.post(
+        "/api/v1/definitions/rollback",
+        data=body,
+        headers={**admin, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.get_json()["message"]
+
+
+def test_accounts_are_listed_by_engagement_and_filtered(client, admin, scored):
+    body = client.get("/api/v1/accounts", headers=admin).get_json()
+    assert body["total"] == 3
+    scores = [a["engagement_score"] for a in body["accounts"]]
+    assert scores == sorted(scores, reverse=True)
+    pqls = client.get("/api/v1/accounts?pql=true", headers=admin).get_json()["accounts"]
+    assert {a["account"] for a in pqls} == {"acme"}
+    ascending = client.get("/api/v1/accounts?sort=-activation_rate", headers=admin).get_json()[
+        "accounts"
+    ]
+    rates = [a["activation_rate"] for a in ascending]
+    assert rates == sorted(rates)
+    assert client.get("/api/v1/accounts?sort=owner", headers=admin).status_code == 400
+    assert client.get("/api/v1/accounts?limit=0", headers=admin).status_code == 400
+
+
+def test_pqls_are_ranked_by_engagement_with_reasons(client, admin, scored):
+    pqls = client.get("/api/v1/pqls", headers=admin).get_json()["pqls"]
+    assert [p["account"] for p in pqls] == ["acme"]
+    assert pqls[0]["pql_reason"].startswith("Reached 60% Activation")
+
+
+def test_account_detail_lists_its_users(client, admin, scored):
+    body = client.get("/api/v1/accounts/acme", headers=admin).get_json()
+    assert body["name"] == "Acme"
+    assert {u["user"] for u in body["users"]} == {"ada", "bob"}
+    assert client.get("/api/v1/accounts/nope", headers=admin).status_code == 404
+
+
+def test_segment_members_and_trait_distribution(client, admin, scored):
+    body = client.get("/api/v1/segments/Least engaged?field=trait.plan", headers=admin).get_json()
+    assert body["count"] == len(body["accounts"]) >= 1
+    assert sum(d["count"] for d in body["distribution"]) == body["count"]
+
+
+def test_an_admin_key_sees_only_its_own_tenant(client, db, scored, admin):
+    other = create_tenant(db, "Other")
+    other_admin = {"Authorization": "Bearer " + issue_write_key(db, other.id, scope="admin").secret}
+    assert client.get("/api/v1/accounts", headers=other_admin).get_json()["total"] == 0
+    assert client.get("/api/v1/accounts/acme", headers=other_admin).status_code == 404
+    document = to_document(current_definitions(db, other.id).definitions)
+    document["frequency_days"] = 7
+    client.put("/api/v1/definitions", json={"document": document}, headers=other_admin)
+    assert (
+        client.get("/api/v1/definitions", headers=admin).get_json()["document"]["frequency_days"]
+        == 30
+    )
+
+
+def test_scoring_can_be_run_through_the_api(app, client, admin, tenant_key):
+    _, key = tenant_key
+    acme_trial(client, key)
+    app.extensions["pql"].clock = lambda: NOW + dt.timedelta(hours=1)
+    body = client.post("/api/v1/scoring/run", json={"full": True}, headers=admin).get_json()
+    assert (body["full"], body["accounts"]) == (True, 1)
