@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.models import AccountEventDay, Event, UserEventDay
+from app.models import AccountEventDay, Event, ScoreHistory, UserEventDay
 
 
 def dialect_insert(session: Session):
@@ -168,4 +168,93 @@ def add_account_counts(
         return
     _add_counts_portably(
         session, AccountEventDay, tenant_id, rows, ["account_id", "event", "day", "user_id"]
+    )
+
+
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    if isinstance(value, dt.datetime):
+        return _naive_utc(value)
+    return value
+
+
+def insert_rows(session: Session, table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows of one table: COPY on PostgreSQL, executemany elsewhere."""
+    if not rows:
+        return
+    if _is_postgresql(session):
+        columns = list(rows[0])
+        driver = session.connection().connection.driver_connection
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row([_copy_value(row[c]) for c in columns])
+        return
+    session.connection().execute(table.insert(), rows)
+
+
+_PG_UPSERT_HISTORY = text(
+    """
+    INSERT INTO score_history
+        (tenant_id, subject, subject_id, day, engagement_score, activation_rate)
+    SELECT :tenant_id, :subject, i, :day, e, a
+    FROM unnest(CAST(:ids AS integer[]), CAST(:scores AS smallint[]), CAST(:rates AS smallint[]))
+        AS rows(i, e, a)
+    ON CONFLICT (subject, subject_id, day)
+        DO UPDATE SET engagement_score = EXCLUDED.engagement_score,
+                      activation_rate = EXCLUDED.activation_rate
+    """
+)
+
+
+def upsert_history(
+    session: Session,
+    tenant_id: int,
+    subject: str,
+    day: dt.date,
+    values: list[tuple[int, int, int]],
+) -> None:
+    """Set (subject id, engagement score, activation rate) for ``day``, replacing a row of the
+    same day from an earlier pass."""
+    if not values:
+        return
+    values = sorted(values)
+    if _is_postgresql(session):
+        ids, scores, rates = (list(column) for column in zip(*values, strict=True))
+        session.connection().execute(
+            _PG_UPSERT_HISTORY,
+            {
+                "tenant_id": tenant_id,
+                "subject": subject,
+                "day": day,
+                "ids": ids,
+                "scores": scores,
+                "rates": rates,
+            },
+        )
+        return
+    statement = dialect_insert(session)(ScoreHistory.__table__)
+    statement = statement.on_conflict_do_update(
+        index_elements=["subject", "subject_id", "day"],
+        set_={
+            "engagement_score": statement.excluded.engagement_score,
+            "activation_rate": statement.excluded.activation_rate,
+        },
+    )
+    session.connection().execute(
+        statement,
+        [
+            {
+                "tenant_id": tenant_id,
+                "subject": subject,
+                "subject_id": i,
+                "day": day,
+                "engagement_score": e,
+                "activation_rate": a,
+            }
+            for i, e, a in values
+        ],
     )

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import and_, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from app.bulk import dialect_insert
+from app.bulk import insert_rows, upsert_history
 from app.db import Database
 from app.definitions import current_definitions
 from app.models import (
@@ -38,9 +38,9 @@ from app.models import (
 )
 from scoring.definitions import Definitions, ScoringProfile
 from scoring.engine import (
+    Activity,
     Facts,
     activation,
-    active_days,
     adoption_rate,
     engagement_segment,
     forecast_value,
@@ -92,12 +92,13 @@ def _history_events(defs: Definitions) -> set[str]:
     return events
 
 
-def _window_days(defs: Definitions) -> int:
-    days = [defs.frequency_days, 1]
-    for profile in defs.profiles:
-        days.append(profile.time_frame_days)
-        days.extend(p.days for p in profile.penalties)
-    return max(days)
+def _frames(defs: Definitions) -> list[int]:
+    return sorted({p.time_frame_days for p in defs.profiles})
+
+
+def _distinct_user_events(defs: Definitions) -> set[str]:
+    steps = defs.account_checklist_trial.steps + defs.account_checklist_paid.steps
+    return {s.event for s in steps if s.kind == "distinct_users" and s.event}
 
 
 @dataclass
@@ -106,16 +107,115 @@ class _Subjects:
     last_seen: dict[int, dt.datetime] = field(default_factory=dict)
     traits: dict[int, dict] = field(default_factory=dict)
     totals: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
-    daily: dict[int, dict[str, dict[dt.date, int]]] = field(
+    first_day: dict[int, dict[str, dt.date]] = field(default_factory=lambda: defaultdict(dict))
+    last_day: dict[int, dict[str, dt.date]] = field(default_factory=lambda: defaultdict(dict))
+    in_frame: dict[int, dict[int, dict[str, float]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
+    )
+    decayed: dict[int, dict[int, dict[str, float]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
+    )
+    active_days: dict[int, dict[int, int]] = field(default_factory=lambda: defaultdict(dict))
+    early: dict[int, dict[str, dict[dt.date, int]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(dict))
     )
     user_first_day: dict[int, dict[str, dict[int, dt.date]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(dict))
     )
 
+    def facts(self, sid: int) -> Facts:
+        activity = Activity(
+            totals=self.totals.get(sid, {}),
+            first_day=self.first_day.get(sid, {}),
+            last_day=self.last_day.get(sid, {}),
+            in_frame=self.in_frame.get(sid, {}),
+            decayed=self.decayed.get(sid, {}),
+            active_days=self.active_days.get(sid, {}),
+            early=self.early.get(sid, {}),
+        )
+        return Facts(
+            first_seen=self.first_seen[sid],
+            traits=self.traits.get(sid, {}),
+            activity=activity,
+            user_first_day=self.user_first_day.get(sid, {}),
+        )
+
+
+def _load_activity(
+    session: Session,
+    data: _Subjects,
+    rollup,
+    subject_column,
+    chunk: list[int] | None,
+    defs: Definitions,
+    today: dt.date,
+) -> None:
+    """Fill ``data`` from one rollup table with grouped queries: one pass for totals, first and
+    last days and in-frame counts; active days per window; daily rows only where needed."""
+    only = _only(subject_column, chunk)
+    frames = _frames(defs)
+    starts = {f: today - dt.timedelta(days=f - 1) for f in frames}
+    in_frame_columns = [
+        func.sum(case((and_(rollup.day >= starts[f], rollup.day <= today), rollup.count), else_=0))
+        for f in frames
+    ]
+    grouped = (
+        select(
+            subject_column,
+            rollup.event,
+            func.sum(rollup.count),
+            func.min(rollup.day),
+            func.max(rollup.day),
+            *in_frame_columns,
+        )
+        .where(*only)
+        .group_by(subject_column, rollup.event)
+    )
+    for row in session.execute(grouped):
+        sid, event, total, first, last = row[:5]
+        data.totals[sid][event] = int(total)
+        data.first_day[sid][event] = first
+        data.last_day[sid][event] = last
+        for frame, count in zip(frames, row[5:], strict=True):
+            if count:
+                data.in_frame[sid][frame][event] = float(count)
+
+    window = defs.frequency_days
+    active = (
+        select(subject_column, func.count(func.distinct(rollup.day)))
+        .where(*only, rollup.day >= today - dt.timedelta(days=window - 1), rollup.day <= today)
+        .group_by(subject_column)
+    )
+    for sid, days in session.execute(active):
+        data.active_days[sid][window] = int(days)
+
+    decay_frames = sorted({p.time_frame_days for p in defs.profiles if p.decay})
+    if decay_frames:
+        daily = (
+            select(subject_column, rollup.event, rollup.day, func.sum(rollup.count))
+            .where(*only, rollup.day >= starts[decay_frames[-1]], rollup.day <= today)
+            .group_by(subject_column, rollup.event, rollup.day)
+        )
+        for sid, event, day, count in session.execute(daily):
+            age = (today - day).days
+            for frame in decay_frames:
+                if age < frame:
+                    points = data.decayed[sid][frame]
+                    points[event] = points.get(event, 0.0) + int(count) * (frame - age) / frame
+
+    early_events = _history_events(defs)
+    if early_events:
+        daily = (
+            select(subject_column, rollup.event, rollup.day, func.sum(rollup.count))
+            .where(*only, rollup.event.in_(early_events))
+            .group_by(subject_column, rollup.event, rollup.day)
+        )
+        for sid, event, day, count in session.execute(daily):
+            data.early[sid][event][day] = int(count)
+
 
 def _load_users(
-    session: Session, ids: list[int] | None, window_start: dt.date, history: set[str]
+    session: Session, ids: list[int] | None, defs: Definitions, today: dt.date
 ) -> _Subjects:
     data = _Subjects()
     base = select(User.id, User.first_seen_at, User.last_seen_at, User.traits).where(
@@ -126,65 +226,42 @@ def _load_users(
             data.first_seen[uid] = first.date()
             data.last_seen[uid] = last
             data.traits[uid] = traits or {}
-        totals = select(
-            UserEventDay.user_id, UserEventDay.event, func.sum(UserEventDay.count)
-        ).group_by(UserEventDay.user_id, UserEventDay.event)
-        for uid, event, total in session.execute(totals.where(*_only(UserEventDay.user_id, chunk))):
-            data.totals[uid][event] = int(total)
-        recent = select(
-            UserEventDay.user_id, UserEventDay.event, UserEventDay.day, UserEventDay.count
-        ).where(
-            or_(UserEventDay.day >= window_start, UserEventDay.event.in_(history))
-            if history
-            else UserEventDay.day >= window_start
-        )
-        for uid, event, day, count in session.execute(
-            recent.where(*_only(UserEventDay.user_id, chunk))
-        ):
-            data.daily[uid][event][day] = count
+        _load_activity(session, data, UserEventDay, UserEventDay.user_id, chunk, defs, today)
     return data
 
 
 def _load_accounts(
-    session: Session, ids: list[int] | None, window_start: dt.date, history: set[str]
+    session: Session, ids: list[int] | None, defs: Definitions, today: dt.date
 ) -> _Subjects:
     data = _Subjects()
     base = select(Account.id, Account.first_seen_at, Account.last_seen_at, Account.traits)
+    team_events = _distinct_user_events(defs)
     for chunk in _id_chunks(ids):
         for aid, first, last, traits in session.execute(base.where(*_only(Account.id, chunk))):
             data.first_seen[aid] = first.date()
             data.last_seen[aid] = last
             data.traits[aid] = traits or {}
-        per_user = select(
-            AccountEventDay.account_id,
-            AccountEventDay.event,
-            AccountEventDay.user_id,
-            func.min(AccountEventDay.day),
-            func.sum(AccountEventDay.count),
-        ).group_by(AccountEventDay.account_id, AccountEventDay.event, AccountEventDay.user_id)
-        for aid, event, uid, first_day, total in session.execute(
-            per_user.where(*_only(AccountEventDay.account_id, chunk))
-        ):
-            data.user_first_day[aid][event][uid] = first_day
-            data.totals[aid][event] = data.totals[aid].get(event, 0) + int(total)
-        recent = (
-            select(
-                AccountEventDay.account_id,
-                AccountEventDay.event,
-                AccountEventDay.day,
-                func.sum(AccountEventDay.count),
-            )
-            .where(
-                or_(AccountEventDay.day >= window_start, AccountEventDay.event.in_(history))
-                if history
-                else AccountEventDay.day >= window_start
-            )
-            .group_by(AccountEventDay.account_id, AccountEventDay.event, AccountEventDay.day)
+        _load_activity(
+            session, data, AccountEventDay, AccountEventDay.account_id, chunk, defs, today
         )
-        for aid, event, day, count in session.execute(
-            recent.where(*_only(AccountEventDay.account_id, chunk))
-        ):
-            data.daily[aid][event][day] = int(count)
+        if team_events:
+            per_user = (
+                select(
+                    AccountEventDay.account_id,
+                    AccountEventDay.event,
+                    AccountEventDay.user_id,
+                    func.min(AccountEventDay.day),
+                )
+                .where(
+                    *_only(AccountEventDay.account_id, chunk),
+                    AccountEventDay.event.in_(team_events),
+                )
+                .group_by(
+                    AccountEventDay.account_id, AccountEventDay.event, AccountEventDay.user_id
+                )
+            )
+            for aid, event, uid, first_day in session.execute(per_user):
+                data.user_first_day[aid][event][uid] = first_day
     return data
 
 
@@ -200,64 +277,57 @@ def _only(column, chunk: list[int] | None) -> tuple:
     return () if chunk is None else (column.in_(chunk),)
 
 
-def _facts(data: _Subjects, sid: int) -> Facts:
-    daily = data.daily.get(sid, {})
-    return Facts(
-        first_seen=data.first_seen[sid],
-        traits=data.traits.get(sid, {}),
-        daily=daily,
-        user_first_day=data.user_first_day.get(sid, {}),
-    )
-
-
-def _with_totals(facts: Facts, totals: dict[str, int], window_start: dt.date) -> Facts:
-    """Facts whose per-event history adds the lifetime count from before the window as one
-    entry on the day before it, so 'ever' steps count everything and windows stay exact."""
-    merged: dict[str, dict[dt.date, int]] = {}
-    before = window_start - dt.timedelta(days=1)
-    for event in set(totals) | set(facts.daily):
-        days = dict(facts.daily.get(event, {}))
-        in_window = sum(c for d, c in days.items() if d >= window_start)
-        earlier_known = sum(c for d, c in days.items() if d < window_start)
-        rest = totals.get(event, 0) - in_window - earlier_known
-        if rest > 0:
-            days[before] = days.get(before, 0) + rest
-        merged[event] = days
-    return Facts(facts.first_seen, facts.traits, merged, facts.user_first_day, facts.crm)
-
-
 def _record(traits: dict, crm: dict | None = None, **values: Any) -> dict[str, Any]:
     return {"trait": traits, "traits": traits, "crm": crm or {}, **values}
 
 
 def _previous_scores(
-    session: Session, subject: str, ids: Iterable[int], day: dt.date
+    session: Session, subject: str, ids: list[int] | None, day: dt.date
 ) -> dict[int, float]:
+    """Each subject's score on ``day`` (the previous period), for the trend."""
     out: dict[int, float] = {}
-    id_list = list(ids)
-    for chunk in _chunks(id_list):
-        out.update(
-            session.execute(
-                select(ScoreHistory.subject_id, ScoreHistory.engagement_score).where(
-                    ScoreHistory.subject == subject,
-                    ScoreHistory.day == day,
-                    ScoreHistory.subject_id.in_(chunk),
-                )
-            ).all()
-        )
+    query = select(ScoreHistory.subject_id, ScoreHistory.engagement_score).where(
+        ScoreHistory.subject == subject, ScoreHistory.day == day
+    )
+    for chunk in _id_chunks(ids):
+        out.update(session.execute(query.where(*_only(ScoreHistory.subject_id, chunk))).all())
     return out
 
 
 def _earlier_firsts(
-    session: Session, model, key, ids: list[int]
+    session: Session, model, key, ids: list[int] | None
 ) -> dict[int, tuple[dt.datetime | None, dt.datetime | None]]:
     """When each subject was first activated and (accounts) first a PQL: kept across passes."""
     pql_at = model.pql_at if model is AccountScore else None
     columns = [key, model.activated_at] + ([pql_at] if pql_at is not None else [])
     out = {}
-    for chunk in _chunks(ids):
-        for row in session.execute(select(*columns).where(key.in_(chunk))):
+    for chunk in _id_chunks(ids):
+        for row in session.execute(
+            select(*columns).where(
+                or_(
+                    model.activated_at.is_not(None),
+                    *([pql_at.is_not(None)] if pql_at is not None else []),
+                ),
+                *_only(key, chunk),
+            )
+        ):
             out[row[0]] = (row[1], row[2] if pql_at is not None else None)
+    return out
+
+
+def _stored_user_scores(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """What account aggregates read of users that this pass did not rescore."""
+    out = {}
+    for chunk in _chunks(ids):
+        for uid, activated, rate, last in session.execute(
+            select(
+                UserScore.user_id,
+                UserScore.activated,
+                UserScore.activation_rate,
+                UserScore.last_active_at,
+            ).where(UserScore.user_id.in_(chunk))
+        ):
+            out[uid] = {"activated": activated, "activation_rate": rate, "last_active_at": last}
     return out
 
 
@@ -268,7 +338,6 @@ def _score_rows(
     subject: str,
     today: dt.date,
     now: dt.datetime,
-    window_start: dt.date,
     percentiles: dict[str, float] | None,
     previous: dict[int, float],
     earlier: dict[int, tuple],
@@ -280,9 +349,9 @@ def _score_rows(
     prepared = []
     raws: dict[str, list[float]] = defaultdict(list)
     for sid in ids:
-        facts = _with_totals(_facts(data, sid), data.totals.get(sid, {}), window_start)
+        facts = data.facts(sid)
         profile: ScoringProfile = profile_for(defs, _record(facts.traits))
-        raw = raw_engagement(profile, facts.daily, today)
+        raw = raw_engagement(profile, facts.activity, today)
         raws[f"{subject}:{profile.name}"].append(raw)
         prepared.append((sid, facts, profile, raw))
     if percentiles is None:
@@ -321,9 +390,11 @@ def _score_rows(
             "engagement_segment": engagement_segment(score, defs.score_bands),
             "trend_change": change.change,
             "trend_segment": change.segment,
-            "adoption_rate": adoption_rate(defs.key_features, facts.daily, frame_start),
-            "adoption_rate_ever": adoption_rate(defs.key_features, facts.daily, None),
-            "active_days": active_days(facts.daily, today, defs.frequency_days),
+            "adoption_rate": adoption_rate(
+                defs.key_features, facts.activity, profile.time_frame_days
+            ),
+            "adoption_rate_ever": adoption_rate(defs.key_features, facts.activity, None),
+            "active_days": facts.activity.active_days.get(defs.frequency_days, 0),
             "last_active_at": last_seen,
         }
         total_users = None
@@ -418,39 +489,27 @@ def _store(
     version: int,
     subject: str,
     today: dt.date,
+    full: bool,
 ) -> None:
-    ids = [r["_id"] for r in rows]
-    for chunk in _chunks(ids):
-        session.execute(delete(model).where(getattr(model, key).in_(chunk)))
-    table = model.__table__
+    """Replace the subjects' scores and upsert today's history row for each."""
+    if full:
+        session.execute(delete(model))
+    else:
+        for chunk in _chunks([r["_id"] for r in rows]):
+            session.execute(delete(model).where(getattr(model, key).in_(chunk)))
     payload = []
     for r in rows:
         item = {k: v for k, v in r.items() if k != "_id"}
         item.update({key: r["_id"], "tenant_id": tenant_id, "definitions_version": version})
         payload.append(item)
-    for start in range(0, len(payload), CHUNK):
-        session.connection().execute(table.insert(), payload[start : start + CHUNK])
-    history = [
-        {
-            "tenant_id": tenant_id,
-            "subject": subject,
-            "subject_id": r["_id"],
-            "day": today,
-            "engagement_score": round(r["engagement_score"]),
-            "activation_rate": round(r["activation_rate"]),
-        }
-        for r in rows
-    ]
-    statement = dialect_insert(session)(ScoreHistory.__table__)
-    statement = statement.on_conflict_do_update(
-        index_elements=["subject", "subject_id", "day"],
-        set_={
-            "engagement_score": statement.excluded.engagement_score,
-            "activation_rate": statement.excluded.activation_rate,
-        },
+    insert_rows(session, model.__table__, payload)
+    upsert_history(
+        session,
+        tenant_id,
+        subject,
+        today,
+        [(r["_id"], round(r["engagement_score"]), round(r["activation_rate"])) for r in rows],
     )
-    for start in range(0, len(history), CHUNK):
-        session.connection().execute(statement, history[start : start + CHUNK])
 
 
 def recompute(
@@ -465,8 +524,6 @@ def recompute(
     stored = current_definitions(db, tenant_id)
     defs = stored.definitions
     today = now.astimezone(dt.UTC).date()
-    window_start = today - dt.timedelta(days=_window_days(defs) - 1)
-    history = _history_events(defs)
 
     with db.tenant_transaction(tenant_id) as session:
         last_full = session.scalar(
@@ -508,12 +565,10 @@ def recompute(
                     )
                 )
             account_ids = sorted(touched_accounts)
-            members = _members(session, account_ids)
-            touched_users |= {u for us in members.values() for u in us}
             user_ids = sorted(touched_users)
             percentiles = dict(last_full.percentiles)
 
-        users = _load_users(session, user_ids, window_start, history)
+        users = _load_users(session, user_ids, defs, today)
         uids = (
             sorted(users.first_seen)
             if user_ids is None
@@ -527,21 +582,23 @@ def recompute(
             "u",
             today,
             now,
-            window_start,
             percentiles,
-            _previous_scores(session, "u", uids, previous_day),
-            _earlier_firsts(session, UserScore, UserScore.user_id, uids),
+            _previous_scores(session, "u", user_ids, previous_day),
+            _earlier_firsts(session, UserScore, UserScore.user_id, user_ids),
             progress=progress,
         )
         by_user = {r["_id"]: r for r in user_rows}
 
-        accounts = _load_accounts(session, account_ids, window_start, history)
+        accounts = _load_accounts(session, account_ids, defs, today)
         aids = (
             sorted(accounts.first_seen)
             if account_ids is None
             else [a for a in account_ids if a in accounts.first_seen]
         )
         members = _members(session, account_ids)
+        # Members not rescored in this pass count with their stored scores.
+        unscored = sorted({u for us in members.values() for u in us} - by_user.keys())
+        by_user.update(_stored_user_scores(session, unscored))
         account_rows, percentiles = _score_rows(
             defs,
             accounts,
@@ -549,19 +606,28 @@ def recompute(
             "a",
             today,
             now,
-            window_start,
             percentiles,
-            _previous_scores(session, "a", aids, previous_day),
-            _earlier_firsts(session, AccountScore, AccountScore.account_id, aids),
+            _previous_scores(session, "a", account_ids, previous_day),
+            _earlier_firsts(session, AccountScore, AccountScore.account_id, account_ids),
             members=members,
             user_rows=by_user,
             progress=progress,
         )
         if progress:
             progress("storing", 0, 1)
-        _store(session, tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today)
         _store(
-            session, tenant_id, AccountScore, "account_id", account_rows, stored.version, "a", today
+            session, tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today, full
+        )
+        _store(
+            session,
+            tenant_id,
+            AccountScore,
+            "account_id",
+            account_rows,
+            stored.version,
+            "a",
+            today,
+            full,
         )
         run.accounts = len(account_rows)
         run.users = len(user_rows)

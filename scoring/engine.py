@@ -31,12 +31,65 @@ Daily = Mapping[str, Mapping[dt.date, int]]
 
 
 @dataclass(frozen=True)
+class Activity:
+    """One subject's use of the product, aggregated the way scoring reads it.
+
+    ``app`` builds it with a few grouped SQL queries over the daily rollups; ``summarize``
+    builds the same from daily counts (tests, small data)."""
+
+    # Per event: count ever, first and last day it happened.
+    totals: Mapping[str, int] = field(default_factory=dict)
+    first_day: Mapping[str, dt.date] = field(default_factory=dict)
+    last_day: Mapping[str, dt.date] = field(default_factory=dict)
+    # Per time frame (days, ending today): per event, count within it ...
+    in_frame: Mapping[int, Mapping[str, float]] = field(default_factory=dict)
+    # ... and Σ count × (frame − age) / frame, for profiles with linear decay.
+    decayed: Mapping[int, Mapping[str, float]] = field(default_factory=dict)
+    # Per window (days, ending today): on how many days anything happened.
+    active_days: Mapping[int, int] = field(default_factory=dict)
+    # Full daily history, only for events whose steps count "within the first D days".
+    early: Daily = field(default_factory=dict)
+
+
+def summarize(
+    daily: Daily,
+    today: dt.date,
+    frames: Iterable[int] = (1, 7, 30),
+    windows: Iterable[int] = (30,),
+) -> Activity:
+    """The Activity of a subject from its daily counts (every day up to ``today``)."""
+    totals, first_day, last_day = {}, {}, {}
+    in_frame: dict[int, dict[str, float]] = {f: {} for f in frames}
+    decayed: dict[int, dict[str, float]] = {f: {} for f in frames}
+    for event, days in daily.items():
+        happened = {d: c for d, c in days.items() if c > 0}
+        if not happened:
+            continue
+        totals[event] = sum(happened.values())
+        first_day[event], last_day[event] = min(happened), max(happened)
+        for frame in in_frame:
+            start = today - dt.timedelta(days=frame - 1)
+            inside = {d: c for d, c in happened.items() if start <= d <= today}
+            if inside:
+                in_frame[frame][event] = float(sum(inside.values()))
+                decayed[frame][event] = sum(
+                    c * (frame - (today - d).days) / frame for d, c in inside.items()
+                )
+    all_days = {d for days in daily.values() for d, c in days.items() if c > 0}
+    active = {
+        n: sum(1 for d in all_days if today - dt.timedelta(days=n - 1) <= d <= today)
+        for n in windows
+    }
+    return Activity(totals, first_day, last_day, in_frame, decayed, active, daily)
+
+
+@dataclass(frozen=True)
 class Facts:
     """What scoring reads about one account or user."""
 
     first_seen: dt.date
     traits: Mapping[str, Any]
-    daily: Daily
+    activity: Activity
     # Accounts only: per event, the first day each of its users did it.
     user_first_day: Mapping[str, Mapping[int, dt.date]] = field(default_factory=dict)
     # Values read back from the CRM (owner, lifecycle stage, communication).
@@ -83,9 +136,10 @@ def step_done(step: Step, facts: Facts) -> bool:
         firsts = facts.user_first_day.get(step.event or "", {})
         users = sum(1 for day in firsts.values() if deadline is None or day < deadline)
         return users >= step.min_count
-    days = facts.daily.get(step.event or "", {})
-    total = sum(c for day, c in days.items() if deadline is None or day < deadline)
-    return total >= step.min_count
+    if deadline is None:
+        return facts.activity.totals.get(step.event or "", 0) >= step.min_count
+    days = facts.activity.early.get(step.event or "", {})
+    return sum(c for day, c in days.items() if day < deadline) >= step.min_count
 
 
 def activation(checklist: Checklist, facts: Facts) -> ActivationResult:
@@ -107,27 +161,24 @@ def activation(checklist: Checklist, facts: Facts) -> ActivationResult:
 # --- Engagement ----------------------------------------------------------------------------
 
 
-def _last_day(daily: Daily, event: str | None) -> dt.date | None:
-    events = [event] if event else list(daily)
-    days = [day for name in events for day, count in daily.get(name, {}).items() if count > 0]
-    return max(days) if days else None
+def _last_day(activity: Activity, event: str | None) -> dt.date | None:
+    if event:
+        return activity.last_day.get(event)
+    return max(activity.last_day.values(), default=None)
 
 
-def raw_engagement(profile: ScoringProfile, daily: Daily, today: dt.date) -> float:
+def raw_engagement(profile: ScoringProfile, activity: Activity, today: dt.date) -> float:
     """Σ count × weight over the time frame ending today (inclusive), each day's points fading
     linearly with age when decay is on; plus inactivity penalties."""
-    frame = profile.time_frame_days
-    start = today - dt.timedelta(days=frame - 1)
+    counts = (activity.decayed if profile.decay else activity.in_frame).get(
+        profile.time_frame_days, {}
+    )
     raw = 0.0
     for event, weight in profile.weights.items():
-        if weight <= 0:
-            continue
-        for day, count in daily.get(event, {}).items():
-            if start <= day <= today:
-                factor = (frame - (today - day).days) / frame if profile.decay else 1.0
-                raw += count * weight * factor
+        if weight > 0:
+            raw += counts.get(event, 0.0) * weight
     for penalty in profile.penalties:
-        last = _last_day(daily, penalty.event)
+        last = _last_day(activity, penalty.event)
         if last is None or (today - last).days >= penalty.days:
             raw += penalty.points
     return raw
@@ -172,33 +223,14 @@ def profile_for(definitions: Definitions, record: Mapping[str, Any]) -> ScoringP
     return definitions.default_profile
 
 
-def adoption_rate(key_features: Iterable[str], daily: Daily, since: dt.date | None) -> float:
-    """Share (0–100) of key features used since ``since`` (None = ever)."""
+def adoption_rate(key_features: Iterable[str], activity: Activity, frame_days: int | None) -> float:
+    """Share (0–100) of key features used within the time frame (None = ever)."""
     features = list(key_features)
     if not features:
         return 0.0
-    used = sum(
-        1
-        for event in features
-        if any(
-            count > 0 and (since is None or day >= since)
-            for day, count in daily.get(event, {}).items()
-        )
-    )
+    used_counts = activity.totals if frame_days is None else activity.in_frame.get(frame_days, {})
+    used = sum(1 for event in features if used_counts.get(event, 0) > 0)
     return round(100.0 * used / len(features), 2)
-
-
-def active_days(daily: Daily, today: dt.date, days: int) -> int:
-    """On how many of the last ``days`` days (ending today) anything happened."""
-    start = today - dt.timedelta(days=days - 1)
-    return len(
-        {
-            day
-            for counts in daily.values()
-            for day, c in counts.items()
-            if c > 0 and start <= day <= today
-        }
-    )
 
 
 # --- Trend ---------------------------------------------------------------------------------
@@ -348,12 +380,8 @@ def _stage(traits: Mapping[str, Any], rules: PQLRules) -> str:
     return str(value).strip().lower() if value is not None else ""
 
 
-def _first_done(events: Iterable[str], daily: Daily) -> tuple[str, dt.date] | None:
-    found = [
-        (min(day for day, c in daily[e].items() if c > 0), e)
-        for e in events
-        if any(c > 0 for c in daily.get(e, {}).values())
-    ]
+def _first_done(events: Iterable[str], activity: Activity) -> tuple[str, dt.date] | None:
+    found = [(activity.first_day[e], e) for e in events if e in activity.first_day]
     if not found:
         return None
     day, event = min(found)
@@ -370,7 +398,7 @@ def pql_status(
     """Is this account a product-qualified lead, of which kind, and why (in a rep's words)."""
     size = deal_size(facts.traits, size_rule)
     stage = _stage(facts.traits, rules)
-    purchase = _first_done(rules.purchase_events, facts.daily)
+    purchase = _first_done(rules.purchase_events, facts.activity)
     if purchase:
         return PQLResult(
             True,
@@ -389,7 +417,7 @@ def pql_status(
             None,
             size,
         )
-    hand = _first_done(rules.hand_raiser_events, facts.daily)
+    hand = _first_done(rules.hand_raiser_events, facts.activity)
     if hand:
         return PQLResult(
             True,
@@ -398,7 +426,7 @@ def pql_status(
             None,
             size,
         )
-    limit = _first_done(rules.limit_events, facts.daily)
+    limit = _first_done(rules.limit_events, facts.activity)
     if limit:
         return PQLResult(
             True,

@@ -2,6 +2,7 @@
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import select
 
 from app.definitions import current_definitions, save_definitions, to_document
@@ -202,3 +203,51 @@ def test_scoring_one_tenant_leaves_another_alone(client, db):
     recompute(db, a.id, NOW)
     assert len(scores(db, a.id)) == 1
     assert scores(db, b.id) == {}
+
+
+def test_activity_read_from_rollups_equals_the_engines_own_summary(client, db, tenant_key):
+    """The grouped SQL in app.scoring_jobs must mean what scoring.engine.summarize means."""
+    from app.scoring_jobs import _load_users
+    from scoring.engine import summarize
+
+    tenant_id, key = tenant_key
+    messages = []
+    for days_ago, event, n in [
+        (0, "Logged In", 2),
+        (3, "Logged In", 1),
+        (6, "Report Created", 4),
+        (7, "Report Created", 1),
+        (29, "Dashboard Viewed", 3),
+        (45, "Logged In", 5),
+    ]:
+        messages += ev("ada", event, "acme", days_ago=days_ago, n=n)
+    send(client, key, messages)
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["profiles"].append(
+        {
+            **document["profiles"][0],
+            "name": "Monthly",
+            "time_frame_days": 30,
+            "decay": True,
+            "default": False,
+        }
+    )
+    defs = save_definitions(db, tenant_id, document, "test").definitions
+    today = NOW.date()
+    daily: dict = {}
+    for m in messages:
+        day = dt.datetime.fromisoformat(m["timestamp"]).date()
+        daily.setdefault(m["event"], {}).setdefault(day, 0)
+        daily[m["event"]][day] += 1
+    expected = summarize(daily, today, frames=(7, 30), windows=(30,))
+    with db.tenant_session(tenant_id) as s:
+        data = _load_users(s, None, defs, today)
+    (uid,) = data.first_seen
+    activity = data.facts(uid).activity
+    assert activity.totals == expected.totals
+    assert activity.first_day == expected.first_day and activity.last_day == expected.last_day
+    assert {f: dict(v) for f, v in activity.in_frame.items()} == {
+        f: v for f, v in expected.in_frame.items() if v
+    }
+    assert activity.decayed[30] == pytest.approx(expected.decayed[30])
+    assert activity.active_days == expected.active_days

@@ -23,7 +23,6 @@ from scoring.engine import (
     LEAD_TYPES,
     Facts,
     activation,
-    active_days,
     adoption_rate,
     deal_size,
     engagement_segment,
@@ -35,6 +34,7 @@ from scoring.engine import (
     pql_status,
     raw_engagement,
     step_done,
+    summarize,
     trait_distribution,
     trend,
 )
@@ -44,7 +44,7 @@ FIRST = dt.date(2026, 11, 1)
 
 
 def facts(daily=None, traits=None, user_first_day=None, first_seen=FIRST):
-    return Facts(first_seen, traits or {}, daily or {}, user_first_day or {})
+    return Facts(first_seen, traits or {}, summarize(daily or {}, TODAY), user_first_day or {})
 
 
 def event_steps(n):
@@ -150,13 +150,15 @@ def test_raw_score_is_count_times_weight_inside_the_time_frame():
         "Report Created": {TODAY - dt.timedelta(days=2): 2},
         "Ignored": {TODAY: 100},
     }
-    assert raw_engagement(PROFILE, daily, TODAY) == 3 + 1 + 16
+    assert raw_engagement(PROFILE, summarize(daily, TODAY), TODAY) == 3 + 1 + 16
 
 
 def test_decay_fades_old_points_linearly():
     profile = ScoringProfile("P", {"Report Created": 8}, 7, decay=True)
-    fresh = raw_engagement(profile, {"Report Created": {TODAY: 1}}, TODAY)
-    old = raw_engagement(profile, {"Report Created": {TODAY - dt.timedelta(days=6): 1}}, TODAY)
+    fresh = raw_engagement(profile, summarize({"Report Created": {TODAY: 1}}, TODAY), TODAY)
+    old = raw_engagement(
+        profile, summarize({"Report Created": {TODAY - dt.timedelta(days=6): 1}}, TODAY), TODAY
+    )
     assert fresh == 8
     assert old == pytest.approx(8 / 7)
 
@@ -167,8 +169,8 @@ def test_no_login_in_seven_days_costs_five_points():
     )
     no_login = {"Report Created": {TODAY: 1}}
     recent_login = {"Report Created": {TODAY: 1}, "Logged In": {TODAY - dt.timedelta(days=3): 1}}
-    assert raw_engagement(profile, no_login, TODAY) == 3
-    assert raw_engagement(profile, recent_login, TODAY) == 8
+    assert raw_engagement(profile, summarize(no_login, TODAY), TODAY) == 3
+    assert raw_engagement(profile, summarize(recent_login, TODAY), TODAY) == 8
 
 
 @given(daily_counts, daily_counts)
@@ -180,7 +182,9 @@ def test_adding_positive_weight_events_never_lowers_the_raw_score(daily, more):
     for event, days in more.items():
         for day, count in days.items():
             combined.setdefault(event, {})[day] = combined.get(event, {}).get(day, 0) + count
-    assert raw_engagement(profile, combined, TODAY) >= raw_engagement(profile, daily, TODAY)
+    assert raw_engagement(profile, summarize(combined, TODAY), TODAY) >= raw_engagement(
+        profile, summarize(daily, TODAY), TODAY
+    )
 
 
 @given(st.lists(st.floats(min_value=0.01, max_value=1e6), min_size=1, max_size=200))
@@ -221,10 +225,10 @@ def test_default_score_segments(score, segment):
 
 
 def test_adoption_and_frequency():
-    daily = {"A": {TODAY: 1}, "B": {TODAY - dt.timedelta(days=20): 1}}
-    assert adoption_rate(["A", "B", "C", "D"], daily, TODAY - dt.timedelta(days=6)) == 25
-    assert adoption_rate(["A", "B", "C", "D"], daily, None) == 50
-    assert active_days(daily, TODAY, 30) == 2
+    activity = summarize({"A": {TODAY: 1}, "B": {TODAY - dt.timedelta(days=20): 1}}, TODAY)
+    assert adoption_rate(["A", "B", "C", "D"], activity, 7) == 25
+    assert adoption_rate(["A", "B", "C", "D"], activity, None) == 50
+    assert activity.active_days[30] == 2
 
 
 # --- Trend -----------------------------------------------------------------------------------

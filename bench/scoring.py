@@ -1,0 +1,176 @@
+"""Scoring benchmark: full recompute of a large tenant, and an incremental pass after new events.
+
+    .venv/bin/python bench/scoring.py                      # 10k accounts, 100k users, 10M events
+    .venv/bin/python bench/scoring.py --events 1000000     # a quicker, smaller run
+
+Generates the tenant on a fresh PostgreSQL database (created and dropped): accounts, users,
+memberships and raw events are made server-side with generate_series (10M events through HTTP
+would take half an hour and measure ingestion, not scoring), and the daily rollups are derived
+from those events exactly as ingestion keeps them. Then it times a full pass (wall time and
+peak memory of this process), sends 10,000 new events through the real ingestion code, and
+times the incremental pass that follows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import text  # noqa: E402
+
+from app import migrate  # noqa: E402
+from app.db import Database  # noqa: E402
+from app.ingest import ingest  # noqa: E402
+from app.sample_data import PRODUCT_EVENTS, track  # noqa: E402
+from app.scoring_jobs import recompute  # noqa: E402
+from app.tenants import create_tenant  # noqa: E402
+from bench.ingest import drop_database, fresh_database  # noqa: E402
+from webhooks.segment import parse_messages  # noqa: E402
+
+
+def generate(db: Database, tenant_id: int, accounts: int, users: int, events: int, days: int, now):
+    names = [name for name, _ in PRODUCT_EVENTS]
+    weights = [w for _, w in PRODUCT_EVENTS]
+    # Cumulative thresholds so SQL can pick an event name with the products' frequencies.
+    total = sum(weights)
+    bounds, acc = [], 0
+    for w in weights:
+        acc += w
+        bounds.append(acc / total)
+    case = " ".join(
+        f"WHEN r < {b:.6f} THEN '{n}'" for b, n in zip(bounds[:-1], names[:-1], strict=True)
+    )
+    pick = f"CASE {case} ELSE '{names[-1]}' END"
+    start = now - dt.timedelta(days=days)
+    plans = "(ARRAY['trial','trial','paid','free'])[1 + (g % 4)]"
+    statements = [
+        f"""INSERT INTO accounts (tenant_id, external_id, name, domain, traits, trait_times,
+                first_seen_at, last_seen_at, changed_at)
+            SELECT {tenant_id}, 'acct-' || g, 'Account ' || g, 'a' || g || '.example',
+                   jsonb_build_object('plan', {plans}, 'employees', (g * 37) % 3000),
+                   '{{}}'::jsonb, :start, :now, :start
+            FROM generate_series(0, {accounts - 1}) g""",
+        f"""INSERT INTO users (tenant_id, external_id, email, name, traits, trait_times,
+                first_seen_at, last_seen_at, changed_at)
+            SELECT {tenant_id}, 'user-' || g, 'user' || g || '@example.com', 'User ' || g,
+                   jsonb_build_object('name', 'User ' || g), '{{}}'::jsonb, :start, :now, :start
+            FROM generate_series(0, {users - 1}) g""",
+        f"""INSERT INTO account_memberships (tenant_id, account_id, user_id, created_at)
+            SELECT {tenant_id}, a.id, u.id, :start
+            FROM users u JOIN accounts a
+              ON a.external_id = 'acct-' || (substr(u.external_id, 6)::int % {accounts})
+            WHERE u.tenant_id = {tenant_id}""",
+        f"""INSERT INTO events (tenant_id, message_id, type, name, user_id, account_id,
+                timestamp, received_at, payload)
+            SELECT {tenant_id}, 'gen-' || g, 'track', {pick}, u.id, m.account_id,
+                   ts, ts, '{{}}'::json
+            FROM (
+                SELECT g, random() AS r,
+                       :start + (random() * {days * 86400}) * interval '1 second' AS ts,
+                       1 + (hashint4(g) & 2147483647) % {users} AS uidx
+                FROM generate_series(1, {events}) g
+            ) s
+            JOIN users u
+              ON u.id = (SELECT min(id) FROM users WHERE tenant_id = {tenant_id}) + s.uidx - 1
+            JOIN account_memberships m ON m.user_id = u.id""",
+        f"""INSERT INTO user_event_days (tenant_id, user_id, event, day, count)
+            SELECT {tenant_id}, user_id, name, (timestamp AT TIME ZONE 'UTC')::date, count(*)
+            FROM events WHERE tenant_id = {tenant_id}
+            GROUP BY user_id, name, (timestamp AT TIME ZONE 'UTC')::date""",
+        f"""INSERT INTO account_event_days (tenant_id, account_id, event, day, user_id, count)
+            SELECT {tenant_id}, account_id, name, (timestamp AT TIME ZONE 'UTC')::date, user_id,
+                   count(*)
+            FROM events WHERE tenant_id = {tenant_id}
+            GROUP BY account_id, name, (timestamp AT TIME ZONE 'UTC')::date, user_id""",
+        "ANALYZE",
+    ]
+    params = {"start": start.replace(tzinfo=None), "now": now.replace(tzinfo=None)}
+    with db.engine.begin() as connection:
+        for statement in statements:
+            began = time.perf_counter()
+            connection.execute(text(statement), params)
+            label = statement.split("(")[0].split()[-1] if "INTO" in statement else statement
+            print(f"  generated {label:<20} in {time.perf_counter() - began:6.1f}s", flush=True)
+    with db.engine.connect() as connection:
+        counts = {
+            t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+            for t in ("accounts", "users", "events", "user_event_days", "account_event_days")
+        }
+    print("  rows:", counts)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--days", type=int, default=60, help="history the events span")
+    parser.add_argument("--new-events", type=int, default=10_000)
+    args = parser.parse_args()
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}; database: PostgreSQL"
+    )
+    url, name = fresh_database()
+    try:
+        migrate.upgrade(url)
+        db = Database(url)
+        tenant = create_tenant(db, "Bench")
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        print(f"generating {args.accounts} accounts, {args.users} users, {args.events} events")
+        generate(db, tenant.id, args.accounts, args.users, args.events, args.days, now)
+
+        rss_before = peak_rss_mb()
+        began = time.perf_counter()
+        full = recompute(db, tenant.id, now)
+        full_seconds = time.perf_counter() - began
+        print(
+            f"full recompute: {full.accounts} accounts, {full.users} users in {full_seconds:.1f}s; "
+            f"peak RSS {peak_rss_mb():.0f} MB (before: {rss_before:.0f} MB)"
+        )
+
+        rng = random.Random(3)
+        later = now + dt.timedelta(minutes=5)
+        batch_size = 100
+        sent = 0
+        ingest_began = time.perf_counter()
+        while sent < args.new_events:
+            batch = []
+            for _ in range(batch_size):
+                u = rng.randrange(args.users)
+                batch.append(
+                    track(rng, f"user-{u}", f"acct-{u % args.accounts}", "Report Created", later)
+                )
+            messages, rejected = parse_messages({"batch": batch}, "batch", later, 32 * 1024)
+            ingest(db, tenant.id, messages, rejected, later)
+            sent += batch_size
+        print(f"ingested {sent} new events in {time.perf_counter() - ingest_began:.1f}s")
+
+        began = time.perf_counter()
+        incremental = recompute(db, tenant.id, later + dt.timedelta(seconds=1), full=False)
+        print(
+            f"incremental recompute: {incremental.accounts} accounts, {incremental.users} users "
+            f"in {time.perf_counter() - began:.2f}s (full={incremental.full})"
+        )
+        db.dispose()
+    finally:
+        drop_database(name)
+
+
+if __name__ == "__main__":
+    main()
