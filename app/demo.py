@@ -17,8 +17,17 @@ from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
 from app import services
-from app.models import Account, AccountEventDay, AccountMembership, Tenant, WriteKey, utcnow
+from app.models import (
+    Account,
+    AccountEventDay,
+    AccountMembership,
+    AccountScore,
+    Tenant,
+    WriteKey,
+    utcnow,
+)
 from app.sample_data import demo_messages
+from app.scoring_jobs import recompute
 from app.tenants import create_tenant, issue_write_key
 
 DEMO_TENANT_NAME = "Demo workspace"
@@ -84,6 +93,32 @@ def send_batches(base_url: str, write_key: str, messages: list[dict], size: int 
     return sent
 
 
+def account_scores(tenant_id: int) -> list[dict]:
+    """The traits scoring produced per account: what goes into the CRM."""
+    db = services().db
+    with db.tenant_session(tenant_id) as session:
+        rows = session.execute(
+            select(Account.name, AccountScore)
+            .join(AccountScore, AccountScore.account_id == Account.id)
+            .order_by(AccountScore.engagement_score.desc())
+        ).all()
+    return [
+        {
+            "account": name,
+            "activation_rate": score.activation_rate,
+            "next_step": score.next_step,
+            "engagement_score": score.engagement_score,
+            "engagement_segment": score.engagement_segment,
+            "active_users": f"{score.active_users} of {score.total_users}",
+            "pql": score.pql,
+            "pql_reason": score.pql_reason,
+            "lead_type": f"{score.lead_type} ({score.chance_to_convert}% to convert)",
+            "segments": score.segments.get("names", []),
+        }
+        for name, score in rows
+    ]
+
+
 def account_summary(tenant_id: int) -> list[dict]:
     """What the service now knows per account: traits, members, event counts."""
     db = services().db
@@ -133,5 +168,11 @@ def demo_command(base_url: str) -> None:
     messages = demo_messages(random.Random(f"demo-{now.date()}"), now)
     sent = send_batches(base_url, write_key, messages)
     click.echo(f"Sent {sent} messages (identify, group, track) to {base_url}/v1/batch")
-    click.echo("What the service made of them:")
+    click.echo("Accounts, users and event counts the service built from them:")
     click.echo(json.dumps(account_summary(tenant_id), indent=2))
+    summary = recompute(services().db, tenant_id, services().clock())
+    click.echo(
+        f"Scored {summary.accounts} accounts and {summary.users} users "
+        f"(definitions version {summary.definitions_version}). Per account:"
+    )
+    click.echo(json.dumps(account_scores(tenant_id), indent=2))
