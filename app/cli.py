@@ -10,7 +10,7 @@ import sys
 import click
 from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from app import migrate, services
@@ -408,20 +408,12 @@ def secrets_rotate_tokens() -> None:
 # --- processes ------------------------------------------------------------------------------
 
 
-@click.command("worker", help="Run the background worker (scheduler and sync jobs).")
+@click.command("worker", help="Run the background worker (scheduled scoring and sync jobs).")
 @with_appcontext
 def worker_command() -> None:
-    from app.worker import Worker
+    from app.worker import run_worker
 
-    svc = services()
-
-    def tick() -> None:
-        with svc.db.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-
-    worker = Worker(tick, interval=svc.settings.worker_tick_seconds)
-    worker.install_signal_handlers()
-    worker.run()
+    run_worker(services())
 
 
 def register_commands(app: Flask) -> None:

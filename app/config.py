@@ -68,7 +68,7 @@ class Settings:
     # Ingestion limits follow Segment's HTTP API: 32 KB per message, 500 KB per batch.
     max_message_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
-    worker_tick_seconds: int = 5
+    scoring_interval_seconds: int = 60
     extra: dict = field(default_factory=dict)
 
     @property
@@ -126,5 +126,5 @@ class Settings:
             public_url=env.get("PUBLIC_URL", "http://127.0.0.1:5000").rstrip("/"),
             max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 32 * 1024, minimum=1024),
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", 500 * 1024, minimum=1024),
-            worker_tick_seconds=_int(env, "WORKER_TICK_SECONDS", 5, minimum=1),
+            scoring_interval_seconds=_int(env, "SCORING_INTERVAL_SECONDS", 60, minimum=5),
         )

@@ -371,3 +371,18 @@ class ScoringRun(TenantOwned, Base):
     users: Mapped[int] = mapped_column(Integer, default=0)
     # The 90th percentiles used for grading, per "account:<profile>" / "user:<profile>".
     percentiles: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class JobLease(Base):
+    """Who runs a tenant's job now. A worker may run ``job`` for ``tenant_id`` only while it
+    holds an unexpired lease, so two worker processes never run it at once; a crashed holder's
+    lease simply expires."""
+
+    __tablename__ = "job_leases"
+
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    job: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(120), default="")
+    leased_until: Mapped[dt.datetime]

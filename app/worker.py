@@ -1,37 +1,46 @@
-"""The ``worker`` process: runs scheduled jobs apart from the web processes."""
+"""The ``worker`` process: APScheduler runs the jobs of ``app.jobs`` on intervals.
+
+Each job is scheduled with ``max_instances=1`` (no overlap inside one process) and takes a
+per-tenant lease (no overlap across processes), so adding worker processes is safe.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
-import threading
-from collections.abc import Callable
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from app.jobs import score_tenants, worker_identity
 
 log = logging.getLogger(__name__)
 
 
-class Worker:
-    """Runs ``tick`` every ``interval`` seconds until SIGTERM/SIGINT, then exits cleanly."""
+def build_scheduler(services) -> BlockingScheduler:
+    scheduler = BlockingScheduler(timezone="UTC")
+    holder = worker_identity()
+    scheduler.add_job(
+        score_tenants,
+        "interval",
+        seconds=services.settings.scoring_interval_seconds,
+        args=[services.db, services.clock, holder],
+        id="score",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=services.clock(),
+    )
+    return scheduler
 
-    def __init__(self, tick: Callable[[], None], interval: float):
-        self._tick = tick
-        self._interval = interval
-        self._stop = threading.Event()
 
-    def stop(self, *_args) -> None:
+def run_worker(services) -> None:
+    scheduler = build_scheduler(services)
+
+    def stop(*_args) -> None:
         log.info("worker stopping")
-        self._stop.set()
+        scheduler.shutdown(wait=False)
 
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-
-    def run(self) -> None:
-        log.info("worker started (tick every %ss)", self._interval)
-        while not self._stop.is_set():
-            try:
-                self._tick()
-            except Exception:
-                log.exception("worker tick failed; continuing")
-            self._stop.wait(self._interval)
-        log.info("worker stopped")
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("worker started: scoring every %ss", services.settings.scoring_interval_seconds)
+    scheduler.start()
+    log.info("worker stopped")

@@ -1,24 +1,109 @@
+"""The worker's scheduling: leases keep one holder per tenant and job across processes."""
+
+import datetime as dt
 import threading
 
-from app.worker import Worker
+from sqlalchemy import select
+
+from app import leases
+from app.jobs import score_tenants
+from app.models import ScoringRun, Tenant
+from app.tenants import create_tenant
+from app.worker import build_scheduler
+from tests.test_scoring_jobs import NOW, acme_trial
+
+MINUTE = dt.timedelta(minutes=1)
 
 
-def test_worker_keeps_running_after_a_failing_tick_and_stops_on_request():
-    calls = []
-    done = threading.Event()
+def test_a_lease_has_one_holder_until_it_expires_or_is_released(db):
+    tenant = create_tenant(db, "A")
+    assert leases.acquire(db, tenant.id, "score", "w1", MINUTE, NOW)
+    assert not leases.acquire(db, tenant.id, "score", "w2", MINUTE, NOW + dt.timedelta(seconds=30))
+    assert leases.acquire(db, tenant.id, "score", "w1", MINUTE, NOW + dt.timedelta(seconds=30))
+    assert leases.acquire(db, tenant.id, "score", "w2", MINUTE, NOW + dt.timedelta(minutes=2))
+    leases.release(db, tenant.id, "score", "w2", NOW + dt.timedelta(minutes=2))
+    assert leases.acquire(db, tenant.id, "score", "w3", MINUTE, NOW + dt.timedelta(minutes=2))
 
-    def tick():
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("transient")
-        if len(calls) >= 3:
-            done.set()
 
-    worker = Worker(tick, interval=0.01)
-    thread = threading.Thread(target=worker.run)
-    thread.start()
-    assert done.wait(5)
-    worker.stop()
-    thread.join(5)
-    assert not thread.is_alive()
-    assert len(calls) >= 3
+def test_racing_workers_get_the_lease_exactly_once(db):
+    tenant = create_tenant(db, "A")
+    winners = []
+    barrier = threading.Barrier(6)
+
+    def race(name):
+        barrier.wait()
+        if leases.acquire(db, tenant.id, "score", name, MINUTE, NOW):
+            winners.append(name)
+
+    threads = [threading.Thread(target=race, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+
+
+def test_scheduled_scoring_runs_full_first_then_incremental_then_full_daily(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+    clock = {"now": NOW}
+    assert score_tenants(db, lambda: clock["now"], "w1") == {tenant_id: "full"}
+    clock["now"] = NOW + dt.timedelta(minutes=1)
+    assert score_tenants(db, lambda: clock["now"], "w1") == {tenant_id: "incremental"}
+    clock["now"] = NOW + dt.timedelta(days=1)
+    assert score_tenants(db, lambda: clock["now"], "w1") == {tenant_id: "full"}
+
+
+def test_a_tenant_scored_by_another_worker_is_skipped(db, tenant_key):
+    tenant_id, _ = tenant_key
+    assert leases.acquire(db, tenant_id, "score", "other", dt.timedelta(minutes=30), NOW)
+    assert score_tenants(db, lambda: NOW, "me") == {tenant_id: "busy"}
+    with db.tenant_session(tenant_id) as s:
+        assert s.scalars(select(ScoringRun)).all() == []
+
+
+def test_uninstalled_tenants_are_not_scored(db, tenant_key):
+    tenant_id, _ = tenant_key
+    with db.system_transaction() as s:
+        s.get(Tenant, tenant_id).status = "uninstalled"
+    assert score_tenants(db, lambda: NOW, "w1") == {}
+
+
+def test_the_worker_schedules_scoring_once_at_a_time(app):
+    scheduler = build_scheduler(app.extensions["pql"])
+    (job,) = scheduler.get_jobs()
+    assert (job.id, job.max_instances, job.coalesce) == ("score", 1, True)
+    assert job.trigger.interval == dt.timedelta(seconds=60)
+
+
+def test_the_worker_process_scores_and_stops_cleanly_on_sigterm(migrated_url, db, tenant_key):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pql = Path(sys.executable).parent / "pql"
+    env = {**os.environ, "DATABASE_URL": migrated_url, "APP_ENV": "test", "LOG_LEVEL": "INFO"}
+    process = subprocess.Popen(
+        [str(pql), "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        ran = False
+        while time.monotonic() < deadline and not ran:
+            with db.system_session() as s:
+                ran = (
+                    s.scalar(select(ScoringRun.id).where(ScoringRun.finished_at.is_not(None)))
+                    is not None
+                )
+            time.sleep(0.2)
+        assert ran, "the worker did not score within 20 s"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "worker stopped" in output
