@@ -42,6 +42,8 @@ def configure_logging(level: str) -> None:
     root.setLevel(level)
     # Alembic narrates every connection at INFO; migration commands turn it back up.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # APScheduler logs every run of every job; our jobs log what they did instead.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def create_app(config: Mapping[str, str] | None = None) -> Flask:

@@ -118,8 +118,8 @@ def _ingest(
     if not stored:
         return result
 
-    _apply_user_traits(session, stored, user_of, received_at)
-    _apply_account_traits(session, stored, account_of, received_at)
+    _apply_traits(session, User, "identify", stored, user_of, _sync_user_columns, received_at)
+    _apply_traits(session, Account, "group", stored, account_of, _sync_account_columns, received_at)
     _record_memberships(session, tenant_id, stored, user_of, account_of, users)
     _add_rollups(session, tenant_id, stored, user_of, message_account)
     _touch(session, tenant_id, stored, user_of, message_account, users)
@@ -461,27 +461,35 @@ def _sync_account_columns(account: Account) -> None:
             break
 
 
-def _apply_user_traits(
-    session: Session, messages: list[Message], user_of: dict[str, int], now: dt.datetime
+def _apply_traits(
+    session: Session,
+    model,
+    message_type: str,
+    messages: list[Message],
+    owner_of: dict[str, int],
+    sync_columns,
+    now: dt.datetime,
 ) -> None:
-    by_user: dict[int, list[Message]] = defaultdict(list)
+    """Merge the traits of ``message_type`` messages into their users or accounts, newest value
+    per trait winning. Rows are locked in id order (FOR UPDATE) so concurrent merges serialise."""
+    by_owner: dict[int, list[Message]] = defaultdict(list)
     for m in messages:
-        if m.type == "identify" and m.traits:
-            by_user[user_of[m.message_id]].append(m)
-    if not by_user:
+        if m.type == message_type and m.traits:
+            by_owner[owner_of[m.message_id]].append(m)
+    if not by_owner:
         return
     rows = session.scalars(
-        select(User).where(User.id.in_(by_user)).order_by(User.id).with_for_update()
+        select(model).where(model.id.in_(by_owner)).order_by(model.id).with_for_update()
     )
-    for user in rows:
-        values, times = _incoming_traits(by_user[user.id])
+    for row in rows:
+        values, times = _incoming_traits(by_owner[row.id])
         traits, trait_times, changed = merge_trait_maps(
-            user.traits or {}, user.trait_times or {}, values, times
+            row.traits or {}, row.trait_times or {}, values, times
         )
         if changed:
-            user.traits, user.trait_times = traits, trait_times
-            user.changed_at = now
-            _sync_user_columns(user)
+            row.traits, row.trait_times = traits, trait_times
+            row.changed_at = now
+            sync_columns(row)
 
 
 # --- accounts ------------------------------------------------------------------------------
@@ -532,29 +540,6 @@ def _resolve_accounts(
         )
     account_of = {m.message_id: ids[m.group_id] for m in messages if m.group_id}
     return account_of, ids
-
-
-def _apply_account_traits(
-    session: Session, messages: list[Message], account_of: dict[str, int], now: dt.datetime
-) -> None:
-    by_account: dict[int, list[Message]] = defaultdict(list)
-    for m in messages:
-        if m.type == "group" and m.traits:
-            by_account[account_of[m.message_id]].append(m)
-    if not by_account:
-        return
-    rows = session.scalars(
-        select(Account).where(Account.id.in_(by_account)).order_by(Account.id).with_for_update()
-    )
-    for account in rows:
-        values, times = _incoming_traits(by_account[account.id])
-        traits, trait_times, changed = merge_trait_maps(
-            account.traits or {}, account.trait_times or {}, values, times
-        )
-        if changed:
-            account.traits, account.trait_times = traits, trait_times
-            account.changed_at = now
-            _sync_account_columns(account)
 
 
 def _latest_group(

@@ -417,24 +417,14 @@ def pql_status(
             None,
             size,
         )
-    hand = _first_done(rules.hand_raiser_events, facts.activity)
-    if hand:
-        return PQLResult(
-            True,
-            "hand_raiser",
-            f"Asked for sales: did '{hand[0]}' on {hand[1].isoformat()}.",
-            None,
-            size,
-        )
-    limit = _first_done(rules.limit_events, facts.activity)
-    if limit:
-        return PQLResult(
-            True,
-            "limit_reached",
-            f"Hit a plan limit: did '{limit[0]}' on {limit[1].isoformat()}.",
-            None,
-            size,
-        )
+    for kind, events, words in (
+        ("hand_raiser", rules.hand_raiser_events, "Asked for sales"),
+        ("limit_reached", rules.limit_events, "Hit a plan limit"),
+    ):
+        found = _first_done(events, facts.activity)
+        if found:
+            reason = f"{words}: did '{found[0]}' on {found[1].isoformat()}."
+            return PQLResult(True, kind, reason, None, size)
     effective_size = size or "small"
     threshold = rules.thresholds[rules.complexity][effective_size]
     size_words = DEAL_WORDS[effective_size] + " deal"
