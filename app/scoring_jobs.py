@@ -315,22 +315,6 @@ def _earlier_firsts(
     return out
 
 
-def _stored_user_scores(session: Session, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """What account aggregates read of users that this pass did not rescore."""
-    out = {}
-    for chunk in _chunks(ids):
-        for uid, activated, rate, last in session.execute(
-            select(
-                UserScore.user_id,
-                UserScore.activated,
-                UserScore.activation_rate,
-                UserScore.last_active_at,
-            ).where(UserScore.user_id.in_(chunk))
-        ):
-            out[uid] = {"activated": activated, "activation_rate": rate, "last_active_at": last}
-    return out
-
-
 def _score_rows(
     defs: Definitions,
     data: _Subjects,
@@ -341,8 +325,7 @@ def _score_rows(
     percentiles: dict[str, float] | None,
     previous: dict[int, float],
     earlier: dict[int, tuple],
-    members: dict[int, list[int]] | None = None,
-    user_rows: dict[int, dict] | None = None,
+    member_stats: dict[int, _MemberStats] | None = None,
     progress: Progress | None = None,
 ) -> tuple[list[dict], dict[str, float]]:
     """Score every id of one kind. Returns the rows and the percentiles used."""
@@ -371,7 +354,6 @@ def _score_rows(
             checklist = defs.user_checklist
         act = activation(checklist, facts)
         score = grade(raw, percentiles[f"{subject}:{profile.name}"])
-        frame_start = today - dt.timedelta(days=profile.time_frame_days - 1)
         last_seen = data.last_seen.get(sid)
         last_active_day = last_seen.date() if last_seen else None
         change = trend(score, previous.get(sid), defs.trend)
@@ -399,20 +381,11 @@ def _score_rows(
         }
         total_users = None
         if kind == "account":
-            member_ids = (members or {}).get(sid, [])
-            member_rows = [user_rows[u] for u in member_ids if user_rows and u in user_rows]
-            total_users = len(member_ids)
-            active = sum(
-                1
-                for r in member_rows
-                if r["last_active_at"] is not None and r["last_active_at"].date() >= frame_start
-            )
-            activated_users = sum(1 for r in member_rows if r["activated"])
-            average = (
-                round(sum(r["activation_rate"] for r in member_rows) / len(member_rows), 2)
-                if member_rows
-                else 0.0
-            )
+            stats = (member_stats or {}).get(sid)
+            total_users = stats.total if stats else 0
+            active = stats.active.get(profile.time_frame_days, 0) if stats else 0
+            activated_users = stats.activated if stats else 0
+            average = stats.average if stats else 0.0
             pql = pql_status(facts, act, checklist, defs.pql, defs.deal_size)
             fit = (
                 "poor"
@@ -471,12 +444,56 @@ def _touched_since(session: Session, since: dt.datetime) -> tuple[set[int], set[
     return users, accounts
 
 
-def _members(session: Session, account_ids: list[int] | None) -> dict[int, list[int]]:
-    out: dict[int, list[int]] = defaultdict(list)
-    query = select(AccountMembership.account_id, AccountMembership.user_id)
+@dataclass(frozen=True)
+class _MemberStats:
+    total: int
+    activated: int
+    average: float
+    # Per time frame (days): members active within it.
+    active: dict[int, int]
+
+
+def _member_stats(
+    session: Session, account_ids: list[int] | None, defs: Definitions, today: dt.date
+) -> dict[int, _MemberStats]:
+    """Per account, from its members' stored user scores (so call it after storing this
+    pass's users): how many members, activated, their average Activation, active per frame."""
+    frames = _frames(defs)
+    active_columns = [
+        func.sum(
+            case(
+                (
+                    UserScore.last_active_at
+                    >= dt.datetime.combine(today - dt.timedelta(days=f - 1), dt.time(), dt.UTC),
+                    1,
+                ),
+                else_=0,
+            )
+        )
+        for f in frames
+    ]
+    query = (
+        select(
+            AccountMembership.account_id,
+            func.count(),
+            func.sum(case((UserScore.activated.is_(True), 1), else_=0)),
+            func.avg(UserScore.activation_rate),
+            *active_columns,
+        )
+        .select_from(AccountMembership)
+        .outerjoin(UserScore, UserScore.user_id == AccountMembership.user_id)
+        .group_by(AccountMembership.account_id)
+    )
+    out = {}
     for chunk in _id_chunks(account_ids):
-        for aid, uid in session.execute(query.where(*_only(AccountMembership.account_id, chunk))):
-            out[aid].append(uid)
+        for row in session.execute(query.where(*_only(AccountMembership.account_id, chunk))):
+            aid, total, activated, average = row[:4]
+            out[aid] = _MemberStats(
+                total=int(total),
+                activated=int(activated or 0),
+                average=round(float(average or 0), 2),
+                active={f: int(n or 0) for f, n in zip(frames, row[4:], strict=True)},
+            )
     return out
 
 
@@ -587,7 +604,9 @@ def recompute(
             _earlier_firsts(session, UserScore, UserScore.user_id, user_ids),
             progress=progress,
         )
-        by_user = {r["_id"]: r for r in user_rows}
+        _store(
+            session, tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today, full
+        )
 
         accounts = _load_accounts(session, account_ids, defs, today)
         aids = (
@@ -595,10 +614,6 @@ def recompute(
             if account_ids is None
             else [a for a in account_ids if a in accounts.first_seen]
         )
-        members = _members(session, account_ids)
-        # Members not rescored in this pass count with their stored scores.
-        unscored = sorted({u for us in members.values() for u in us} - by_user.keys())
-        by_user.update(_stored_user_scores(session, unscored))
         account_rows, percentiles = _score_rows(
             defs,
             accounts,
@@ -609,15 +624,11 @@ def recompute(
             percentiles,
             _previous_scores(session, "a", account_ids, previous_day),
             _earlier_firsts(session, AccountScore, AccountScore.account_id, account_ids),
-            members=members,
-            user_rows=by_user,
+            member_stats=_member_stats(session, account_ids, defs, today),
             progress=progress,
         )
         if progress:
             progress("storing", 0, 1)
-        _store(
-            session, tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today, full
-        )
         _store(
             session,
             tenant_id,

@@ -251,3 +251,17 @@ def test_activity_read_from_rollups_equals_the_engines_own_summary(client, db, t
     }
     assert activity.decayed[30] == pytest.approx(expected.decayed[30])
     assert activity.active_days == expected.active_days
+
+
+def test_incremental_account_totals_still_count_members_not_rescored(app, client, db, tenant_key):
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+    recompute(db, tenant_id, NOW)
+    later = NOW + dt.timedelta(hours=1)
+    app.extensions["pql"].clock = lambda: later
+    send(client, key, ev("ada", "Logged In", "acme", days_ago=0))
+    summary = recompute(db, tenant_id, later, full=False)
+    assert (summary.accounts, summary.users) == (1, 1)  # bob was not rescored
+    acme = scores(db, tenant_id)["acme"]
+    assert (acme.total_users, acme.active_users) == (2, 2)
+    assert acme.computed_at == later
