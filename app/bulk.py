@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import sqltypes
 
-from app.models import AccountEventDay, Event, ScoreHistory, UserEventDay
+from app.models import AccountEventDay, Event, ScoreHistory, UserEventDay, UTCDateTime
 
 
 def dialect_insert(session: Session):
@@ -171,12 +172,18 @@ def add_account_counts(
     )
 
 
-def _copy_value(value: Any) -> Any:
-    if isinstance(value, dict | list):
-        return json.dumps(value, default=str)
-    if isinstance(value, dt.datetime):
-        return _naive_utc(value)
-    return value
+def _copy_converters(table, columns: list[str]) -> list:
+    """Per column, how a Python value becomes what COPY expects (JSON text, naive UTC)."""
+    converters = []
+    for name in columns:
+        column_type = table.c[name].type
+        if isinstance(column_type, sqltypes.JSON):
+            converters.append(lambda v: None if v is None else json.dumps(v, default=str))
+        elif isinstance(column_type, UTCDateTime):
+            converters.append(lambda v: None if v is None else _naive_utc(v))
+        else:
+            converters.append(None)
+    return converters
 
 
 def insert_rows(session: Session, table, rows: list[dict[str, Any]]) -> None:
@@ -185,13 +192,19 @@ def insert_rows(session: Session, table, rows: list[dict[str, Any]]) -> None:
         return
     if _is_postgresql(session):
         columns = list(rows[0])
+        converters = _copy_converters(table, columns)
         driver = session.connection().connection.driver_connection
         with (
             driver.cursor() as cursor,
             cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
         ):
             for row in rows:
-                copy.write_row([_copy_value(row[c]) for c in columns])
+                copy.write_row(
+                    [
+                        convert(row[c]) if convert else row[c]
+                        for c, convert in zip(columns, converters, strict=True)
+                    ]
+                )
         return
     session.connection().execute(table.insert(), rows)
 

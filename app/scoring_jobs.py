@@ -58,9 +58,11 @@ from scoring.engine import (
 log = logging.getLogger(__name__)
 
 CHUNK = 5000
-# Events received this long before the previous pass started are looked at again: a request
-# that committed late must not be missed (scoring twice is harmless, missing is not).
-OVERLAP = dt.timedelta(minutes=5)
+# Events received this long before the previous pass started are looked at again, so that an
+# ingestion transaction still committing when that pass began is not missed (its events carry
+# the receipt time, and such transactions take well under a second). Scoring a subject twice is
+# harmless; a longer overlap only re-scores more of the previous interval's subjects.
+OVERLAP = dt.timedelta(seconds=15)
 
 Progress = Callable[[str, int, int], None]
 
