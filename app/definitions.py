@@ -21,6 +21,7 @@ from marshmallow import (
     validates_schema,
 )
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
 from app.models import DefinitionsVersion
@@ -408,7 +409,7 @@ def current_definitions(db: Database, tenant_id: int) -> StoredDefinitions:
         return save_definitions(
             db, tenant_id, to_document(default_definitions()), "system", "defaults"
         )
-    except Exception:
+    except IntegrityError:
         # Another process stored version 1 at the same moment: read theirs.
         with db.tenant_session(tenant_id) as session:
             row = session.scalar(

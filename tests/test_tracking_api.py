@@ -311,3 +311,15 @@ def test_unknown_tracking_path_gets_404_json(client, tenant_key):
 
 def test_basic_header_helper_matches_rudderstack_format():
     assert basic("wk_abc") == {"Authorization": "Basic d2tfYWJjOg=="}
+
+
+def test_write_keys_never_reach_the_logs(client, db, tenant_key, caplog):
+    import logging
+
+    tenant_id, key = tenant_key
+    caplog.set_level(logging.DEBUG)
+    post(client, "batch", {"batch": [track(), {"type": "track"}], "writeKey": key}, key)
+    post(client, "batch", {"batch": [track()]}, key + "x")
+    post(client, "track", {"type": "track", "event": "E"}, key)
+    assert caplog.records, "expected the requests to log something"
+    assert key not in caplog.text
