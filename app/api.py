@@ -284,24 +284,36 @@ def get_account(external_id: str):
 @bp.get("/segments/<name>")
 @admin_required
 def segment(name: str):
-    """Members of a segment and, with ``field`` (e.g. ``trait.plan``), how it is spread."""
+    """Members of a segment (``subject=account``, the default, or ``user``) and, with ``field``
+    (e.g. ``trait.plan``), how that field is spread among them."""
     field = request.args.get("field")
+    subject = request.args.get("subject", "account")
+    if subject not in ("account", "user"):
+        raise ApiError(400, "invalid_parameter", "subject must be account or user")
+    model, score = (Account, AccountScore) if subject == "account" else (User, UserScore)
+    key = AccountScore.account_id if subject == "account" else UserScore.user_id
     with services().db.tenant_session(g.tenant_id) as session:
         rows = session.execute(
-            select(Account.external_id, Account.traits, AccountScore).join(
-                AccountScore, AccountScore.account_id == Account.id
-            )
+            select(model.external_id, model.traits, score).join(score, key == model.id)
         ).all()
     members = [
-        {"account": ext, "trait": traits, "traits": traits, **account_json(None, ext, s)}
+        {
+            "id": ext,
+            "trait": traits,
+            "traits": traits,
+            "engagement_score": s.engagement_score,
+            "activation_rate": s.activation_rate,
+            "engagement_segment": s.engagement_segment,
+            "segments": s.segments.get("names", []),
+        }
         for ext, traits, s in rows
         if name in s.segments.get("names", [])
     ]
-    body: dict[str, Any] = {"segment": name, "count": len(members)}
+    body: dict[str, Any] = {"segment": name, "subject": subject, "count": len(members)}
     if field:
         body["field"] = field
         body["distribution"] = trait_distribution(members, field)
-    body["accounts"] = [m["account"] for m in members[:500]]
+    body["members"] = [m["id"] for m in members[:500]]
     return jsonify(body)
 
 

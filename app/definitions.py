@@ -207,6 +207,9 @@ class PQLSchema(_Strict):
     hand_raiser_events = fields.List(fields.String(), load_default=list)
     limit_events = fields.List(fields.String(), load_default=list)
     purchase_events = fields.List(fields.String(), load_default=list)
+    hand_raiser_traits = fields.List(fields.Nested(ConditionSchema), load_default=list)
+    limit_traits = fields.List(fields.Nested(ConditionSchema), load_default=list)
+    purchase_traits = fields.List(fields.Nested(ConditionSchema), load_default=list)
 
     @validates_schema
     def _complete(self, data, **kwargs):
@@ -228,6 +231,9 @@ class PQLSchema(_Strict):
             "hand_raiser_events",
             "limit_events",
             "purchase_events",
+            "hand_raiser_traits",
+            "limit_traits",
+            "purchase_traits",
         ):
             data[key] = tuple(data[key])
         if data.get("thresholds") is None:

@@ -135,6 +135,11 @@ class PQLRules:
     hand_raiser_events: tuple[str, ...] = ("Demo Requested", "Contact Sales Clicked")
     limit_events: tuple[str, ...] = ("Plan Limit Reached",)
     purchase_events: tuple[str, ...] = ("Order Completed", "Subscription Started")
+    # Each kind may also come from the account's traits: all conditions hold (none = unused),
+    # e.g. [Condition("trait.demo_requested", "equals", True)].
+    hand_raiser_traits: tuple[Condition, ...] = ()
+    limit_traits: tuple[Condition, ...] = ()
+    purchase_traits: tuple[Condition, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -388,6 +388,26 @@ def _first_done(events: Iterable[str], activity: Activity) -> tuple[str, dt.date
     return event, day
 
 
+def _kind_signal(
+    events: Iterable[str],
+    conditions: tuple[Condition, ...],
+    facts: Facts,
+    record: Mapping[str, Any],
+) -> str | None:
+    """Why a PQL kind applies, in words ('did X on <day>' or the trait), or None."""
+    found = _first_done(events, facts.activity)
+    if found:
+        return f"did '{found[0]}' on {found[1].isoformat()}"
+    if conditions and matches(conditions, record):
+        return " and ".join(
+            f"{c.field.removeprefix('trait.')} {c.op.replace('_', ' ')} {c.value}"
+            if c.value is not None
+            else f"{c.field.removeprefix('trait.')} {c.op.replace('_', ' ')}"
+            for c in conditions
+        )
+    return None
+
+
 def pql_status(
     facts: Facts,
     result: ActivationResult,
@@ -398,14 +418,11 @@ def pql_status(
     """Is this account a product-qualified lead, of which kind, and why (in a rep's words)."""
     size = deal_size(facts.traits, size_rule)
     stage = _stage(facts.traits, rules)
-    purchase = _first_done(rules.purchase_events, facts.activity)
+    record = {"trait": facts.traits, "traits": facts.traits}
+    purchase = _kind_signal(rules.purchase_events, rules.purchase_traits, facts, record)
     if purchase:
         return PQLResult(
-            True,
-            "touchless_purchase",
-            f"Bought without sales: did '{purchase[0]}' on {purchase[1].isoformat()}.",
-            None,
-            size,
+            True, "touchless_purchase", f"Bought without sales: {purchase}.", None, size
         )
     trial_values = {v.lower() for v in rules.trial_values}
     if stage not in trial_values:
@@ -417,14 +434,13 @@ def pql_status(
             None,
             size,
         )
-    for kind, events, words in (
-        ("hand_raiser", rules.hand_raiser_events, "Asked for sales"),
-        ("limit_reached", rules.limit_events, "Hit a plan limit"),
+    for kind, events, conditions, words in (
+        ("hand_raiser", rules.hand_raiser_events, rules.hand_raiser_traits, "Asked for sales"),
+        ("limit_reached", rules.limit_events, rules.limit_traits, "Hit a plan limit"),
     ):
-        found = _first_done(events, facts.activity)
+        found = _kind_signal(events, conditions, facts, record)
         if found:
-            reason = f"{words}: did '{found[0]}' on {found[1].isoformat()}."
-            return PQLResult(True, kind, reason, None, size)
+            return PQLResult(True, kind, f"{words}: {found}.", None, size)
     effective_size = size or "small"
     threshold = rules.thresholds[rules.complexity][effective_size]
     size_words = DEAL_WORDS[effective_size] + " deal"

@@ -132,8 +132,16 @@ def test_account_detail_lists_its_users(client, admin, scored):
 
 def test_segment_members_and_trait_distribution(client, admin, scored):
     body = client.get("/api/v1/segments/Least engaged?field=trait.plan", headers=admin).get_json()
-    assert body["count"] == len(body["accounts"]) >= 1
+    assert body["count"] == len(body["members"]) >= 1
     assert sum(d["count"] for d in body["distribution"]) == body["count"]
+    users = client.get(
+        "/api/v1/segments/Least engaged?subject=user&field=engagement_segment", headers=admin
+    ).get_json()
+    assert users["subject"] == "user" and users["count"] >= 1
+    assert users["distribution"] == [
+        {"value": "Least engaged", "count": users["count"], "share": 100.0}
+    ]
+    assert client.get("/api/v1/segments/X?subject=team", headers=admin).status_code == 400
 
 
 def test_an_admin_key_sees_only_its_own_tenant(client, db, scored, admin):

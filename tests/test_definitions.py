@@ -107,3 +107,13 @@ def test_definitions_are_per_tenant(db):
     save_definitions(db, a.id, changed, "x")
     assert current_definitions(db, a.id).definitions.frequency_days == 14
     assert current_definitions(db, b.id).definitions.frequency_days == 30
+
+
+def test_pql_trait_conditions_are_validated_and_kept():
+    document = doc()
+    document["pql"]["hand_raiser_traits"] = [
+        {"field": "trait.demo_requested", "op": "equals", "value": True}
+    ]
+    assert parse_document(document).pql.hand_raiser_traits[0].field == "trait.demo_requested"
+    document["pql"]["limit_traits"] = [{"field": "trait.seats_used", "op": "approximately"}]
+    assert "limit_traits" in errors_of(document)["pql"]

@@ -316,7 +316,7 @@ def test_basic_header_helper_matches_rudderstack_format():
 def test_write_keys_never_reach_the_logs(client, db, tenant_key, caplog):
     import logging
 
-    tenant_id, key = tenant_key
+    _, key = tenant_key
     caplog.set_level(logging.DEBUG)
     post(client, "batch", {"batch": [track(), {"type": "track"}], "writeKey": key}, key)
     post(client, "batch", {"batch": [track()]}, key + "x")

@@ -392,3 +392,26 @@ def test_every_combination_gets_a_type(a, e, c, fit):
 def test_forecast_value_is_deal_value_times_chance():
     assert forecast_value("mid", 60, DealSizeRule()) == 15_000
     assert forecast_value(None, 90, DealSizeRule()) == 4_500
+
+
+def test_pql_kinds_can_come_from_traits_too():
+    checklist = event_steps(5)
+    rules = PQLRules(
+        hand_raiser_traits=(Condition("trait.demo_requested", "equals", True),),
+        purchase_traits=(Condition("trait.billing", "equals", "self-serve"),),
+    )
+    asked = facts(traits={"plan": "trial", "demo_requested": True})
+    result = pql_status(asked, activation(checklist, asked), checklist, rules, DealSizeRule())
+    assert (result.kind, result.reason) == (
+        "hand_raiser",
+        "Asked for sales: demo_requested equals True.",
+    )
+    bought = facts(traits={"plan": "paid", "billing": "self-serve"})
+    assert (
+        pql_status(bought, activation(checklist, bought), checklist, rules, DealSizeRule()).kind
+        == "touchless_purchase"
+    )
+    neither = facts(traits={"plan": "trial", "demo_requested": False})
+    assert not pql_status(
+        neither, activation(checklist, neither), checklist, rules, DealSizeRule()
+    ).qualified
