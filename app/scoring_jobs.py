@@ -98,9 +98,10 @@ def _frames(defs: Definitions) -> list[int]:
     return sorted({p.time_frame_days for p in defs.profiles})
 
 
-def _distinct_user_events(defs: Definitions) -> set[str]:
+def _early_team_events(defs: Definitions) -> set[str]:
+    """Events of team steps limited to the first D days: those need each user's first day."""
     steps = defs.account_checklist_trial.steps + defs.account_checklist_paid.steps
-    return {s.event for s in steps if s.kind == "distinct_users" and s.event}
+    return {s.event for s in steps if s.kind == "distinct_users" and s.within_days and s.event}
 
 
 @dataclass
@@ -124,6 +125,7 @@ class _Subjects:
     user_first_day: dict[int, dict[str, dict[int, dt.date]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(dict))
     )
+    distinct_users: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
 
     def facts(self, sid: int) -> Facts:
         activity = Activity(
@@ -140,6 +142,7 @@ class _Subjects:
             traits=self.traits.get(sid, {}),
             activity=activity,
             user_first_day=self.user_first_day.get(sid, {}),
+            distinct_users=self.distinct_users.get(sid, {}),
         )
 
 
@@ -161,6 +164,9 @@ def _load_activity(
         func.sum(case((and_(rollup.day >= starts[f], rollup.day <= today), rollup.count), else_=0))
         for f in frames
     ]
+    # Account rollups keep the user: count each event's distinct users in the same pass.
+    per_account = rollup is AccountEventDay
+    users_column = [func.count(func.distinct(rollup.user_id))] if per_account else []
     grouped = (
         select(
             subject_column,
@@ -168,17 +174,21 @@ def _load_activity(
             func.sum(rollup.count),
             func.min(rollup.day),
             func.max(rollup.day),
+            *users_column,
             *in_frame_columns,
         )
         .where(*only)
         .group_by(subject_column, rollup.event)
     )
+    skip = 6 if per_account else 5
     for row in session.execute(grouped):
         sid, event, total, first, last = row[:5]
         data.totals[sid][event] = int(total)
         data.first_day[sid][event] = first
         data.last_day[sid][event] = last
-        for frame, count in zip(frames, row[5:], strict=True):
+        if per_account:
+            data.distinct_users[sid][event] = int(row[5])
+        for frame, count in zip(frames, row[skip:], strict=True):
             if count:
                 data.in_frame[sid][frame][event] = float(count)
 
@@ -237,7 +247,7 @@ def _load_accounts(
 ) -> _Subjects:
     data = _Subjects()
     base = select(Account.id, Account.first_seen_at, Account.last_seen_at, Account.traits)
-    team_events = _distinct_user_events(defs)
+    team_events = _early_team_events(defs)
     for chunk in _id_chunks(ids):
         for aid, first, last, traits in session.execute(base.where(*_only(Account.id, chunk))):
             data.first_seen[aid] = first.date()

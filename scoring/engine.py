@@ -90,8 +90,11 @@ class Facts:
     first_seen: dt.date
     traits: Mapping[str, Any]
     activity: Activity
-    # Accounts only: per event, the first day each of its users did it.
+    # Accounts only: per event, the first day each of its users did it (needed only for
+    # "within the first D days" team steps) ...
     user_first_day: Mapping[str, Mapping[int, dt.date]] = field(default_factory=dict)
+    # ... and per event, how many different users ever did it.
+    distinct_users: Mapping[str, int] = field(default_factory=dict)
     # Values read back from the CRM (owner, lifecycle stage, communication).
     crm: Mapping[str, Any] = field(default_factory=dict)
 
@@ -133,7 +136,10 @@ def step_done(step: Step, facts: Facts) -> bool:
         return _trait_holds(facts.traits, step.trait or "", step.op or "exists", step.value)
     deadline = facts.first_seen + dt.timedelta(days=step.within_days) if step.within_days else None
     if step.kind == "distinct_users":
-        firsts = facts.user_first_day.get(step.event or "", {})
+        event = step.event or ""
+        if deadline is None and event in facts.distinct_users:
+            return facts.distinct_users[event] >= step.min_count
+        firsts = facts.user_first_day.get(event, {})
         users = sum(1 for day in firsts.values() if deadline is None or day < deadline)
         return users >= step.min_count
     if deadline is None:

@@ -265,3 +265,15 @@ def test_incremental_account_totals_still_count_members_not_rescored(app, client
     acme = scores(db, tenant_id)["acme"]
     assert (acme.total_users, acme.active_users) == (2, 2)
     assert acme.computed_at == later
+
+
+def test_three_people_logging_in_completes_the_team_step(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    messages = [group(u, "acme", plan="trial", employees=120) for u in ("ada", "bob", "cy")]
+    for user in ("ada", "bob", "cy", "cy"):
+        messages += ev(user, "Logged In", "acme")
+    send(client, key, messages)
+    recompute(db, tenant_id, NOW)
+    acme = scores(db, tenant_id)["acme"]
+    assert "team" in acme.steps_done["done"]
+    assert acme.activation_rate == 20.0
