@@ -98,6 +98,12 @@ def _frames(defs: Definitions) -> list[int]:
     return sorted({p.time_frame_days for p in defs.profiles})
 
 
+def _team_events(defs: Definitions) -> set[str]:
+    """Events of team steps ("N people did X")."""
+    steps = defs.account_checklist_trial.steps + defs.account_checklist_paid.steps
+    return {s.event for s in steps if s.kind == "distinct_users" and s.event}
+
+
 def _early_team_events(defs: Definitions) -> set[str]:
     """Events of team steps limited to the first D days: those need each user's first day."""
     steps = defs.account_checklist_trial.steps + defs.account_checklist_paid.steps
@@ -164,9 +170,6 @@ def _load_activity(
         func.sum(case((and_(rollup.day >= starts[f], rollup.day <= today), rollup.count), else_=0))
         for f in frames
     ]
-    # Account rollups keep the user: count each event's distinct users in the same pass.
-    per_account = rollup is AccountEventDay
-    users_column = [func.count(func.distinct(rollup.user_id))] if per_account else []
     grouped = (
         select(
             subject_column,
@@ -174,21 +177,17 @@ def _load_activity(
             func.sum(rollup.count),
             func.min(rollup.day),
             func.max(rollup.day),
-            *users_column,
             *in_frame_columns,
         )
         .where(*only)
         .group_by(subject_column, rollup.event)
     )
-    skip = 6 if per_account else 5
     for row in session.execute(grouped):
         sid, event, total, first, last = row[:5]
         data.totals[sid][event] = int(total)
         data.first_day[sid][event] = first
         data.last_day[sid][event] = last
-        if per_account:
-            data.distinct_users[sid][event] = int(row[5])
-        for frame, count in zip(frames, row[skip:], strict=True):
+        for frame, count in zip(frames, row[5:], strict=True):
             if count:
                 data.in_frame[sid][frame][event] = float(count)
 
@@ -256,6 +255,22 @@ def _load_accounts(
         _load_activity(
             session, data, AccountEventDay, AccountEventDay.account_id, chunk, defs, today
         )
+        if _team_events(defs):
+            # DISTINCT in a subquery, then count: hashable, and only the team events' rows.
+            pairs = (
+                select(AccountEventDay.account_id, AccountEventDay.event, AccountEventDay.user_id)
+                .where(
+                    *_only(AccountEventDay.account_id, chunk),
+                    AccountEventDay.event.in_(_team_events(defs)),
+                )
+                .distinct()
+                .subquery()
+            )
+            counted = select(pairs.c.account_id, pairs.c.event, func.count()).group_by(
+                pairs.c.account_id, pairs.c.event
+            )
+            for aid, event, users in session.execute(counted):
+                data.distinct_users[aid][event] = int(users)
         if team_events:
             per_user = (
                 select(
