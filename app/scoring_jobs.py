@@ -83,8 +83,9 @@ def _chunks(ids: list[int]) -> Iterable[list[int]]:
 
 
 def _history_events(defs: Definitions) -> set[str]:
-    """Events whose whole daily history scoring needs (not just totals and the window)."""
-    events = set(defs.pql.hand_raiser_events + defs.pql.limit_events + defs.pql.purchase_events)
+    """Events whose daily history scoring needs: those of steps counted "within the first D
+    days" (everything else reads lifetime totals, first/last days and in-frame counts)."""
+    events: set[str] = set()
     for checklist in (
         defs.account_checklist_trial,
         defs.account_checklist_paid,

@@ -277,3 +277,20 @@ def test_three_people_logging_in_completes_the_team_step(client, db, tenant_key)
     acme = scores(db, tenant_id)["acme"]
     assert "team" in acme.steps_done["done"]
     assert acme.activation_rate == 20.0
+
+
+def test_a_hand_raiser_event_makes_a_pql_with_the_day_it_happened(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    send(
+        client,
+        key,
+        [
+            group("ada", "acme", plan="trial", employees=10),
+            *ev("ada", "Demo Requested", "acme", days_ago=3),
+        ],
+    )
+    recompute(db, tenant_id, NOW)
+    acme = scores(db, tenant_id)["acme"]
+    day = (NOW - dt.timedelta(days=3)).date().isoformat()
+    assert (acme.pql, acme.pql_kind) == (True, "hand_raiser")
+    assert acme.pql_reason == f"Asked for sales: did 'Demo Requested' on {day}."
