@@ -32,6 +32,7 @@ from sqlalchemy import bindparam, case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from app import activity_basis
 from app.bulk import add_account_counts, add_user_counts, dialect_insert, insert_events
 from app.db import Database
 from app.models import (
@@ -42,6 +43,7 @@ from app.models import (
     RejectedMessage,
     User,
     UserEventDay,
+    UserScore,
     UTCDateTime,
 )
 from webhooks.segment import Message, Rejection
@@ -389,6 +391,12 @@ def merge_users(session: Session, tenant_id: int, source_id: int, target_id: int
     ).all()
     add_account_counts(session, tenant_id, {(a, e, d, target_id): c for a, e, d, c in account_days})
     session.execute(delete(AccountEventDay).where(AccountEventDay.user_id == source_id))
+    # The source is no user of its own any more: no score of its own either.
+    session.execute(delete(UserScore).where(UserScore.user_id == source_id))
+    # Their past changed (counts moved, two users became one): scoring rebuilds their basis.
+    activity_basis.forget(
+        session, tenant_id, [source_id, target_id], {a for a, _, _, _ in account_days}
+    )
 
 
 # --- traits --------------------------------------------------------------------------------

@@ -356,6 +356,37 @@ class ScoreHistory(TenantOwned, Base):
     activation_rate: Mapped[int] = mapped_column(SmallInteger)
 
 
+class ActivityBasis(TenantOwned, Base):
+    """A subject's activity on every day before ``ScoringRun.basis_day``, aggregated per event.
+
+    Built by the daily full pass (and rebuilt for a subject when late events or a merge change
+    its past), so an incremental pass reads a few rows per subject plus that day's rollups
+    instead of the subject's whole history. The row with event ``""`` marks the subject as
+    present and holds its active days within the frequency window.
+    """
+
+    __tablename__ = "activity_bases"
+
+    # The tenant leads the key: a full pass replaces one tenant's rows, one index to maintain.
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    subject: Mapped[str] = mapped_column(String(1), primary_key=True)  # "u" or "a"
+    subject_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event: Mapped[str] = mapped_column(String(255), primary_key=True)
+    total: Mapped[int] = mapped_column(BigInteger)
+    first_day: Mapped[dt.date | None] = mapped_column(Date)
+    last_day: Mapped[dt.date | None] = mapped_column(Date)
+    # The count within each time frame (scoring.definitions.TIME_FRAMES) on its days before
+    # basis_day: plain columns, read for a million rows in a full pass (JSON costs seconds).
+    in_1: Mapped[int] = mapped_column(BigInteger, default=0)
+    in_7: Mapped[int] = mapped_column(BigInteger, default=0)
+    in_30: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Accounts, team events only: the ids of the users who did it.
+    users: Mapped[list | None] = mapped_column(JSON)
+    active_days: Mapped[int | None] = mapped_column(Integer)
+
+
 class ScoringRun(TenantOwned, Base):
     """A recompute pass: full (every subject) or incremental (those touched since the last)."""
 
@@ -371,6 +402,8 @@ class ScoringRun(TenantOwned, Base):
     users: Mapped[int] = mapped_column(Integer, default=0)
     # The 90th percentiles used for grading, per "account:<profile>" / "user:<profile>".
     percentiles: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Full passes: the day their ActivityBasis rows end before (the pass's UTC day).
+    basis_day: Mapped[dt.date | None] = mapped_column(Date)
 
 
 class JobLease(Base):

@@ -14,13 +14,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select
+from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from app import activity_basis
 from app.bulk import insert_rows, upsert_history
 from app.db import Database
 from app.definitions import current_definitions
@@ -33,7 +34,6 @@ from app.models import (
     ScoreHistory,
     ScoringRun,
     User,
-    UserEventDay,
     UserScore,
 )
 from scoring.definitions import Definitions, ScoringProfile
@@ -57,7 +57,9 @@ from scoring.engine import (
 
 log = logging.getLogger(__name__)
 
-CHUNK = 5000
+_id_chunks = activity_basis.chunks
+_only = activity_basis.only
+_frames = activity_basis.frames
 # Events received this long before the previous pass started are looked at again, so that an
 # ingestion transaction still committing when that pass began is not missed (its events carry
 # the receipt time, and such transactions take well under a second). Scoring a subject twice is
@@ -77,11 +79,6 @@ class RunSummary:
     seconds: float = 0.0
 
 
-def _chunks(ids: list[int]) -> Iterable[list[int]]:
-    for start in range(0, len(ids), CHUNK):
-        yield ids[start : start + CHUNK]
-
-
 def _history_events(defs: Definitions) -> set[str]:
     """Events whose daily history scoring needs: those of steps counted "within the first D
     days" (everything else reads lifetime totals, first/last days and in-frame counts)."""
@@ -93,16 +90,6 @@ def _history_events(defs: Definitions) -> set[str]:
     ):
         events |= {s.event for s in checklist.steps if s.within_days and s.event}
     return events
-
-
-def _frames(defs: Definitions) -> list[int]:
-    return sorted({p.time_frame_days for p in defs.profiles})
-
-
-def _team_events(defs: Definitions) -> set[str]:
-    """Events of team steps ("N people did X")."""
-    steps = defs.account_checklist_trial.steps + defs.account_checklist_paid.steps
-    return {s.event for s in steps if s.kind == "distinct_users" and s.event}
 
 
 def _early_team_events(defs: Definitions) -> set[str]:
@@ -156,56 +143,22 @@ class _Subjects:
 def _load_activity(
     session: Session,
     data: _Subjects,
-    rollup,
-    subject_column,
+    kind,
     chunk: list[int] | None,
     defs: Definitions,
     today: dt.date,
 ) -> None:
-    """Fill ``data`` from one rollup table with grouped queries: one pass for totals, first and
-    last days and in-frame counts; active days per window; daily rows only where needed."""
+    """Fill ``data`` for one chunk: the activity basis plus today's rollups, and daily rows
+    only for what needs days (decaying profiles' frames, "within the first D days" steps)."""
+    activity_basis.load(session, data, kind, chunk, defs, today)
+    rollup, subject_column = kind.rollup, kind.key
     only = _only(subject_column, chunk)
-    frames = _frames(defs)
-    starts = {f: today - dt.timedelta(days=f - 1) for f in frames}
-    in_frame_columns = [
-        func.sum(case((and_(rollup.day >= starts[f], rollup.day <= today), rollup.count), else_=0))
-        for f in frames
-    ]
-    grouped = (
-        select(
-            subject_column,
-            rollup.event,
-            func.sum(rollup.count),
-            func.min(rollup.day),
-            func.max(rollup.day),
-            *in_frame_columns,
-        )
-        .where(*only)
-        .group_by(subject_column, rollup.event)
-    )
-    for row in session.execute(grouped):
-        sid, event, total, first, last = row[:5]
-        data.totals[sid][event] = int(total)
-        data.first_day[sid][event] = first
-        data.last_day[sid][event] = last
-        for frame, count in zip(frames, row[5:], strict=True):
-            if count:
-                data.in_frame[sid][frame][event] = float(count)
-
-    window = defs.frequency_days
-    active = (
-        select(subject_column, func.count(func.distinct(rollup.day)))
-        .where(*only, rollup.day >= today - dt.timedelta(days=window - 1), rollup.day <= today)
-        .group_by(subject_column)
-    )
-    for sid, days in session.execute(active):
-        data.active_days[sid][window] = int(days)
-
     decay_frames = sorted({p.time_frame_days for p in defs.profiles if p.decay})
     if decay_frames:
+        start = today - dt.timedelta(days=decay_frames[-1] - 1)
         daily = (
             select(subject_column, rollup.event, rollup.day, func.sum(rollup.count))
-            .where(*only, rollup.day >= starts[decay_frames[-1]], rollup.day <= today)
+            .where(*only, rollup.day >= start, rollup.day <= today)
             .group_by(subject_column, rollup.event, rollup.day)
         )
         for sid, event, day, count in session.execute(daily):
@@ -238,7 +191,7 @@ def _load_users(
             data.first_seen[uid] = first.date()
             data.last_seen[uid] = last
             data.traits[uid] = traits or {}
-        _load_activity(session, data, UserEventDay, UserEventDay.user_id, chunk, defs, today)
+        _load_activity(session, data, activity_basis.USERS, chunk, defs, today)
     return data
 
 
@@ -247,32 +200,14 @@ def _load_accounts(
 ) -> _Subjects:
     data = _Subjects()
     base = select(Account.id, Account.first_seen_at, Account.last_seen_at, Account.traits)
-    team_events = _early_team_events(defs)
+    early_team = _early_team_events(defs)
     for chunk in _id_chunks(ids):
         for aid, first, last, traits in session.execute(base.where(*_only(Account.id, chunk))):
             data.first_seen[aid] = first.date()
             data.last_seen[aid] = last
             data.traits[aid] = traits or {}
-        _load_activity(
-            session, data, AccountEventDay, AccountEventDay.account_id, chunk, defs, today
-        )
-        if _team_events(defs):
-            # DISTINCT in a subquery, then count: hashable, and only the team events' rows.
-            pairs = (
-                select(AccountEventDay.account_id, AccountEventDay.event, AccountEventDay.user_id)
-                .where(
-                    *_only(AccountEventDay.account_id, chunk),
-                    AccountEventDay.event.in_(_team_events(defs)),
-                )
-                .distinct()
-                .subquery()
-            )
-            counted = select(pairs.c.account_id, pairs.c.event, func.count()).group_by(
-                pairs.c.account_id, pairs.c.event
-            )
-            for aid, event, users in session.execute(counted):
-                data.distinct_users[aid][event] = int(users)
-        if team_events:
+        _load_activity(session, data, activity_basis.ACCOUNTS, chunk, defs, today)
+        if early_team:
             per_user = (
                 select(
                     AccountEventDay.account_id,
@@ -282,7 +217,7 @@ def _load_accounts(
                 )
                 .where(
                     *_only(AccountEventDay.account_id, chunk),
-                    AccountEventDay.event.in_(team_events),
+                    AccountEventDay.event.in_(early_team),
                 )
                 .group_by(
                     AccountEventDay.account_id, AccountEventDay.event, AccountEventDay.user_id
@@ -291,18 +226,6 @@ def _load_accounts(
             for aid, event, uid, first_day in session.execute(per_user):
                 data.user_first_day[aid][event][uid] = first_day
     return data
-
-
-def _id_chunks(ids: list[int] | None) -> Iterable[list[int] | None]:
-    """None (no filter: everyone) or the ids in chunks small enough for an IN list."""
-    if ids is None:
-        yield None
-        return
-    yield from _chunks(ids)
-
-
-def _only(column, chunk: list[int] | None) -> tuple:
-    return () if chunk is None else (column.in_(chunk),)
 
 
 def _record(traits: dict, crm: dict | None = None, **values: Any) -> dict[str, Any]:
@@ -540,8 +463,8 @@ def _store(
     if full:
         session.execute(delete(model))
     else:
-        for chunk in _chunks([r["_id"] for r in rows]):
-            session.execute(delete(model).where(getattr(model, key).in_(chunk)))
+        for chunk in _id_chunks([r["_id"] for r in rows]):
+            session.execute(delete(model).where(*_only(getattr(model, key), chunk)))
     payload = []
     for r in rows:
         item = {k: v for k, v in r.items() if k != "_id"}
@@ -583,8 +506,14 @@ def recompute(
             .order_by(ScoringRun.started_at.desc())
             .limit(1)
         )
-        if not full and (last_full is None or last_full.definitions_version != stored.version):
-            full = True  # nothing to grade against, or definitions changed: score everyone
+        if not full and (
+            last_full is None
+            or last_full.definitions_version != stored.version
+            or last_full.basis_day != today
+        ):
+            # Nothing to grade against, definitions changed, or a new day moved everyone's
+            # time window: score everyone.
+            full = True
         run = ScoringRun(
             tenant_id=tenant_id,
             full=full,
@@ -598,20 +527,34 @@ def recompute(
             user_ids: list[int] | None = None
             account_ids: list[int] | None = None
             percentiles = None
+            if progress:
+                progress("activity basis", 0, 1)
+            for kind in (activity_basis.USERS, activity_basis.ACCOUNTS):
+                activity_basis.rebuild(session, tenant_id, kind, None, defs, today)
+            run.basis_day = today
         else:
             since = last_any.started_at - OVERLAP
             touched_users, touched_accounts = _touched_since(session, since)
-            for chunk in _chunks(sorted(touched_users)):
+            for chunk in _id_chunks(sorted(touched_users)):
                 touched_accounts |= set(
                     session.scalars(
                         select(AccountMembership.account_id).where(
-                            AccountMembership.user_id.in_(chunk)
+                            *_only(AccountMembership.user_id, chunk)
                         )
                     )
                 )
             account_ids = sorted(touched_accounts)
             user_ids = sorted(touched_users)
             percentiles = dict(last_full.percentiles)
+            # Subjects whose past changed since the basis was built, or that have none yet.
+            late_users, late_accounts = activity_basis.late_subjects(session, since, today)
+            for kind, ids, late in (
+                (activity_basis.USERS, user_ids, late_users),
+                (activity_basis.ACCOUNTS, account_ids, late_accounts),
+            ):
+                stale = late | activity_basis.missing(session, tenant_id, kind, ids)
+                if stale:
+                    activity_basis.rebuild(session, tenant_id, kind, sorted(stale), defs, today)
 
         users = _load_users(session, user_ids, defs, today)
         uids = (

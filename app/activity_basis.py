@@ -1,0 +1,321 @@
+"""The activity basis: each subject's rollups before a day, aggregated per event, kept in a table.
+
+A scoring pass needs per subject and event: the count ever, first and last day, the count within
+each time frame, the days active in the frequency window and, for team steps, who did it. Read
+from the daily rollups that is the subject's whole history (hundreds of rows for an active
+account). The basis holds those figures for every day before ``day`` (built server-side with one
+INSERT … SELECT per rollup table), and a pass on ``day`` adds that day's rollups to it: a dozen
+rows per subject instead of its history, which is what makes an incremental pass fast.
+
+The daily full pass rebuilds the basis for everyone with ``day`` = its own day; an incremental
+pass on the same day rebuilds it for the few subjects whose past changed since (events that
+arrived late, with an earlier timestamp; user merges) and for subjects that have none yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    and_,
+    any_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
+
+from app.models import Account, AccountEventDay, ActivityBasis, Event, User, UserEventDay
+from scoring.definitions import TIME_FRAMES, Definitions
+
+MARKER = ""  # the event of a subject's own row (present + active days)
+FRAME_COLUMNS = [f"in_{frame}" for frame in TIME_FRAMES]
+CHUNK = 5000
+
+
+class _Kind:
+    def __init__(self, subject: str, rollup, key, table, subject_filter):
+        self.subject, self.rollup, self.key = subject, rollup, key
+        self.table, self.subject_filter = table, subject_filter
+
+
+USERS = _Kind("u", UserEventDay, UserEventDay.user_id, User, (User.merged_into_id.is_(None),))
+ACCOUNTS = _Kind("a", AccountEventDay, AccountEventDay.account_id, Account, ())
+
+
+def frames(defs: Definitions) -> list[int]:
+    return sorted({p.time_frame_days for p in defs.profiles})
+
+
+def team_events(defs: Definitions) -> set[str]:
+    """Events of team steps ("N people did X")."""
+    steps = defs.account_checklist_trial.steps + defs.account_checklist_paid.steps
+    return {s.event for s in steps if s.kind == "distinct_users" and s.event}
+
+
+def chunks(ids: list[int] | None) -> Iterable[list[int] | None]:
+    """None (no filter: everyone) or the ids in chunks small enough for an IN list."""
+    if ids is None:
+        yield None
+        return
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+class _IdIn(ColumnElement):
+    """``column IN ids``, rendered on PostgreSQL as ``column = ANY(:ids)``: one array parameter
+    instead of thousands of bound values (whose rendering and parsing cost more than the query
+    in an incremental pass)."""
+
+    inherit_cache = False
+    type = Boolean()
+
+    def __init__(self, column, ids: list[int]):
+        self.column, self.ids = column, ids
+
+
+@compiles(_IdIn)
+def _id_in_default(element: _IdIn, compiler, **kw) -> str:
+    return compiler.process(element.column.in_(element.ids), **kw)
+
+
+@compiles(_IdIn, "postgresql")
+def _id_in_postgresql(element: _IdIn, compiler, **kw) -> str:
+    ids = bindparam(None, element.ids, type_=ARRAY(BigInteger), unique=True)
+    return compiler.process(element.column == any_(ids), **kw)
+
+
+def only(column, chunk: list[int] | None) -> tuple:
+    return () if chunk is None else (_IdIn(column, chunk),)
+
+
+def _postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _json_array_of_distinct(session: Session, column):
+    builder = func.json_agg if _postgresql(session) else func.json_group_array
+    return builder(column.distinct())
+
+
+def rebuild(
+    session: Session,
+    tenant_id: int,
+    kind: _Kind,
+    ids: list[int] | None,
+    defs: Definitions,
+    day: dt.date,
+) -> None:
+    """Replace the basis of ``ids`` (None: every subject of the kind) with their rollups before
+    ``day``. Runs in the database; nothing crosses into Python."""
+    rollup, key, table = kind.rollup, kind.key, kind.table
+    window_start = day - dt.timedelta(days=defs.frequency_days - 1)
+    frame_counts = [
+        func.sum(case((rollup.day >= day - dt.timedelta(days=frame - 1), rollup.count), else_=0))
+        for frame in TIME_FRAMES
+    ]
+    team = sorted(team_events(defs))
+    if kind is ACCOUNTS and team:
+        users = _json_array_of_distinct(session, rollup.user_id).filter(rollup.event.in_(team))
+    else:
+        users = literal(None)
+    columns = ["tenant_id", "subject", "subject_id", "event", "total", "first_day", "last_day"]
+    for chunk in chunks(ids):
+        session.execute(
+            delete(ActivityBasis).where(
+                ActivityBasis.tenant_id == tenant_id,
+                ActivityBasis.subject == kind.subject,
+                *only(ActivityBasis.subject_id, chunk),
+            )
+        )
+        per_event = (
+            select(
+                literal(tenant_id),
+                literal(kind.subject),
+                key,
+                rollup.event,
+                func.sum(rollup.count),
+                func.min(rollup.day),
+                func.max(rollup.day),
+                *frame_counts,
+                users,
+            )
+            .where(rollup.tenant_id == tenant_id, rollup.day < day, *only(key, chunk))
+            .group_by(key, rollup.event)
+        )
+        session.execute(
+            insert(ActivityBasis).from_select([*columns, *FRAME_COLUMNS, "users"], per_event)
+        )
+        active = (
+            select(key.label("sid"), func.count(rollup.day.distinct()).label("days"))
+            .where(
+                rollup.tenant_id == tenant_id,
+                rollup.day >= window_start,
+                rollup.day < day,
+                *only(key, chunk),
+            )
+            .group_by(key)
+            .subquery()
+        )
+        markers = (
+            select(
+                literal(tenant_id),
+                literal(kind.subject),
+                table.id,
+                literal(MARKER),
+                literal(0),
+                literal(0),
+                literal(0),
+                literal(0),
+                func.coalesce(active.c.days, 0),
+            )
+            .select_from(table)
+            .outerjoin(active, active.c.sid == table.id)
+            .where(table.tenant_id == tenant_id, *kind.subject_filter, *only(table.id, chunk))
+        )
+        session.execute(
+            insert(ActivityBasis).from_select(
+                [
+                    "tenant_id",
+                    "subject",
+                    "subject_id",
+                    "event",
+                    "total",
+                    *FRAME_COLUMNS,
+                    "active_days",
+                ],
+                markers,
+            )
+        )
+
+
+def missing(session: Session, tenant_id: int, kind: _Kind, ids: list[int]) -> set[int]:
+    """Which of ``ids`` have no basis yet (created since it was built, or merged into)."""
+    present: set[int] = set()
+    for chunk in chunks(ids):
+        present |= set(
+            session.scalars(
+                select(ActivityBasis.subject_id).where(
+                    ActivityBasis.tenant_id == tenant_id,
+                    ActivityBasis.subject == kind.subject,
+                    *only(ActivityBasis.subject_id, chunk),
+                    ActivityBasis.event == MARKER,
+                )
+            )
+        )
+    return set(ids) - present
+
+
+def forget(session: Session, tenant_id: int, users: Iterable[int], accounts: Iterable[int]):
+    """Drop these subjects' basis (their past changed): the next pass rebuilds it."""
+    for subject, ids in (("u", sorted(set(users))), ("a", sorted(set(accounts)))):
+        for chunk in chunks(ids):
+            if chunk:
+                session.execute(
+                    delete(ActivityBasis).where(
+                        ActivityBasis.tenant_id == tenant_id,
+                        ActivityBasis.subject == subject,
+                        *only(ActivityBasis.subject_id, chunk),
+                    )
+                )
+
+
+def load(
+    session: Session, data, kind: _Kind, chunk: list[int] | None, defs: Definitions, day: dt.date
+) -> None:
+    """Fill ``data`` (scoring_jobs._Subjects) for one chunk: the basis rows, plus the rollups
+    from ``day`` on (``day`` is today: the frames and the window end on it)."""
+    window = defs.frequency_days
+    team_users: dict[int, dict[str, set[int]]] = {}
+    basis = select(
+        ActivityBasis.subject_id,
+        ActivityBasis.event,
+        ActivityBasis.total,
+        ActivityBasis.first_day,
+        ActivityBasis.last_day,
+        ActivityBasis.in_1,
+        ActivityBasis.in_7,
+        ActivityBasis.in_30,
+        ActivityBasis.users,
+        ActivityBasis.active_days,
+    ).where(ActivityBasis.subject == kind.subject, *only(ActivityBasis.subject_id, chunk))
+    used = frames(defs)
+    wanted = [(position, frame) for position, frame in enumerate(TIME_FRAMES) if frame in used]
+    for sid, event, total, first, last, *in_frame, users, active_days in session.execute(basis):
+        if event == MARKER:
+            data.active_days[sid][window] = int(active_days or 0)
+            continue
+        data.totals[sid][event] = int(total)
+        data.first_day[sid][event] = first
+        data.last_day[sid][event] = last
+        for position, frame in wanted:
+            if in_frame[position]:
+                data.in_frame[sid][frame][event] = float(in_frame[position])
+        if users:
+            team_users.setdefault(sid, {})[event] = set(users)
+
+    rollup, key = kind.rollup, kind.key
+    live = (
+        select(
+            key,
+            rollup.event,
+            func.sum(rollup.count),
+            func.min(rollup.day),
+            func.max(rollup.day),
+            func.sum(case((rollup.day == day, rollup.count), else_=0)),
+        )
+        .where(rollup.day >= day, *only(key, chunk))
+        .group_by(key, rollup.event)
+    )
+    active_today: set[int] = set()
+    for sid, event, total, first, last, today_count in session.execute(live):
+        totals = data.totals[sid]
+        totals[event] = totals.get(event, 0) + int(total)
+        earlier = data.first_day[sid].get(event)
+        data.first_day[sid][event] = first if earlier is None else min(earlier, first)
+        later = data.last_day[sid].get(event)
+        data.last_day[sid][event] = last if later is None else max(later, last)
+        if today_count:
+            active_today.add(sid)
+            for frame in frames(defs):
+                counts = data.in_frame[sid][frame]
+                counts[event] = counts.get(event, 0.0) + float(today_count)
+    for sid in active_today:
+        data.active_days[sid][window] = data.active_days[sid].get(window, 0) + 1
+
+    team = team_events(defs)
+    if kind is ACCOUNTS and team:
+        pairs = (
+            select(rollup.account_id, rollup.event, rollup.user_id)
+            .where(rollup.day >= day, rollup.event.in_(team), *only(key, chunk))
+            .distinct()
+        )
+        for aid, event, uid in session.execute(pairs):
+            team_users.setdefault(aid, {}).setdefault(event, set()).add(uid)
+        for aid, per_event in team_users.items():
+            for event, users in per_event.items():
+                data.distinct_users[aid][event] = len(users)
+
+
+def late_subjects(session: Session, since: dt.datetime, day: dt.date) -> tuple[set[int], set[int]]:
+    """Users and accounts with events received since ``since`` that happened before ``day``:
+    their basis no longer holds their whole past."""
+    start = dt.datetime.combine(day, dt.time(), dt.UTC)
+    rows = session.execute(
+        select(Event.user_id, Event.account_id)
+        .where(and_(Event.received_at >= since, Event.timestamp < start))
+        .distinct()
+    ).all()
+    users = {u for u, _ in rows if u is not None}
+    accounts = {a for _, a in rows if a is not None}
+    return users, accounts
