@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,17 @@ class Settings:
     max_message_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
     scoring_interval_seconds: int = 60
+    # HubSpot app. Without a client id the app talks to the local HubSpot sandbox (the demo).
+    hubspot_client_id: str = "sandbox-client"
+    hubspot_client_secret: str = "sandbox-secret"
+    hubspot_base_url: str = "https://api.hubapi.com"
+    hubspot_authorize_url: str = "https://app.hubspot.com/oauth/authorize"
+    # Requests per 10 s per portal for all our processes together (HubSpot allows ~110).
+    hubspot_requests_per_10s: int = 100
+    property_prefix: str = "pql_"
+    sync_interval_seconds: int = 60
+    pull_interval_seconds: int = 300
+    uninstall_grace_days: int = 30
     extra: dict = field(default_factory=dict)
 
     @property
@@ -127,4 +139,47 @@ class Settings:
             max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 32 * 1024, minimum=1024),
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", 500 * 1024, minimum=1024),
             scoring_interval_seconds=_int(env, "SCORING_INTERVAL_SECONDS", 60, minimum=5),
+            **_hubspot(env, production),
+            property_prefix=_property_prefix(env.get("PROPERTY_PREFIX", "pql_")),
+            sync_interval_seconds=_int(env, "SYNC_INTERVAL_SECONDS", 60, minimum=5),
+            pull_interval_seconds=_int(env, "PULL_INTERVAL_SECONDS", 300, minimum=10),
+            uninstall_grace_days=_int(env, "UNINSTALL_GRACE_DAYS", 30, minimum=0),
         )
+
+
+def _property_prefix(raw: str) -> str:
+    """HubSpot internal property names: lower-case letters, digits and underscores."""
+    prefix = raw.strip()
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,19}", prefix):
+        raise ConfigError(
+            f"PROPERTY_PREFIX {raw!r} must start with a lower-case letter and hold only "
+            "lower-case letters, digits and underscores (at most 20)"
+        )
+    return prefix
+
+
+def _hubspot(env: Mapping[str, str], production: bool) -> dict:
+    client_id = env.get("HUBSPOT_CLIENT_ID", "").strip()
+    client_secret = env.get("HUBSPOT_CLIENT_SECRET", "").strip()
+    if bool(client_id) != bool(client_secret):
+        raise ConfigError("set both HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET, or neither")
+    if production and not client_id:
+        raise ConfigError("HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET are required in production")
+    sandbox = env.get("HUBSPOT_SANDBOX_URL", "http://127.0.0.1:8025").rstrip("/")
+    base = env.get("HUBSPOT_BASE_URL", "").rstrip("/")
+    authorize = env.get("HUBSPOT_AUTHORIZE_URL", "").rstrip("/")
+    if client_id:
+        return {
+            "hubspot_client_id": client_id,
+            "hubspot_client_secret": client_secret,
+            "hubspot_base_url": base or "https://api.hubapi.com",
+            "hubspot_authorize_url": authorize or "https://app.hubspot.com/oauth/authorize",
+            "hubspot_requests_per_10s": _int(env, "HUBSPOT_REQUESTS_PER_10S", 100, minimum=1),
+        }
+    return {
+        "hubspot_client_id": "sandbox-client",
+        "hubspot_client_secret": "sandbox-secret",
+        "hubspot_base_url": base or sandbox,
+        "hubspot_authorize_url": authorize or f"{sandbox}/oauth/authorize",
+        "hubspot_requests_per_10s": _int(env, "HUBSPOT_REQUESTS_PER_10S", 100, minimum=1),
+    }

@@ -419,3 +419,92 @@ class JobLease(Base):
     job: Mapped[str] = mapped_column(String(40), primary_key=True)
     holder: Mapped[str] = mapped_column(String(120), default="")
     leased_until: Mapped[dt.datetime]
+
+
+class CrmRecord(TenantOwned, Base):
+    """An account or user as the CRM knows it: the CRM record id, the property values the CRM
+    last accepted from us (so a push sends only what changed), the last error writing it, and
+    what we pulled from it (owner, lifecycle stage, sales activity)."""
+
+    __tablename__ = "crm_records"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "object_type", "subject_id"),
+        Index("ix_crm_records_tenant_id_object_type_crm_id", "tenant_id", "object_type", "crm_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    object_type: Mapped[str] = mapped_column(String(20))  # "companies" / "contacts"
+    subject_id: Mapped[int] = mapped_column(BigInteger)  # Account.id / User.id
+    crm_id: Mapped[str | None] = mapped_column(String(64))
+    pushed: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pushed_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    failed_at: Mapped[dt.datetime | None]
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    crm_fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pulled_at: Mapped[dt.datetime | None]
+
+
+class CrmOwner(TenantOwned, Base):
+    """A CRM user who can own records (HubSpot owners), for routing tasks and for segments."""
+
+    __tablename__ = "crm_owners"
+
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(255))
+    archived: Mapped[bool] = mapped_column(default=False)
+
+
+class CrmWebhookEvent(TenantOwned, Base):
+    """A CRM webhook notification already applied: deliveries are retried, so dedupe by id."""
+
+    __tablename__ = "crm_webhook_events"
+
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class CsTask(TenantOwned, Base):
+    """A task created in the CRM for Customer Success when an account's engagement dropped.
+    One per drop: the drop is identified by the day it was first seen."""
+
+    __tablename__ = "cs_tasks"
+    __table_args__ = (UniqueConstraint("tenant_id", "account_id", "drop_seen_on"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    drop_seen_on: Mapped[dt.date] = mapped_column(Date)
+    crm_task_id: Mapped[str | None] = mapped_column(String(64))
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime]
+
+
+class SyncCursor(TenantOwned, Base):
+    """Where an incremental pull got to (e.g. the last modified time seen per object type)."""
+
+    __tablename__ = "sync_cursors"
+
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class RateWindow(Base):
+    """The request times granted within the last window for one rate-limited key (a HubSpot
+    portal), shared by every process: a grant happens under this row's lock."""
+
+    __tablename__ = "rate_windows"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    grants: Mapped[list] = mapped_column(JSON, default=list)

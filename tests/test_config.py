@@ -47,8 +47,34 @@ def test_invalid_encryption_key_is_named_by_position():
 
 
 def test_production_starts_with_real_secrets():
-    app = create_app(production(SECRET_KEY=REAL_SECRET, TOKEN_ENCRYPTION_KEYS=new_encryption_key()))
-    assert app.extensions["pql"].settings.is_production
+    app = create_app(
+        production(
+            SECRET_KEY=REAL_SECRET,
+            TOKEN_ENCRYPTION_KEYS=new_encryption_key(),
+            HUBSPOT_CLIENT_ID="a-client",
+            HUBSPOT_CLIENT_SECRET="a-secret",
+        )
+    )
+    settings = app.extensions["pql"].settings
+    assert settings.is_production
+    assert settings.hubspot_base_url == "https://api.hubapi.com"
+
+
+def test_production_refuses_to_start_without_a_hubspot_app():
+    with pytest.raises(ConfigError, match="HUBSPOT_CLIENT_ID"):
+        create_app(production(SECRET_KEY=REAL_SECRET, TOKEN_ENCRYPTION_KEYS=new_encryption_key()))
+
+
+def test_without_a_hubspot_app_the_local_sandbox_stands_in(tmp_path):
+    settings = Settings.from_env({"HUBSPOT_SANDBOX_URL": "http://127.0.0.1:9"}, tmp_path)
+    assert settings.hubspot_base_url == "http://127.0.0.1:9"
+    assert settings.hubspot_authorize_url == "http://127.0.0.1:9/oauth/authorize"
+
+
+@pytest.mark.parametrize("prefix", ["", "Pql_", "pql-", "9pql", "a" * 21])
+def test_a_property_prefix_hubspot_would_refuse_is_a_config_error(tmp_path, prefix):
+    with pytest.raises(ConfigError, match="PROPERTY_PREFIX"):
+        Settings.from_env({"PROPERTY_PREFIX": prefix}, tmp_path)
 
 
 def test_development_has_safe_defaults_and_a_sqlite_file_in_the_instance_folder(tmp_path):

@@ -1,0 +1,807 @@
+"""A local stand-in for HubSpot: enough of its v3 API for everything the app does, with HubSpot's
+manners (batches of at most 100, a rolling per-portal request limit answered with 429 and the
+X-HubSpot-RateLimit-* headers, 207 for batch inputs that name missing records, 400 for a batch
+with one invalid property value, 409 for a property that already exists, expiring access tokens).
+
+The demo runs the app against it so a newcomer sees the whole loop without a HubSpot account;
+the tests and the sync benchmark use it because ``hubspot-api-client`` speaks urllib3, which HTTP
+mocking libraries for ``requests`` do not see. It keeps everything in memory.
+
+Test hooks under ``/_sandbox/`` inject faults (the next N answers, records that fail) and show
+what happened; ``GET /`` is a page listing companies, contacts and tasks with the app's
+properties, for the demo.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import html
+import itertools
+import json
+import secrets
+import threading
+import time
+import urllib.request
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Flask, Response, jsonify, redirect, request
+
+OBJECT_TYPES = ("companies", "contacts", "tasks")
+BATCH_LIMIT = 100
+SEARCH_LIMIT = 200
+SEARCH_TOTAL_CAP = 10_000
+ACCESS_TOKEN_SECONDS = 1800
+# HubSpot's own default properties the app reads or writes, per object type.
+BUILTIN_PROPERTIES = {
+    "companies": {
+        "name": "string",
+        "domain": "string",
+        "hubspot_owner_id": "enumeration",
+        "lifecyclestage": "enumeration",
+        "notes_last_contacted": "datetime",
+        "notes_last_updated": "datetime",
+        "num_contacted_notes": "number",
+        "hs_last_sales_activity_timestamp": "datetime",
+        "hs_lastmodifieddate": "datetime",
+        "createdate": "datetime",
+        "hs_object_id": "number",
+    },
+    "contacts": {
+        "email": "string",
+        "firstname": "string",
+        "lastname": "string",
+        "hubspot_owner_id": "enumeration",
+        "lifecyclestage": "enumeration",
+        "notes_last_contacted": "datetime",
+        "hs_lastmodifieddate": "datetime",
+        "lastmodifieddate": "datetime",
+        "createdate": "datetime",
+        "hs_object_id": "number",
+    },
+    "tasks": {
+        "hs_task_subject": "string",
+        "hs_task_body": "string",
+        "hs_task_status": "enumeration",
+        "hs_task_priority": "enumeration",
+        "hs_timestamp": "datetime",
+        "hubspot_owner_id": "enumeration",
+        "hs_lastmodifieddate": "datetime",
+        "createdate": "datetime",
+        "hs_object_id": "number",
+    },
+}
+OBJECT_TYPE_IDS = {"0-1": "contacts", "0-2": "companies", "0-27": "tasks"}
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _error(status: int, message: str, category: str = "VALIDATION_ERROR", **extra) -> Response:
+    body = {"status": "error", "message": message, "category": category, **extra}
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+@dataclass
+class Portal:
+    hub_id: int
+    objects: dict[str, dict[str, dict]] = field(default_factory=lambda: defaultdict(dict))
+    properties: dict[str, dict[str, dict]] = field(default_factory=lambda: defaultdict(dict))
+    groups: dict[str, dict[str, dict]] = field(default_factory=lambda: defaultdict(dict))
+    # (from type, from id, to type, to id)
+    associations: set[tuple[str, str, str, str]] = field(default_factory=set)
+    owners: list[dict] = field(default_factory=list)
+    calls: deque = field(default_factory=deque)
+    search_calls: deque = field(default_factory=deque)
+
+
+@dataclass
+class Faults:
+    # Statuses to answer the next requests with, in order (e.g. [502, 429]), before handling.
+    next_statuses: list[int] = field(default_factory=list)
+    # Values of any property that make that input invalid (a whole-batch 400, as HubSpot does).
+    invalid_values: set[str] = field(default_factory=set)
+    # Answer this many requests with 409 on property create even when the property is new
+    # (another process created it first).
+    seconds_of_delay: float = 0.0
+
+
+class Sandbox:
+    """The sandbox's state; one per server."""
+
+    def __init__(
+        self,
+        requests_per_window: int = 110,
+        window_seconds: float = 10.0,
+        searches_per_second: int = 5,
+        client_id: str = "sandbox-client",
+        client_secret: str = "sandbox-secret",
+        clock=time.monotonic,
+        wall_clock=lambda: dt.datetime.now(dt.UTC),
+    ):
+        self.requests_per_window = requests_per_window
+        self.window_seconds = window_seconds
+        self.searches_per_second = searches_per_second
+        self.client_id, self.client_secret = client_id, client_secret
+        self.clock, self.wall_clock = clock, wall_clock
+        self.lock = threading.RLock()
+        self.portals: dict[int, Portal] = {}
+        self.codes: dict[str, tuple[int, str]] = {}
+        self.access_tokens: dict[str, tuple[int, float]] = {}
+        self.refresh_tokens: dict[str, int] = {}
+        self.faults = Faults()
+        self.ids = itertools.count(1001)
+        self.stats: dict[str, int] = defaultdict(int)
+        self.webhook_target: str | None = None
+
+    # --- portals and tokens --------------------------------------------------------------
+
+    def portal(self, hub_id: int) -> Portal:
+        with self.lock:
+            if hub_id not in self.portals:
+                portal = Portal(hub_id)
+                portal.owners = [
+                    {
+                        "id": str(100 + n),
+                        "email": f"{name.lower()}@portal{hub_id}.example",
+                        "firstName": name,
+                        "lastName": "Owner",
+                        "userId": 9000 + n,
+                        "archived": False,
+                        "createdAt": _iso(self.wall_clock()),
+                        "updatedAt": _iso(self.wall_clock()),
+                    }
+                    for n, name in enumerate(["Sam", "Casey", "Robin"], start=1)
+                ]
+                self.portals[hub_id] = portal
+            return self.portals[hub_id]
+
+    def issue_code(self, hub_id: int, redirect_uri: str) -> str:
+        code = secrets.token_urlsafe(16)
+        with self.lock:
+            self.portal(hub_id)
+            self.codes[code] = (hub_id, redirect_uri)
+        return code
+
+    def issue_tokens(self, hub_id: int) -> dict:
+        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        with self.lock:
+            self.access_tokens[access] = (hub_id, self.clock() + ACCESS_TOKEN_SECONDS)
+            self.refresh_tokens[refresh] = hub_id
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_in": ACCESS_TOKEN_SECONDS,
+            "token_type": "bearer",
+        }
+
+    def expire_access_tokens(self) -> None:
+        with self.lock:
+            for token, (hub_id, _) in list(self.access_tokens.items()):
+                self.access_tokens[token] = (hub_id, self.clock() - 1)
+
+    def revoke_refresh_tokens(self) -> None:
+        with self.lock:
+            self.refresh_tokens.clear()
+
+    def create_object(self, hub_id: int, object_type: str, properties: dict) -> dict:
+        with self.lock:
+            return self._create(self.portal(hub_id), object_type, properties)
+
+    def _create(self, portal: Portal, object_type: str, properties: dict) -> dict:
+        now = _iso(self.wall_clock())
+        object_id = str(next(self.ids))
+        values = {k: None if v is None else str(v) for k, v in properties.items()}
+        values.update(hs_object_id=object_id, createdate=now, hs_lastmodifieddate=now)
+        if object_type == "contacts":
+            values["lastmodifieddate"] = now
+        record = {
+            "id": object_id,
+            "properties": values,
+            "createdAt": now,
+            "updatedAt": now,
+            "archived": False,
+        }
+        portal.objects[object_type][object_id] = record
+        return record
+
+    def change_property(self, hub_id: int, object_type: str, object_id: str, name: str, value):
+        """A change made by someone in HubSpot: updates the record and, when a webhook target is
+        set, delivers a signed propertyChange notification as HubSpot would."""
+        with self.lock:
+            record = self.portal(hub_id).objects[object_type][object_id]
+            self._write(record, {name: value})
+        if self.webhook_target:
+            kind = {"companies": "company", "contacts": "contact"}[object_type]
+            event = {
+                "eventId": next(self.ids),
+                "subscriptionId": 1,
+                "portalId": hub_id,
+                "appId": 1,
+                "occurredAt": int(self.wall_clock().timestamp() * 1000),
+                "subscriptionType": f"{kind}.propertyChange",
+                "attemptNumber": 0,
+                "objectId": int(object_id),
+                "propertyName": name,
+                "propertyValue": "" if value is None else str(value),
+                "changeSource": "CRM_UI",
+            }
+            self.deliver_webhook([event])
+
+    def deliver_webhook(self, events: list[dict]) -> int:
+        body = json.dumps(events)
+        timestamp = str(int(self.wall_clock().timestamp() * 1000))
+        source = f"POST{self.webhook_target}{body}{timestamp}"
+        signature = base64.b64encode(
+            hmac.new(self.client_secret.encode(), source.encode(), hashlib.sha256).digest()
+        ).decode()
+        outgoing = urllib.request.Request(
+            self.webhook_target,
+            data=body.encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "X-HubSpot-Signature-v3": signature,
+                "X-HubSpot-Request-Timestamp": timestamp,
+            },
+        )
+        with urllib.request.urlopen(outgoing, timeout=10) as answer:
+            return answer.status
+
+    def _write(self, record: dict, properties: dict) -> None:
+        now = _iso(self.wall_clock())
+        for key, value in properties.items():
+            record["properties"][key] = None if value is None else str(value)
+        record["properties"]["hs_lastmodifieddate"] = now
+        if "lastmodifieddate" in record["properties"]:
+            record["properties"]["lastmodifieddate"] = now
+        record["updatedAt"] = now
+
+
+def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
+    """The sandbox's Flask app; ``app.sandbox`` is its state."""
+    app = Flask(__name__)
+    app.sandbox = sandbox = sandbox or Sandbox()
+
+    def authorised() -> tuple[Portal | None, Response | None]:
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else None
+        with sandbox.lock:
+            entry = sandbox.access_tokens.get(token or "")
+            if entry is None:
+                return None, _error(
+                    401, "Authentication credentials not found.", "INVALID_AUTHENTICATION"
+                )
+            hub_id, expires = entry
+            if expires < sandbox.clock():
+                return None, _error(
+                    401, "The OAuth token used to make this call expired.", "EXPIRED_AUTHENTICATION"
+                )
+            return sandbox.portal(hub_id), None
+
+    def rate_limited(portal: Portal, search: bool) -> Response | None:
+        """HubSpot's rolling per-portal window (and the search API's per-second one)."""
+        now = sandbox.clock()
+        with sandbox.lock:
+            calls = portal.calls
+            while calls and calls[0] <= now - sandbox.window_seconds:
+                calls.popleft()
+            if len(calls) >= sandbox.requests_per_window:
+                sandbox.stats["429"] += 1
+                response = _error(
+                    429,
+                    "You have reached your ten_secondly_rolling limit.",
+                    "RATE_LIMITS",
+                    errorType="RATE_LIMIT",
+                    policyName="TEN_SECONDLY_ROLLING",
+                )
+                response.headers.update(limit_headers(portal, 0))
+                return response
+            if search:
+                searches = portal.search_calls
+                while searches and searches[0] <= now - 1.0:
+                    searches.popleft()
+                if len(searches) >= sandbox.searches_per_second:
+                    sandbox.stats["429"] += 1
+                    return _error(429, "Search rate limit reached.", "RATE_LIMITS")
+                searches.append(now)
+            calls.append(now)
+        return None
+
+    def limit_headers(portal: Portal, remaining: int | None = None) -> dict[str, str]:
+        if remaining is None:
+            remaining = max(0, sandbox.requests_per_window - len(portal.calls))
+        return {
+            "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(sandbox.window_seconds * 1000)),
+            "X-HubSpot-RateLimit-Max": str(sandbox.requests_per_window),
+            "X-HubSpot-RateLimit-Remaining": str(remaining),
+        }
+
+    @app.before_request
+    def gate():
+        if request.path.startswith(("/_sandbox", "/oauth")) or request.path == "/":
+            return None
+        sandbox.stats["requests"] += 1
+        with sandbox.lock:
+            forced = sandbox.faults.next_statuses.pop(0) if sandbox.faults.next_statuses else None
+        if forced is not None:
+            sandbox.stats[f"forced_{forced}"] += 1
+            return _error(forced, f"Injected {forced}", "SANDBOX_FAULT")
+        portal, failure = authorised()
+        if failure is not None:
+            return failure
+        limited = rate_limited(portal, request.path.endswith("/search"))
+        if limited is not None:
+            return limited
+        request.portal = portal
+        return None
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        portal = getattr(request, "portal", None)
+        if portal is not None and response.status_code != 429:
+            response.headers.update(limit_headers(portal))
+        return response
+
+    # --- OAuth -----------------------------------------------------------------------------
+
+    @app.get("/oauth/authorize")
+    def authorize():
+        """Stands in for HubSpot's consent screen: approves at once for a portal (hub_id query
+        parameter, default 1234567) and sends the browser back with a code."""
+        if request.args.get("client_id") != sandbox.client_id:
+            return _error(400, "Unknown client_id")
+        redirect_uri = request.args.get("redirect_uri", "")
+        hub_id = int(request.args.get("hub_id", "1234567"))
+        code = sandbox.issue_code(hub_id, redirect_uri)
+        query = {"code": code}
+        if request.args.get("state"):
+            query["state"] = request.args["state"]
+        return redirect(f"{redirect_uri}?{urlencode(query)}")
+
+    @app.post("/oauth/v1/token")
+    def token():
+        form = request.form
+        if form.get("client_id") != sandbox.client_id or form.get("client_secret") != (
+            sandbox.client_secret
+        ):
+            return _error(400, "Invalid client credentials", "BAD_CLIENT_ID")
+        grant = form.get("grant_type")
+        with sandbox.lock:
+            if grant == "authorization_code":
+                entry = sandbox.codes.pop(form.get("code", ""), None)
+                if entry is None or entry[1] != form.get("redirect_uri"):
+                    return _error(400, "Invalid or used authorization code", "BAD_AUTH_CODE")
+                return jsonify(sandbox.issue_tokens(entry[0]))
+            if grant == "refresh_token":
+                hub_id = sandbox.refresh_tokens.get(form.get("refresh_token", ""))
+                if hub_id is None:
+                    return _error(400, "missing or unknown refresh token", "BAD_REFRESH_TOKEN")
+                sandbox.stats["refreshes"] += 1
+                answer = sandbox.issue_tokens(hub_id)
+                # HubSpot keeps the refresh token: hand back the same one.
+                sandbox.refresh_tokens.pop(answer["refresh_token"])
+                answer["refresh_token"] = form["refresh_token"]
+                return jsonify(answer)
+        return _error(400, f"unsupported grant_type {grant!r}", "BAD_GRANT_TYPE")
+
+    @app.get("/oauth/v1/access-tokens/<token>")
+    def token_info(token: str):
+        with sandbox.lock:
+            entry = sandbox.access_tokens.get(token)
+        if entry is None or entry[1] < sandbox.clock():
+            return _error(404, "Token not found or expired", "NOT_FOUND")
+        return jsonify(
+            {
+                "token": token,
+                "user": "admin@example.com",
+                "hub_domain": f"portal{entry[0]}.example",
+                "scopes": ["oauth", "crm.objects.companies.write"],
+                "hub_id": entry[0],
+                "app_id": 1,
+                "expires_in": int(entry[1] - sandbox.clock()),
+                "user_id": 1,
+                "token_type": "access",
+            }
+        )
+
+    # --- properties ------------------------------------------------------------------------
+
+    def object_type(name: str) -> str | None:
+        name = OBJECT_TYPE_IDS.get(name, name)
+        return name if name in OBJECT_TYPES else None
+
+    @app.post("/crm/v3/properties/<kind>/groups")
+    def create_group(kind: str):
+        kind = object_type(kind)
+        body = request.get_json(silent=True) or {}
+        if kind is None or not body.get("name"):
+            return _error(400, "Invalid object type or missing group name")
+        with sandbox.lock:
+            groups = request.portal.groups[kind]
+            if body["name"] in groups:
+                return _error(409, f"A property group named {body['name']} already exists.")
+            groups[body["name"]] = {"name": body["name"], "label": body.get("label", "")}
+        return jsonify(groups[body["name"]]), 201
+
+    @app.post("/crm/v3/properties/<kind>")
+    def create_property(kind: str):
+        kind = object_type(kind)
+        body = request.get_json(silent=True) or {}
+        required = ("name", "label", "type", "fieldType", "groupName")
+        missing = [k for k in required if not body.get(k)]
+        if kind is None or missing:
+            return _error(400, f"Missing {', '.join(missing) or 'object type'}")
+        with sandbox.lock:
+            portal = request.portal
+            if body["groupName"] not in portal.groups[kind]:
+                return _error(400, f"group {body['groupName']} does not exist")
+            if body["name"] in portal.properties[kind] or body["name"] in BUILTIN_PROPERTIES[kind]:
+                return _error(
+                    409, f"Property named '{body['name']}' already exists.", "OBJECT_ALREADY_EXISTS"
+                )
+            portal.properties[kind][body["name"]] = dict(body)
+        return jsonify(body), 201
+
+    @app.get("/crm/v3/properties/<kind>")
+    def list_properties(kind: str):
+        kind = object_type(kind)
+        if kind is None:
+            return _error(400, "Invalid object type")
+        with sandbox.lock:
+            custom = list(request.portal.properties[kind].values())
+        builtin = [{"name": n, "type": t} for n, t in BUILTIN_PROPERTIES[kind].items()]
+        return jsonify({"results": builtin + custom})
+
+    # --- objects ---------------------------------------------------------------------------
+
+    def known_property(portal: Portal, kind: str, name: str) -> bool:
+        return name in BUILTIN_PROPERTIES[kind] or name in portal.properties[kind]
+
+    def check_inputs(portal: Portal, kind: str, inputs: list[dict]) -> Response | None:
+        """HubSpot validates the whole batch: one bad input rejects all of it."""
+        if not isinstance(inputs, list) or not inputs:
+            return _error(400, "inputs must be a non-empty list")
+        if len(inputs) > BATCH_LIMIT:
+            return _error(400, f"Batch size {len(inputs)} exceeds the limit of {BATCH_LIMIT}")
+        errors = []
+        for position, item in enumerate(inputs):
+            for name, value in (item.get("properties") or {}).items():
+                if not known_property(portal, kind, name):
+                    errors.append(f'Property "{name}" does not exist (input {position})')
+                elif value is not None and str(value) in sandbox.faults.invalid_values:
+                    errors.append(f"{value!r} is not a valid value for {name} (input {position})")
+        if errors:
+            return _error(400, "Property values were not valid: " + "; ".join(errors))
+        return None
+
+    def shown(record: dict, wanted: list[str] | None) -> dict:
+        props = record["properties"]
+        names = wanted or ["createdate", "hs_lastmodifieddate", "hs_object_id"]
+        return {
+            "id": record["id"],
+            "properties": {n: props.get(n) for n in names if n in props or wanted},
+            "createdAt": record["createdAt"],
+            "updatedAt": record["updatedAt"],
+            "archived": False,
+        }
+
+    def batch_answer(results: list[dict], errors: list[dict]) -> tuple[Response, int]:
+        now = _iso(sandbox.wall_clock())
+        body: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": now,
+            "completedAt": now,
+        }
+        if errors:
+            body["errors"] = errors
+            body["numErrors"] = len(errors)
+            return jsonify(body), 207
+        return jsonify(body), 200
+
+    @app.post("/crm/v3/objects/<kind>/batch/create")
+    def batch_create(kind: str):
+        kind = object_type(kind)
+        inputs = (request.get_json(silent=True) or {}).get("inputs")
+        problem = check_inputs(request.portal, kind, inputs) if kind else _error(400, "type")
+        if problem:
+            return problem
+        with sandbox.lock:
+            created = []
+            for item in inputs:
+                record = sandbox._create(request.portal, kind, item.get("properties") or {})
+                for association in item.get("associations") or []:
+                    to_id = str((association.get("to") or {}).get("id"))
+                    to_type = "companies" if kind == "contacts" else "contacts"
+                    request.portal.associations.add((kind, record["id"], to_type, to_id))
+                created.append(shown(record, list((item.get("properties") or {}).keys())))
+            sandbox.stats[f"{kind}_created"] += len(created)
+        return jsonify({"status": "COMPLETE", "results": created}), 201
+
+    @app.post("/crm/v3/objects/<kind>/batch/update")
+    def batch_update(kind: str):
+        kind = object_type(kind)
+        inputs = (request.get_json(silent=True) or {}).get("inputs")
+        problem = check_inputs(request.portal, kind, inputs) if kind else _error(400, "type")
+        if problem:
+            return problem
+        results, errors = [], []
+        with sandbox.lock:
+            records = request.portal.objects[kind]
+            for item in inputs:
+                record = records.get(str(item.get("id")))
+                if record is None:
+                    errors.append(
+                        {
+                            "status": "error",
+                            "category": "OBJECT_NOT_FOUND",
+                            "message": f"Could not get some {kind} objects, they may be deleted "
+                            "or not exist. Check that ids are valid.",
+                            "context": {"ids": [str(item.get("id"))]},
+                        }
+                    )
+                    continue
+                sandbox._write(record, item.get("properties") or {})
+                results.append(shown(record, list((item.get("properties") or {}).keys())))
+            sandbox.stats[f"{kind}_updated"] += len(results)
+        return batch_answer(results, errors)
+
+    @app.post("/crm/v3/objects/<kind>/batch/read")
+    def batch_read(kind: str):
+        kind = object_type(kind)
+        body = request.get_json(silent=True) or {}
+        inputs = body.get("inputs")
+        if kind is None or not isinstance(inputs, list):
+            return _error(400, "inputs must be a list")
+        if len(inputs) > BATCH_LIMIT:
+            return _error(400, f"Batch size {len(inputs)} exceeds the limit of {BATCH_LIMIT}")
+        id_property = body.get("idProperty")
+        wanted = body.get("properties") or []
+        results, errors = [], []
+        with sandbox.lock:
+            records = request.portal.objects[kind]
+            if id_property:
+                if id_property not in ("email",) and not request.portal.properties[kind].get(
+                    id_property, {}
+                ).get("hasUniqueValue"):
+                    return _error(400, f"{id_property} is not a unique identifier property")
+                index = {
+                    r["properties"].get(id_property): r
+                    for r in records.values()
+                    if r["properties"].get(id_property)
+                }
+            for item in inputs:
+                key = str(item.get("id"))
+                record = index.get(key) if id_property else records.get(key)
+                if record is None:
+                    errors.append(
+                        {
+                            "status": "error",
+                            "category": "OBJECT_NOT_FOUND",
+                            "message": "Could not get some objects",
+                            "context": {"ids": [key]},
+                        }
+                    )
+                else:
+                    results.append(
+                        shown(record, [*wanted, *([id_property] if id_property else [])])
+                    )
+        return batch_answer(results, errors)
+
+    @app.get("/crm/v3/objects/<kind>")
+    def list_objects(kind: str):
+        kind = object_type(kind)
+        if kind is None:
+            return _error(400, "Invalid object type")
+        limit = min(int(request.args.get("limit", 10)), 100)
+        after = int(request.args.get("after") or 0)
+        wanted = [p for p in request.args.getlist("properties") for p in p.split(",") if p]
+        with sandbox.lock:
+            records = sorted(request.portal.objects[kind].values(), key=lambda r: int(r["id"]))
+        page = [r for r in records if int(r["id"]) > after][:limit]
+        body: dict[str, Any] = {"results": [shown(r, wanted) for r in page]}
+        if len(page) == limit and int(page[-1]["id"]) < int(records[-1]["id"]):
+            body["paging"] = {"next": {"after": page[-1]["id"]}}
+        return jsonify(body)
+
+    @app.get("/crm/v3/objects/<kind>/<object_id>")
+    def get_object(kind: str, object_id: str):
+        kind = object_type(kind)
+        wanted = [p for p in request.args.getlist("properties") for p in p.split(",") if p]
+        with sandbox.lock:
+            record = request.portal.objects[kind].get(object_id) if kind else None
+        if record is None:
+            return _error(404, "Object not found", "OBJECT_NOT_FOUND")
+        return jsonify(shown(record, wanted))
+
+    @app.post("/crm/v3/objects/<kind>")
+    def create_one(kind: str):
+        kind = object_type(kind)
+        body = request.get_json(silent=True) or {}
+        problem = check_inputs(request.portal, kind, [body]) if kind else _error(400, "type")
+        if problem:
+            return problem
+        with sandbox.lock:
+            record = sandbox._create(request.portal, kind, body.get("properties") or {})
+            for association in body.get("associations") or []:
+                to_id = str((association.get("to") or {}).get("id"))
+                types = association.get("types") or [{}]
+                to_type = {192: "companies", 204: "contacts"}.get(
+                    types[0].get("associationTypeId"), "companies"
+                )
+                request.portal.associations.add((kind, record["id"], to_type, to_id))
+            sandbox.stats[f"{kind}_created"] += 1
+        return jsonify(shown(record, list((body.get("properties") or {}).keys()))), 201
+
+    @app.post("/crm/v3/objects/<kind>/search")
+    def search(kind: str):
+        kind = object_type(kind)
+        body = request.get_json(silent=True) or {}
+        limit = int(body.get("limit") or 10)
+        after = int(body.get("after") or 0)
+        if kind is None or limit > SEARCH_LIMIT:
+            return _error(400, f"limit must be at most {SEARCH_LIMIT}")
+        if after + limit > SEARCH_TOTAL_CAP:
+            return _error(400, f"Search results are capped at {SEARCH_TOTAL_CAP}")
+        with sandbox.lock:
+            records = list(request.portal.objects[kind].values())
+        groups = body.get("filterGroups") or []
+        if groups:
+            records = [r for r in records if any(matches(r, g.get("filters", [])) for g in groups)]
+        for sort in reversed(body.get("sorts") or [{"propertyName": "hs_object_id"}]):
+            name = sort.get("propertyName") if isinstance(sort, dict) else str(sort)
+            records.sort(
+                key=lambda r, n=name: sort_key(r["properties"].get(n)),
+                reverse=isinstance(sort, dict) and sort.get("direction") == "DESCENDING",
+            )
+        page = records[after : after + limit]
+        answer: dict[str, Any] = {
+            "total": len(records),
+            "results": [shown(r, body.get("properties")) for r in page],
+        }
+        if after + limit < len(records):
+            answer["paging"] = {"next": {"after": str(after + limit)}}
+        return jsonify(answer)
+
+    def sort_key(value):
+        if value is None:
+            return (1, "")
+        try:
+            return (0, float(value))
+        except ValueError:
+            return (0, value)
+
+    def matches(record: dict, filters: list[dict]) -> bool:
+        props = record["properties"]
+        for f in filters:
+            name, op = f.get("propertyName"), f.get("operator", "EQ")
+            value = props.get(name) if name != "id" else record["id"]
+            if op == "HAS_PROPERTY":
+                ok = value not in (None, "")
+            elif op == "NOT_HAS_PROPERTY":
+                ok = value in (None, "")
+            elif op == "IN":
+                ok = value is not None and value.lower() in {str(v).lower() for v in f["values"]}
+            elif op == "EQ":
+                ok = value is not None and value.lower() == str(f.get("value")).lower()
+            elif op in ("GT", "GTE", "LT", "LTE"):
+                if value is None:
+                    ok = False
+                else:
+                    left, right = comparable(value), comparable(f.get("value"))
+                    ok = {
+                        "GT": left > right,
+                        "GTE": left >= right,
+                        "LT": left < right,
+                        "LTE": left <= right,
+                    }[op]
+            else:
+                ok = False
+            if not ok:
+                return False
+        return True
+
+    def comparable(value) -> float:
+        text = str(value)
+        try:
+            return float(text)
+        except ValueError:
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return moment.timestamp() * 1000
+
+    # --- associations and owners ----------------------------------------------------------
+
+    @app.post("/crm/v4/associations/<from_kind>/<to_kind>/batch/associate/default")
+    def associate_default(from_kind: str, to_kind: str):
+        inputs = (request.get_json(silent=True) or {}).get("inputs") or []
+        if len(inputs) > BATCH_LIMIT:
+            return _error(400, f"Batch size {len(inputs)} exceeds the limit of {BATCH_LIMIT}")
+        from_kind, to_kind = object_type(from_kind), object_type(to_kind)
+        with sandbox.lock:
+            for item in inputs:
+                request.portal.associations.add(
+                    (from_kind, str(item["_from"]["id"]), to_kind, str(item["to"]["id"]))
+                )
+        return batch_answer([], [])
+
+    @app.get("/crm/v3/owners/")
+    @app.get("/crm/v3/owners")
+    def owners():
+        limit = min(int(request.args.get("limit", 100)), 500)
+        after = int(request.args.get("after") or 0)
+        page = request.portal.owners[after : after + limit]
+        body: dict[str, Any] = {"results": page}
+        if after + limit < len(request.portal.owners):
+            body["paging"] = {"next": {"after": str(after + limit)}}
+        return jsonify(body)
+
+    # --- test hooks and the page -----------------------------------------------------------
+
+    @app.post("/_sandbox/faults")
+    def set_faults():
+        body = request.get_json(silent=True) or {}
+        with sandbox.lock:
+            sandbox.faults.next_statuses = list(body.get("next_statuses", []))
+            sandbox.faults.invalid_values = set(body.get("invalid_values", []))
+        return jsonify({"ok": True})
+
+    @app.get("/_sandbox/stats")
+    def stats():
+        return jsonify(dict(sandbox.stats))
+
+    @app.get("/")
+    def page():
+        rows = []
+        with sandbox.lock:
+            portals = list(sandbox.portals.values())
+            for portal in portals:
+                rows.append(f"<h2>Portal {portal.hub_id}</h2>")
+                for kind in OBJECT_TYPES:
+                    records = list(portal.objects[kind].values())
+                    rows.append(f"<h3>{kind} ({len(records)})</h3><table border=1>")
+                    for record in records[:50]:
+                        props = {k: v for k, v in record["properties"].items() if v}
+                        cells = "".join(
+                            f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+                            for k, v in sorted(props.items())
+                        )
+                        rows.append(
+                            f"<tr><td>{record['id']}</td><td><table>{cells}</table></td></tr>"
+                        )
+                    rows.append("</table>")
+        return Response(
+            "<!doctype html><title>HubSpot sandbox</title><h1>HubSpot sandbox</h1>" + "".join(rows),
+            mimetype="text/html",
+        )
+
+    return app
+
+
+class SandboxServer:
+    """The sandbox on a loopback port in a background thread (tests, demo, benchmark)."""
+
+    def __init__(self, sandbox: Sandbox | None = None, port: int = 0):
+        from werkzeug.serving import make_server
+
+        self.app = create_sandbox(sandbox)
+        self.sandbox: Sandbox = self.app.sandbox
+        self.server = make_server("127.0.0.1", port, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> SandboxServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=5)
