@@ -109,9 +109,6 @@ class Faults:
     next_statuses: list[int] = field(default_factory=list)
     # Values of any property that make that input invalid (a whole-batch 400, as HubSpot does).
     invalid_values: set[str] = field(default_factory=set)
-    # Answer this many requests with 409 on property create even when the property is new
-    # (another process created it first).
-    seconds_of_delay: float = 0.0
 
 
 class Sandbox:
@@ -451,6 +448,17 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             portal.properties[kind][body["name"]] = dict(body)
         return jsonify(body), 201
 
+    @app.patch("/crm/v3/properties/<kind>/<name>")
+    def update_property(kind: str, name: str):
+        kind = object_type(kind)
+        body = request.get_json(silent=True) or {}
+        with sandbox.lock:
+            stored = request.portal.properties[kind].get(name) if kind else None
+            if stored is None:
+                return _error(404, f"Property {name} does not exist", "OBJECT_NOT_FOUND")
+            stored.update({k: v for k, v in body.items() if k != "name"})
+        return jsonify(stored)
+
     @app.get("/crm/v3/properties/<kind>")
     def list_properties(kind: str):
         kind = object_type(kind)
@@ -729,7 +737,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
         with sandbox.lock:
             for item in inputs:
                 request.portal.associations.add(
-                    (from_kind, str(item["_from"]["id"]), to_kind, str(item["to"]["id"]))
+                    (from_kind, str(item["from"]["id"]), to_kind, str(item["to"]["id"]))
                 )
         return batch_answer([], [])
 

@@ -1,0 +1,261 @@
+"""What every CRM connector offers, and the machinery they share (written once, here).
+
+A connector turns the sync engine's requests (ensure these properties exist, write these values
+to these records, who owns what, create this task) into one CRM's API calls. It knows nothing of
+the database: the engine hands it plain values, a rate budget and a token source.
+
+Shared here: the value types, the errors, batching, and ``Caller`` — the one retry loop (rate
+budget before every request, 429 waits as the CRM says, exponential backoff with jitter on 5xx
+and timeouts, one token refresh on an expired token).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PropertySpec:
+    """A custom property the app writes. ``kind``: number, bool, enumeration, datetime, string
+    or text (long string)."""
+
+    name: str
+    label: str
+    kind: str
+    description: str = ""
+    options: tuple[str, ...] = ()
+    unique: bool = False
+    hidden: bool = False
+
+
+@dataclass(frozen=True)
+class Write:
+    """Values for one record. ``key`` is our id for it (the value of the app's unique id
+    property); ``crm_id`` the CRM's, when known."""
+
+    key: str
+    properties: dict[str, str | None]
+    crm_id: str | None = None
+    # Contacts: the CRM id of their company, to associate a created contact with.
+    company_crm_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str
+    crm_id: str | None = None
+    error: str | None = None
+    # The CRM says the record does not exist (deleted there): forget its id and match again.
+    missing: bool = False
+
+
+@dataclass(frozen=True)
+class CrmObject:
+    crm_id: str
+    properties: dict[str, Any]
+    modified_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Owner:
+    owner_id: str
+    email: str | None
+    name: str | None
+    archived: bool = False
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    subject: str
+    body: str
+    company_crm_id: str
+    owner_id: str | None
+    due_at: dt.datetime
+    priority: str = "HIGH"
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class CrmError(Exception):
+    """The CRM refused a request. ``status`` is its HTTP status (None: no answer)."""
+
+    def __init__(self, message: str, status: int | None = None, category: str | None = None):
+        super().__init__(message)
+        self.status, self.category = status, category
+
+
+class CrmUnavailable(CrmError):
+    """No usable answer after the retries (5xx, timeouts, endless 429s): try again later."""
+
+
+class AuthorizationLost(CrmError):
+    """The CRM no longer accepts the app's refresh token: an admin must reinstall."""
+
+
+# --- shared machinery ---------------------------------------------------------------------------
+
+
+class RateBudget(Protocol):
+    def acquire(self) -> None:
+        """Block until one more request is allowed (for every process together)."""
+
+    def pause(self, seconds: float) -> None:
+        """The CRM said to slow down: nobody sends for ``seconds``."""
+
+
+class TokenSource(Protocol):
+    def access_token(self) -> str:
+        """A valid access token (refreshed first when it is about to expire)."""
+
+    def refresh(self, stale: str) -> str:
+        """The CRM rejected ``stale``: a fresh token (once, even when many callers ask)."""
+
+
+class UnlimitedBudget:
+    def acquire(self) -> None:
+        return None
+
+    def pause(self, seconds: float) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A connector's reading of an exception from its client library."""
+
+    status: int | None  # None: no HTTP answer (timeout, connection reset)
+    message: str
+    category: str | None = None
+    retry_after: float | None = None  # seconds, for 429s
+    expired_token: bool = False
+
+
+@dataclass
+class Caller:
+    """Runs one request with the shared manners; ``classify`` reads the client's exceptions
+    (returns None for exceptions that are bugs, not CRM answers: they propagate)."""
+
+    budget: RateBudget
+    tokens: TokenSource
+    classify: Callable[[Exception], Failure | None]
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+    attempts: int = 6  # for 5xx and timeouts
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    rate_limit_waits: int = 30  # 429s tolerated for one request before giving up for now
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str) -> None:
+        self.stats[name] = self.stats.get(name, 0) + 1
+
+    def __call__(self, label: str, request: Callable[[str], T]) -> T:
+        """``request(access_token)`` performs the call."""
+        failures = waits = 0
+        refreshed = False
+        token = self.tokens.access_token()
+        while True:
+            self.budget.acquire()
+            self.count("requests")
+            try:
+                return request(token)
+            except Exception as exc:  # classified below; unknown ones re-raised
+                failure = self.classify(exc)
+                if failure is None:
+                    raise
+            if failure.status == 401 and failure.expired_token and not refreshed:
+                self.count("token_refreshes")
+                token, refreshed = self.tokens.refresh(token), True
+                continue
+            if failure.status == 429:
+                self.count("429")
+                waits += 1
+                if waits > self.rate_limit_waits:
+                    raise CrmUnavailable(f"{label}: still rate limited", 429, failure.category)
+                wait = failure.retry_after if failure.retry_after is not None else 1.0
+                wait *= 1 + self.rng.random() * 0.25
+                self.budget.pause(wait)
+                log.info("%s: rate limited, waiting %.1fs", label, wait)
+                self.sleep(wait)
+                continue
+            if failure.status is None or failure.status >= 500:
+                self.count("server_errors" if failure.status else "timeouts")
+                failures += 1
+                if failures >= self.attempts:
+                    raise CrmUnavailable(
+                        f"{label}: {failure.message} (after {failures} attempts)",
+                        failure.status,
+                        failure.category,
+                    )
+                # Full jitter: a random wait up to the exponential bound.
+                bound = min(self.max_delay, self.base_delay * 2 ** (failures - 1))
+                wait = bound / 2 + self.rng.random() * bound / 2
+                log.info("%s: %s, retrying in %.1fs", label, failure.message, wait)
+                self.sleep(wait)
+                continue
+            raise CrmError(f"{label}: {failure.message}", failure.status, failure.category)
+
+
+def batches(items: Sequence[T] | Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class Connector(Protocol):
+    """One CRM. Object types are the CRM's words for accounts and users (HubSpot: companies,
+    contacts)."""
+
+    batch_limit: int
+    account_type: str
+    user_type: str
+
+    def ensure_schema(
+        self, object_type: str, group: tuple[str, str], specs: Sequence[PropertySpec]
+    ) -> list[str]:
+        """Create the property group and properties that do not exist yet; returns the names
+        created. Existing ones (also when another process created them meanwhile) are fine."""
+
+    def find_by_key(self, object_type: str, keys: Sequence[str]) -> dict:
+        """Our key → CRM id, for the keys the CRM knows under the app's unique property."""
+
+    def find_by_natural_key(self, object_type: str, values: Sequence[str]) -> dict:
+        """Domain (accounts) or email (users), lower-cased → CRM id."""
+
+    def update(self, object_type: str, writes: Sequence[Write]) -> list[Outcome]:
+        """Write values to records with a CRM id; one Outcome per write."""
+
+    def create(self, object_type: str, writes: Sequence[Write]) -> list[Outcome]:
+        """Create records; one Outcome per write, with the new CRM id."""
+
+    def associate_users(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Associate (user CRM id, account CRM id) pairs."""
+
+    def owners(self) -> list[Owner]: ...
+
+    def changed_since(
+        self, object_type: str, since: dt.datetime, properties: Sequence[str]
+    ) -> Iterator[CrmObject]:
+        """Records modified at or after ``since``, oldest first."""
+
+    def create_task(self, task: TaskSpec) -> str:
+        """Create a task on an account; returns its CRM id."""

@@ -1,0 +1,533 @@
+"""HubSpot through its official client, ``hubspot-api-client`` (which speaks urllib3).
+
+Every request goes through the shared ``Caller`` (rate budget, 429 waits, backoff, token
+refresh); this module only knows HubSpot's endpoints, payloads and answers. The base URL is a
+setting, so the same code talks to HubSpot or to the local sandbox.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from hubspot import HubSpot
+
+from connectors.base import (
+    Caller,
+    CrmError,
+    CrmObject,
+    Failure,
+    Outcome,
+    Owner,
+    PropertySpec,
+    TaskSpec,
+    Write,
+    batches,
+)
+
+BATCH_LIMIT = 100
+SEARCH_PAGE = 100
+SEARCH_CAP = 10_000  # HubSpot's search returns at most this many results per query
+TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
+SCOPES = (
+    "oauth",
+    "crm.objects.companies.read",
+    "crm.objects.companies.write",
+    "crm.objects.contacts.read",
+    "crm.objects.contacts.write",
+    "crm.schemas.companies.write",
+    "crm.schemas.contacts.write",
+    "crm.objects.owners.read",
+)
+# HubSpot-defined association type ids (v4).
+TASK_TO_COMPANY = 192
+CONTACT_TO_COMPANY = 279
+MODIFIED_PROPERTY = {"companies": "hs_lastmodifieddate", "contacts": "lastmodifieddate"}
+FIELD_TYPES = {
+    "number": ("number", "number"),
+    "bool": ("bool", "booleancheckbox"),
+    "enumeration": ("enumeration", "select"),
+    "datetime": ("datetime", "date"),
+    "string": ("string", "text"),
+    "text": ("string", "textarea"),
+}
+
+
+def classify(exc: Exception) -> Failure | None:
+    """Read an exception of the HubSpot client: each API package has its own ApiException
+    class, all with ``status``, ``headers`` and ``body``."""
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return Failure(None, f"no answer ({exc.__class__.__name__})")
+    status = getattr(exc, "status", None)
+    if status is None or not hasattr(exc, "body"):
+        return None
+    body = _json(getattr(exc, "body", None))
+    message = body.get("message") or getattr(exc, "reason", None) or f"HTTP {status}"
+    category = body.get("category") or body.get("errorType")
+    headers = {k.lower(): v for k, v in dict(getattr(exc, "headers", None) or {}).items()}
+    retry_after = None
+    if status == 429:
+        if headers.get("retry-after"):
+            retry_after = float(headers["retry-after"])
+        elif body.get("policyName") == "TEN_SECONDLY_ROLLING" or headers.get(
+            "x-hubspot-ratelimit-interval-milliseconds"
+        ):
+            # A rolling window: the oldest request leaves it soon; a second is a fair wait.
+            retry_after = 1.0
+        else:
+            retry_after = 1.0
+    return Failure(
+        status=status,
+        message=f"HTTP {status}: {message}",
+        category=category,
+        retry_after=retry_after,
+        expired_token=status == 401,
+    )
+
+
+def _json(raw: Any) -> dict:
+    if isinstance(raw, bytes | bytearray):
+        raw = raw.decode("utf-8", "replace")
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {"message": str(raw)[:200]}
+    return value if isinstance(value, dict) else {}
+
+
+def hubspot_property(spec: PropertySpec, group: str) -> dict:
+    kind, field_type = FIELD_TYPES[spec.kind]
+    body: dict[str, Any] = {
+        "name": spec.name,
+        "label": spec.label,
+        "type": kind,
+        "fieldType": field_type,
+        "groupName": group,
+        "description": spec.description,
+        "formField": False,
+    }
+    if spec.kind == "bool":
+        body["options"] = [
+            {"label": "Yes", "value": "true", "displayOrder": 0},
+            {"label": "No", "value": "false", "displayOrder": 1},
+        ]
+    elif spec.kind == "enumeration":
+        body["options"] = [
+            {"label": option, "value": option, "displayOrder": n}
+            for n, option in enumerate(spec.options)
+        ]
+    if spec.unique:
+        body["hasUniqueValue"] = True
+    if spec.hidden:
+        body["hidden"] = True
+    return body
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+def exchange_code(
+    base_url: str, client_id: str, client_secret: str, code: str, redirect_uri: str
+) -> Tokens:
+    """The OAuth callback's code → tokens."""
+    answer = HubSpot(host=base_url).oauth.tokens_api.create(
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=redirect_uri,
+        client_id=client_id,
+        client_secret=client_secret,
+        _request_timeout=TIMEOUT,
+    )
+    return Tokens(answer.access_token, answer.refresh_token, int(answer.expires_in))
+
+
+def refresh_tokens(base_url: str, client_id: str, client_secret: str, refresh_token: str) -> Tokens:
+    answer = HubSpot(host=base_url).oauth.tokens_api.create(
+        grant_type="refresh_token",
+        refresh_token=refresh_token,
+        client_id=client_id,
+        client_secret=client_secret,
+        _request_timeout=TIMEOUT,
+    )
+    refreshed = answer.refresh_token or refresh_token
+    return Tokens(answer.access_token, refreshed, int(answer.expires_in))
+
+
+def portal_of(base_url: str, access_token: str) -> int:
+    """The HubSpot portal (hub) id an access token belongs to."""
+    info = HubSpot(host=base_url).oauth.access_tokens_api.get(
+        token=access_token, _request_timeout=TIMEOUT
+    )
+    return int(info.hub_id)
+
+
+def _ms(moment: dt.datetime) -> str:
+    return str(int(moment.timestamp() * 1000))
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    text = str(value)
+    if text.isdigit():
+        return dt.datetime.fromtimestamp(int(text) / 1000, dt.UTC)
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class HubSpotConnector:
+    batch_limit = BATCH_LIMIT
+    account_type = "companies"
+    user_type = "contacts"
+
+    def __init__(self, base_url: str, caller: Caller, key_properties: dict[str, str]):
+        """``key_properties``: per object type, the app's unique id property."""
+        self.caller = caller
+        self.key_properties = key_properties
+        self.client = HubSpot(host=base_url)
+        self._apis: dict[str, Any] = {}
+
+    # Client API objects are built once (each holds a connection pool); the token is set on
+    # their configuration before every request.
+    def _api(self, name: str, token: str):
+        api = self._apis.get(name)
+        if api is None:
+            crm = self.client.crm
+            api = {
+                "companies.batch": lambda: crm.companies.batch_api,
+                "contacts.batch": lambda: crm.contacts.batch_api,
+                "companies.search": lambda: crm.companies.search_api,
+                "contacts.search": lambda: crm.contacts.search_api,
+                "properties": lambda: crm.properties.core_api,
+                "groups": lambda: crm.properties.groups_api,
+                "owners": lambda: crm.owners.owners_api,
+                "tasks": lambda: crm.objects.tasks.basic_api,
+                "associations": lambda: crm.associations.v4.batch_api,
+            }[name]()
+            self._apis[name] = api
+        api.api_client.configuration.access_token = token
+        return api
+
+    def _call(self, label: str, api: str, method: str, *args, **kwargs):
+        return self.caller(
+            label,
+            lambda token: getattr(self._api(api, token), method)(
+                *args, _request_timeout=TIMEOUT, **kwargs
+            ),
+        )
+
+    # --- schema ------------------------------------------------------------------------------
+
+    def ensure_schema(
+        self, object_type: str, group: tuple[str, str], specs: Sequence[PropertySpec]
+    ) -> list[str]:
+        name, label = group
+        try:
+            self._call(
+                f"create property group {object_type}.{name}",
+                "groups",
+                "create",
+                object_type,
+                property_group_create={"name": name, "label": label, "displayOrder": -1},
+            )
+        except CrmError as exc:
+            if exc.status != 409:
+                raise
+        created = []
+        for spec in specs:
+            body = hubspot_property(spec, name)
+            try:
+                self._call(
+                    f"create property {object_type}.{spec.name}",
+                    "properties",
+                    "create",
+                    object_type,
+                    property_create=body,
+                )
+                created.append(spec.name)
+            except CrmError as exc:
+                if exc.status != 409:
+                    raise
+                if spec.kind == "enumeration":
+                    # It exists (ours from an earlier version, or created concurrently): make
+                    # its options match the definitions (new segment names, say).
+                    self._call(
+                        f"update options of {object_type}.{spec.name}",
+                        "properties",
+                        "update",
+                        object_type,
+                        spec.name,
+                        property_update={"options": body["options"]},
+                    )
+        return created
+
+    # --- matching ----------------------------------------------------------------------------
+
+    def find_by_key(self, object_type: str, keys: Sequence[str]) -> dict:
+        key_property = self.key_properties[object_type]
+        found: dict[str, str] = {}
+        for batch in batches(keys, BATCH_LIMIT):
+            answer = self._call(
+                f"read {object_type} by {key_property}",
+                f"{object_type}.batch",
+                "read",
+                batch_read_input_simple_public_object_id={
+                    "idProperty": key_property,
+                    "properties": [key_property],
+                    "inputs": [{"id": k} for k in batch],
+                },
+            )
+            for record in answer.results or []:
+                value = (record.properties or {}).get(key_property)
+                if value:
+                    found[value] = record.id
+        return found
+
+    def find_by_natural_key(self, object_type: str, values: Sequence[str]) -> dict:
+        found: dict[str, str] = {}
+        wanted = sorted({v.lower() for v in values if v})
+        if object_type == "contacts":
+            for batch in batches(wanted, BATCH_LIMIT):
+                answer = self._call(
+                    "read contacts by email",
+                    "contacts.batch",
+                    "read",
+                    batch_read_input_simple_public_object_id={
+                        "idProperty": "email",
+                        "properties": ["email"],
+                        "inputs": [{"id": v} for v in batch],
+                    },
+                )
+                for record in answer.results or []:
+                    email = (record.properties or {}).get("email")
+                    if email:
+                        found.setdefault(email.lower(), record.id)
+            return found
+        for batch in batches(wanted, SEARCH_PAGE):
+            after = None
+            while True:
+                request = {
+                    "filterGroups": [
+                        {"filters": [{"propertyName": "domain", "operator": "IN", "values": batch}]}
+                    ],
+                    "properties": ["domain"],
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "limit": SEARCH_PAGE,
+                }
+                if after:
+                    request["after"] = after
+                answer = self._call(
+                    "search companies by domain",
+                    "companies.search",
+                    "do_search",
+                    public_object_search_request=request,
+                )
+                for record in answer.results or []:
+                    domain = (record.properties or {}).get("domain")
+                    # Several companies may share a domain: the oldest (lowest id) wins.
+                    if domain:
+                        found.setdefault(domain.lower(), record.id)
+                after = answer.paging.next.after if answer.paging and answer.paging.next else None
+                if not after:
+                    break
+        return found
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def update(self, object_type: str, writes: Sequence[Write]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for batch in batches(writes, BATCH_LIMIT):
+            outcomes += self._bisecting(object_type, batch, self._update_batch)
+        return outcomes
+
+    def create(self, object_type: str, writes: Sequence[Write]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for batch in batches(writes, BATCH_LIMIT):
+            outcomes += self._bisecting(object_type, batch, self._create_batch)
+        return outcomes
+
+    def _bisecting(self, object_type, batch: list[Write], send) -> list[Outcome]:
+        """HubSpot rejects a whole batch (400) for one invalid input: split it until the bad
+        inputs are alone, so only they fail and the rest lands."""
+        try:
+            return send(object_type, batch)
+        except CrmError as exc:
+            if exc.status not in (400, 422):
+                raise
+            if len(batch) == 1:
+                return [Outcome(batch[0].key, batch[0].crm_id, error=str(exc))]
+            middle = len(batch) // 2
+            return self._bisecting(object_type, batch[:middle], send) + self._bisecting(
+                object_type, batch[middle:], send
+            )
+
+    def _update_batch(self, object_type: str, batch: list[Write]) -> list[Outcome]:
+        answer = self._call(
+            f"update {len(batch)} {object_type}",
+            f"{object_type}.batch",
+            "update",
+            batch_input_simple_public_object_batch_input={
+                "inputs": [{"id": w.crm_id, "properties": w.properties} for w in batch]
+            },
+        )
+        missing: dict[str, str] = {}
+        for error in getattr(answer, "errors", None) or []:
+            context = getattr(error, "context", None) or {}
+            for crm_id in context.get("ids", []):
+                missing[str(crm_id)] = f"{error.category}: {error.message}"
+        outcomes = []
+        for write in batch:
+            if write.crm_id in missing:
+                outcomes.append(
+                    Outcome(write.key, write.crm_id, error=missing[write.crm_id], missing=True)
+                )
+            else:
+                outcomes.append(Outcome(write.key, write.crm_id))
+        return outcomes
+
+    def _create_batch(self, object_type: str, batch: list[Write]) -> list[Outcome]:
+        inputs = []
+        for write in batch:
+            associations = []
+            if write.company_crm_id:
+                associations.append(
+                    {
+                        "to": {"id": write.company_crm_id},
+                        "types": [
+                            {
+                                "associationCategory": "HUBSPOT_DEFINED",
+                                "associationTypeId": CONTACT_TO_COMPANY,
+                            }
+                        ],
+                    }
+                )
+            inputs.append({"properties": write.properties, "associations": associations})
+        answer = self._call(
+            f"create {len(batch)} {object_type}",
+            f"{object_type}.batch",
+            "create",
+            batch_input_simple_public_object_batch_input_for_create={"inputs": inputs},
+        )
+        # Results do not necessarily come back in input order: match them by our key.
+        key_property = self.key_properties[object_type]
+        by_key = {(r.properties or {}).get(key_property): r.id for r in answer.results or []}
+        return [
+            Outcome(
+                w.key, by_key.get(w.key), error=None if w.key in by_key else "missing in answer"
+            )
+            for w in batch
+        ]
+
+    def associate_users(self, pairs: Sequence[tuple[str, str]]) -> None:
+        for batch in batches(pairs, BATCH_LIMIT):
+            self._call(
+                f"associate {len(batch)} contacts with companies",
+                "associations",
+                "create_default",
+                "contacts",
+                "companies",
+                batch_input_public_default_association_multi_post={
+                    "inputs": [{"from": {"id": c}, "to": {"id": a}} for c, a in batch]
+                },
+            )
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def owners(self) -> list[Owner]:
+        out, after = [], None
+        while True:
+            kwargs = {"limit": 100, "archived": False}
+            if after:
+                kwargs["after"] = after
+            answer = self._call("list owners", "owners", "get_page", **kwargs)
+            for owner in answer.results or []:
+                name = " ".join(p for p in (owner.first_name, owner.last_name) if p) or None
+                out.append(Owner(str(owner.id), owner.email, name, bool(owner.archived)))
+            after = answer.paging.next.after if answer.paging and answer.paging.next else None
+            if not after:
+                return out
+
+    def changed_since(
+        self, object_type: str, since: dt.datetime, properties: Sequence[str]
+    ) -> Iterator[CrmObject]:
+        """Search on the last-modified property, oldest first; past HubSpot's 10,000-result
+        cap the search restarts from the last time seen."""
+        modified = MODIFIED_PROPERTY[object_type]
+        wanted = sorted({*properties, modified})
+        start = since
+        while True:
+            after, seen, last_time = None, 0, None
+            while True:
+                request = {
+                    "filterGroups": [
+                        {
+                            "filters": [
+                                {"propertyName": modified, "operator": "GTE", "value": _ms(start)}
+                            ]
+                        }
+                    ],
+                    "sorts": [{"propertyName": modified, "direction": "ASCENDING"}],
+                    "properties": wanted,
+                    "limit": SEARCH_PAGE,
+                }
+                if after:
+                    request["after"] = after
+                answer = self._call(
+                    f"search changed {object_type}",
+                    f"{object_type}.search",
+                    "do_search",
+                    public_object_search_request=request,
+                )
+                for record in answer.results or []:
+                    props = dict(record.properties or {})
+                    last_time = _parse_time(props.get(modified)) or last_time
+                    seen += 1
+                    yield CrmObject(str(record.id), props, last_time)
+                after = answer.paging.next.after if answer.paging and answer.paging.next else None
+                if not after:
+                    return
+                if seen + SEARCH_PAGE > SEARCH_CAP:
+                    break
+            if last_time is None or last_time <= start:
+                return  # 10,000 records with one timestamp: nothing more this way
+            start = last_time
+
+    def create_task(self, task: TaskSpec) -> str:
+        properties = {
+            "hs_task_subject": task.subject,
+            "hs_task_body": task.body,
+            "hs_task_status": "NOT_STARTED",
+            "hs_task_priority": task.priority,
+            "hs_timestamp": _ms(task.due_at),
+        }
+        if task.owner_id:
+            properties["hubspot_owner_id"] = task.owner_id
+        answer = self._call(
+            "create task",
+            "tasks",
+            "create",
+            simple_public_object_input_for_create={
+                "properties": properties,
+                "associations": [
+                    {
+                        "to": {"id": task.company_crm_id},
+                        "types": [
+                            {
+                                "associationCategory": "HUBSPOT_DEFINED",
+                                "associationTypeId": TASK_TO_COMPANY,
+                            }
+                        ],
+                    }
+                ],
+            },
+        )
+        return str(answer.id)
