@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -433,7 +434,7 @@ class CrmRecord(TenantOwned, Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    object_type: Mapped[str] = mapped_column(String(20))  # "companies" / "contacts"
+    object_type: Mapped[str] = mapped_column(String(20))  # "account" / "user"
     subject_id: Mapped[int] = mapped_column(BigInteger)  # Account.id / User.id
     crm_id: Mapped[str | None] = mapped_column(String(64))
     pushed: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -486,6 +487,8 @@ class CsTask(TenantOwned, Base):
     subject: Mapped[str] = mapped_column(String(255))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime]
+    # When the account was first seen no longer dropping: the next drop is a new one.
+    resolved_at: Mapped[dt.datetime | None]
 
 
 class SyncCursor(TenantOwned, Base):
@@ -507,4 +510,7 @@ class RateWindow(Base):
     __tablename__ = "rate_windows"
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # Epoch seconds of the requests granted within the window, oldest first.
     grants: Mapped[list] = mapped_column(JSON, default=list)
+    # After a 429: nobody sends before this (epoch seconds).
+    paused_until: Mapped[float] = mapped_column(Float, default=0.0)

@@ -30,6 +30,7 @@ from app.models import (
     AccountEventDay,
     AccountMembership,
     AccountScore,
+    CrmRecord,
     Event,
     ScoreHistory,
     ScoringRun,
@@ -42,6 +43,7 @@ from scoring.engine import (
     Facts,
     activation,
     adoption_rate,
+    communication,
     engagement_segment,
     forecast_value,
     grade,
@@ -120,6 +122,7 @@ class _Subjects:
         default_factory=lambda: defaultdict(lambda: defaultdict(dict))
     )
     distinct_users: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    crm: dict[int, dict] = field(default_factory=dict)
 
     def facts(self, sid: int) -> Facts:
         activity = Activity(
@@ -137,6 +140,7 @@ class _Subjects:
             activity=activity,
             user_first_day=self.user_first_day.get(sid, {}),
             distinct_users=self.distinct_users.get(sid, {}),
+            crm=self.crm.get(sid, {}),
         )
 
 
@@ -179,6 +183,19 @@ def _load_activity(
             data.early[sid][event][day] = int(count)
 
 
+def _load_crm(
+    session: Session, data: _Subjects, subject: str, chunk: list[int] | None, today: dt.date
+) -> None:
+    """What the CRM says of them (owner, lifecycle stage, contact), for segments and lead
+    types; ``communication`` is derived here because it depends on the day."""
+    query = select(CrmRecord.subject_id, CrmRecord.crm_fields).where(
+        CrmRecord.object_type == subject, *_only(CrmRecord.subject_id, chunk)
+    )
+    for sid, fields in session.execute(query):
+        if fields:
+            data.crm[sid] = {**fields, "communication": communication(fields, today)}
+
+
 def _load_users(
     session: Session, ids: list[int] | None, defs: Definitions, today: dt.date
 ) -> _Subjects:
@@ -192,6 +209,7 @@ def _load_users(
             data.last_seen[uid] = last
             data.traits[uid] = traits or {}
         _load_activity(session, data, activity_basis.USERS, chunk, defs, today)
+        _load_crm(session, data, "user", chunk, today)
     return data
 
 
@@ -207,6 +225,7 @@ def _load_accounts(
             data.last_seen[aid] = last
             data.traits[aid] = traits or {}
         _load_activity(session, data, activity_basis.ACCOUNTS, chunk, defs, today)
+        _load_crm(session, data, "account", chunk, today)
         if early_team:
             per_user = (
                 select(

@@ -250,6 +250,11 @@ class Connector(Protocol):
     def associate_users(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Associate (user CRM id, account CRM id) pairs."""
 
+    def read(
+        self, object_type: str, crm_ids: Sequence[str], properties: Sequence[str]
+    ) -> list[CrmObject]:
+        """These records' values (missing ones are left out)."""
+
     def owners(self) -> list[Owner]: ...
 
     def changed_since(

@@ -127,6 +127,22 @@ def hubspot_property(spec: PropertySpec, group: str) -> dict:
     return body
 
 
+def _translated(function):
+    """OAuth calls outside the Caller: their client exceptions become CrmError."""
+
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except Exception as exc:
+            failure = classify(exc)
+            if failure is None:
+                raise
+            raise CrmError(failure.message, failure.status, failure.category) from exc
+
+    call.__name__, call.__doc__ = function.__name__, function.__doc__
+    return call
+
+
 @dataclass(frozen=True)
 class Tokens:
     access_token: str
@@ -134,6 +150,7 @@ class Tokens:
     expires_in: int
 
 
+@_translated
 def exchange_code(
     base_url: str, client_id: str, client_secret: str, code: str, redirect_uri: str
 ) -> Tokens:
@@ -149,6 +166,7 @@ def exchange_code(
     return Tokens(answer.access_token, answer.refresh_token, int(answer.expires_in))
 
 
+@_translated
 def refresh_tokens(base_url: str, client_id: str, client_secret: str, refresh_token: str) -> Tokens:
     answer = HubSpot(host=base_url).oauth.tokens_api.create(
         grant_type="refresh_token",
@@ -161,6 +179,7 @@ def refresh_tokens(base_url: str, client_id: str, client_secret: str, refresh_to
     return Tokens(answer.access_token, refreshed, int(answer.expires_in))
 
 
+@_translated
 def portal_of(base_url: str, access_token: str) -> int:
     """The HubSpot portal (hub) id an access token belongs to."""
     info = HubSpot(host=base_url).oauth.access_tokens_api.get(
@@ -441,6 +460,26 @@ class HubSpotConnector:
             )
 
     # --- reads -------------------------------------------------------------------------------
+
+    def read(
+        self, object_type: str, crm_ids: Sequence[str], properties: Sequence[str]
+    ) -> list[CrmObject]:
+        out = []
+        modified = MODIFIED_PROPERTY[object_type]
+        for batch in batches(crm_ids, BATCH_LIMIT):
+            answer = self._call(
+                f"read {len(batch)} {object_type}",
+                f"{object_type}.batch",
+                "read",
+                batch_read_input_simple_public_object_id={
+                    "properties": sorted({*properties, modified}),
+                    "inputs": [{"id": i} for i in batch],
+                },
+            )
+            for record in answer.results or []:
+                props = dict(record.properties or {})
+                out.append(CrmObject(str(record.id), props, _parse_time(props.get(modified))))
+        return out
 
     def owners(self) -> list[Owner]:
         out, after = [], None

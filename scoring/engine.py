@@ -508,6 +508,26 @@ class LeadType:
     signals: tuple[str, str, str, str]
 
 
+COMMUNICATION_DAYS = 30
+
+
+def communication(
+    crm: Mapping[str, Any], today: dt.date, window_days: int = COMMUNICATION_DAYS
+) -> str | None:
+    """How responsive an account is to the team, from what the CRM says: "active" when the
+    record was contacted or had a sales activity within ``window_days``, "low" when the CRM
+    knows the record but it has been quiet, None (unknown) when nothing was pulled yet."""
+    if not crm.get("pulled_at"):
+        return None
+    for key in ("last_contacted_at", "last_sales_activity_at"):
+        value = crm.get(key)
+        if value:
+            moment = dt.datetime.fromisoformat(str(value))
+            if (today - moment.date()).days < window_days:
+                return "active"
+    return "low"
+
+
 def lead_type(
     activation_rate: float,
     engagement_score: float,

@@ -35,6 +35,7 @@ def upgrade() -> None:
         "rate_windows",
         sa.Column("key", sa.String(length=100), nullable=False),
         sa.Column("grants", sa.JSON(), nullable=False),
+        sa.Column("paused_until", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_rate_windows")),
     )
     op.create_table(
@@ -102,6 +103,7 @@ def upgrade() -> None:
         sa.Column("subject", sa.String(length=255), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("created_at", app.models.UTCDateTime(), nullable=False),
+        sa.Column("resolved_at", app.models.UTCDateTime(), nullable=True),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"],

@@ -1,0 +1,160 @@
+"""HubSpot webhook notifications: verify the v3 signature, parse, hand typed changes on.
+
+HubSpot signs ``method + URI + body + timestamp`` with the app's client secret (HMAC-SHA256,
+base64) and sends the timestamp (epoch ms) beside it; requests older than five minutes are
+refused, as HubSpot's own client does. Deliveries are retried by HubSpot, so events are
+deduplicated by ``eventId`` where they are applied (``app.crm_sync.apply_webhook_events``).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+
+from flask import Blueprint, request
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+
+from app import services
+from app.errors import error_response
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("hubspot_webhooks", __name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+TIMESTAMP_WINDOW = dt.timedelta(minutes=5)
+SUBJECTS = {"company": "account", "contact": "user"}
+# What the app subscribes to: owner and lifecycle stage changes, and deletions.
+HANDLED = {
+    "company.propertyChange",
+    "contact.propertyChange",
+    "company.deletion",
+    "contact.deletion",
+}
+
+
+class SignatureError(Exception):
+    pass
+
+
+def signature_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
+    source = method.encode() + uri.encode() + body + timestamp.encode()
+    digest = hmac.new(secret.encode(), source, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def verify(
+    secret: str,
+    method: str,
+    uri: str,
+    body: bytes,
+    signature: str | None,
+    timestamp: str | None,
+    now: dt.datetime,
+) -> None:
+    if not signature or not timestamp:
+        raise SignatureError("missing X-HubSpot-Signature-v3 or X-HubSpot-Request-Timestamp")
+    try:
+        sent = dt.datetime.fromtimestamp(int(timestamp) / 1000, dt.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise SignatureError("X-HubSpot-Request-Timestamp is not epoch milliseconds") from exc
+    if abs(now - sent) > TIMESTAMP_WINDOW:
+        raise SignatureError("X-HubSpot-Request-Timestamp is outside the 5-minute window")
+    expected = signature_v3(secret, method, uri, body, timestamp)
+    if not hmac.compare_digest(expected, signature):
+        raise SignatureError("signature does not match")
+
+
+class _EventSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    eventId = fields.Integer(required=True)
+    portalId = fields.Integer(required=True)
+    subscriptionType = fields.String(required=True)
+    objectId = fields.Integer(required=True)
+    occurredAt = fields.Integer(required=True)
+    propertyName = fields.String(load_default=None)
+    propertyValue = fields.String(load_default=None, allow_none=True)
+
+
+@dataclass(frozen=True)
+class CrmChange:
+    """One notification: a property change (``name``/``value``) or a deletion."""
+
+    event_id: str
+    portal: str
+    subject: str  # "account" / "user"
+    crm_id: str
+    kind: str  # "propertyChange" / "deletion"
+    occurred_at: dt.datetime
+    name: str | None = None
+    value: str | None = None
+
+
+def parse(body: bytes) -> list[CrmChange]:
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise ValidationError(f"body is not JSON: {exc}") from exc
+    if not isinstance(document, list):
+        raise ValidationError("body must be a JSON array of events")
+    events = _EventSchema(many=True).load(document)
+    changes = []
+    for event in events:
+        kind = event["subscriptionType"]
+        if kind not in HANDLED:
+            continue
+        object_name, _, action = kind.partition(".")
+        changes.append(
+            CrmChange(
+                event_id=str(event["eventId"]),
+                portal=str(event["portalId"]),
+                subject=SUBJECTS[object_name],
+                crm_id=str(event["objectId"]),
+                kind=action,
+                occurred_at=dt.datetime.fromtimestamp(event["occurredAt"] / 1000, dt.UTC),
+                name=event.get("propertyName"),
+                value=event.get("propertyValue"),
+            )
+        )
+    return changes
+
+
+@bp.post("/hubspot/webhooks")
+def receive():
+    from app.crm_sync import apply_webhook_changes
+
+    svc = services()
+    declared = request.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
+        return error_response(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
+    body = request.get_data(cache=False)
+    if len(body) > MAX_BODY_BYTES:
+        return error_response(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
+    query = request.query_string.decode()
+    uri = svc.settings.public_url + request.path + (f"?{query}" if query else "")
+    try:
+        verify(
+            svc.settings.hubspot_client_secret,
+            request.method,
+            uri,
+            body,
+            request.headers.get("X-HubSpot-Signature-v3"),
+            request.headers.get("X-HubSpot-Request-Timestamp"),
+            svc.clock(),
+        )
+    except SignatureError as exc:
+        log.warning("HubSpot webhook refused: %s", exc)
+        return error_response(401, "invalid_signature", str(exc))
+    try:
+        changes = parse(body)
+    except ValidationError as exc:
+        return error_response(400, "invalid_body", str(exc.messages))
+    applied = apply_webhook_changes(svc.db, changes, svc.clock())
+    return {"received": len(changes), "applied": applied}, 200
