@@ -797,12 +797,19 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
 class SandboxServer:
     """The sandbox on a loopback port in a background thread (tests, demo, benchmark)."""
 
-    def __init__(self, sandbox: Sandbox | None = None, port: int = 0):
-        from werkzeug.serving import make_server
+    def __init__(self, sandbox: Sandbox | None = None, port: int = 0, quiet: bool = True):
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class Handler(WSGIRequestHandler):
+            def log_request(self, *args, **kwargs):
+                if not quiet:
+                    super().log_request(*args, **kwargs)
 
         self.app = create_sandbox(sandbox)
         self.sandbox: Sandbox = self.app.sandbox
-        self.server = make_server("127.0.0.1", port, self.app, threaded=True)
+        self.server = make_server(
+            "127.0.0.1", port, self.app, threaded=True, request_handler=Handler
+        )
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -1,0 +1,593 @@
+"""The HubSpot app end to end against the local sandbox: install, push, pull, webhooks, tasks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from urllib.parse import urlsplit
+
+import pytest
+import urllib3
+from sqlalchemy import select
+
+from app import crm_sync
+from app.crm_access import SharedRateBudget, TenantTokens
+from app.hubspot_app import (
+    connector_for,
+    pull_tenant,
+    purge_uninstalled,
+    sync_tenant,
+    uninstall,
+)
+from app.models import Account, AccountScore, CrmRecord, CsTask, Tenant
+from app.scoring_jobs import recompute
+from connectors.base import AuthorizationLost, CrmUnavailable
+from connectors.hubspot_sandbox import Sandbox, SandboxServer
+from tests.conftest import _empty_all_tables, config_for
+from tests.tracking import post
+from webhooks.hubspot import signature_v3
+
+HUB = 777
+NOW = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
+PUBLIC_URL = "http://pql.test"
+
+
+@pytest.fixture
+def sandbox():
+    with SandboxServer(Sandbox(requests_per_window=10_000)) as running:
+        yield running
+
+
+@pytest.fixture
+def app(migrated_url, sandbox):
+    from app import create_app
+
+    app = create_app(
+        config_for(migrated_url, HUBSPOT_SANDBOX_URL=sandbox.url, PUBLIC_URL=PUBLIC_URL)
+    )
+    app.extensions["pql"].clock = lambda: NOW
+    yield app
+    _empty_all_tables(app)
+    app.extensions["pql"].db.dispose()
+
+
+def install(client, hub_id: int = HUB):
+    started = client.get(f"/hubspot/install?hub_id={hub_id}")
+    assert started.status_code == 302
+    consent = urllib3.PoolManager().request("GET", started.headers["Location"], redirect=False)
+    assert consent.status == 302
+    back = urlsplit(consent.headers["Location"])
+    return client.get(f"{back.path}?{back.query}")
+
+
+@pytest.fixture
+def installed(app, client, db):
+    page = install(client)
+    assert page.status_code == 200, page.get_data(as_text=True)
+    with db.system_session() as session:
+        tenant = session.scalars(select(Tenant).where(Tenant.external_id == str(HUB))).one()
+    key = page.get_data(as_text=True).split("<pre>")[1].split("</pre>")[0]
+    return tenant.id, key
+
+
+def at(days_ago: float) -> str:
+    return (NOW - dt.timedelta(days=days_ago)).isoformat()
+
+
+def send(client, key, messages):
+    for n, m in enumerate(messages):
+        m.setdefault("messageId", f"m-{n}-{id(m)}")
+        m.setdefault("timestamp", at(1))
+    response = post(client, "batch", {"batch": messages}, key)
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def acme(client, key, plan="trial"):
+    send(
+        client,
+        key,
+        [
+            {
+                "type": "group",
+                "userId": "ada",
+                "groupId": "acme",
+                "traits": {"name": "Acme", "website": "https://acme.example", "plan": plan},
+            },
+            {"type": "identify", "userId": "ada", "traits": {"email": "ada@acme.example"}},
+            {"type": "identify", "userId": "bob", "traits": {"email": "bob@acme.example"}},
+            {"type": "group", "userId": "bob", "groupId": "acme", "traits": {}},
+            *[
+                {
+                    "type": "track",
+                    "userId": "ada",
+                    "event": "Report Created",
+                    "context": {"groupId": "acme"},
+                }
+                for _ in range(3)
+            ],
+            {
+                "type": "track",
+                "userId": "bob",
+                "event": "Logged In",
+                "context": {"groupId": "acme"},
+            },
+        ],
+    )
+
+
+def portal(sandbox):
+    return sandbox.sandbox.portals[HUB]
+
+
+def requests_made(sandbox) -> int:
+    return sandbox.sandbox.stats["requests"]
+
+
+# --- install ---------------------------------------------------------------------------------
+
+
+def test_install_creates_the_tenant_keeps_tokens_encrypted_and_creates_properties(
+    installed, db, sandbox
+):
+    tenant_id, key = installed
+    assert key.startswith("wk_")
+    with db.system_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        assert (tenant.crm, tenant.status) == ("hubspot", "active")
+        stored = tenant.refresh_token_encrypted
+    assert stored and stored not in sandbox.sandbox.refresh_tokens  # not in plain text
+    companies = portal(sandbox).properties["companies"]
+    assert companies["pql_account_key"]["hasUniqueValue"] is True
+    assert companies["pql_activation_rate"]["type"] == "number"
+    assert companies["pql_pql"]["type"] == "bool"
+    assert companies["pql_last_active_at"]["type"] == "datetime"
+    assert "Golden Lead" in [o["value"] for o in companies["pql_lead_type"]["options"]]
+    assert "pql_user_key" in portal(sandbox).properties["contacts"]
+
+
+def test_reinstalling_reactivates_the_same_tenant(installed, client, db):
+    tenant_id, _ = installed
+    uninstall(db, tenant_id, NOW)
+    page = install(client)
+    assert page.status_code == 200
+    with db.system_session() as session:
+        tenants = session.scalars(select(Tenant)).all()
+    assert [(t.id, t.status) for t in tenants] == [(tenant_id, "active")]
+
+
+def test_a_callback_with_a_forged_state_is_refused(app, client):
+    started = client.get("/hubspot/install")
+    assert started.status_code == 302
+    page = client.get("/hubspot/oauth-callback?code=abc&state=forged")
+    assert page.status_code == 400 and "state does not match" in page.get_data(as_text=True)
+
+
+def test_a_callback_from_another_browser_is_refused(app, client, sandbox):
+    started = client.get(f"/hubspot/install?hub_id={HUB}")
+    consent = urllib3.PoolManager().request("GET", started.headers["Location"], redirect=False)
+    back = urlsplit(consent.headers["Location"])
+    stranger = app.test_client()
+    page = stranger.get(f"{back.path}?{back.query}")
+    assert page.status_code == 400 and "another browser" in page.get_data(as_text=True)
+
+
+def test_the_admin_denying_access_gets_a_clear_page(app, client):
+    page = client.get("/hubspot/oauth-callback?error=access_denied&error_description=Denied")
+    assert page.status_code == 400 and "Denied" in page.get_data(as_text=True)
+
+
+# --- push ------------------------------------------------------------------------------------
+
+
+def scored_and_synced(app, client, db, tenant_id, key):
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    return sync_tenant(app.extensions["pql"], tenant_id)
+
+
+def test_push_creates_companies_and_contacts_with_their_traits(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    report = scored_and_synced(app, client, db, tenant_id, key)
+    assert report.subjects["account"].created == 1
+    assert report.subjects["user"].created == 2
+    [company] = portal(sandbox).objects["companies"].values()
+    props = company["properties"]
+    assert props["pql_account_key"] == "acme" and props["domain"] == "acme.example"
+    assert props["name"] == "Acme"
+    assert float(props["pql_activation_rate"]) == 20.0
+    assert props["pql_pql"] == "false" and props["pql_lead_type"]
+    contacts = portal(sandbox).objects["contacts"]
+    emails = {c["properties"]["email"] for c in contacts.values()}
+    assert emails == {"ada@acme.example", "bob@acme.example"}
+    for contact in contacts.values():
+        assert ("contacts", contact["id"], "companies", company["id"]) in portal(
+            sandbox
+        ).associations
+
+
+def test_unchanged_traits_cost_no_api_call(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    before = requests_made(sandbox)
+    report = sync_tenant(app.extensions["pql"], tenant_id)
+    assert requests_made(sandbox) == before
+    assert report.subjects["account"].unchanged == 1 and report.subjects["user"].unchanged == 2
+
+
+def test_a_changed_trait_sends_only_that_property_in_one_call(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    with db.tenant_transaction(tenant_id) as session:
+        score = session.scalars(select(AccountScore)).one()
+        score.activation_rate = 80.0
+    before = requests_made(sandbox)
+    report = sync_tenant(app.extensions["pql"], tenant_id)
+    assert requests_made(sandbox) - before == 1
+    assert dict(report.subjects["account"].properties) == {"pql_activation_rate": 1}
+    [company] = portal(sandbox).objects["companies"].values()
+    assert company["properties"]["pql_activation_rate"] == "80"
+
+
+def test_an_existing_company_is_matched_by_domain_not_duplicated(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    existing = sandbox.sandbox.create_object(
+        HUB, "companies", {"name": "Acme Inc (by sales)", "domain": "acme.example"}
+    )
+    report = scored_and_synced(app, client, db, tenant_id, key)
+    assert report.subjects["account"].matched_by_natural_key == 1
+    assert list(portal(sandbox).objects["companies"]) == [existing["id"]]
+    props = portal(sandbox).objects["companies"][existing["id"]]["properties"]
+    assert props["name"] == "Acme Inc (by sales)"  # the CRM's own name is left alone
+    assert props["pql_account_key"] == "acme"
+
+
+def test_a_company_created_before_a_crash_is_found_by_key_not_created_again(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    # Created in HubSpot by an earlier sync that died before storing the id.
+    earlier = sandbox.sandbox.create_object(
+        HUB, "companies", {"pql_account_key": "acme", "domain": "other.example"}
+    )
+    report = scored_and_synced(app, client, db, tenant_id, key)
+    assert report.subjects["account"].matched_by_key == 1
+    assert list(portal(sandbox).objects["companies"]) == [earlier["id"]]
+
+
+def test_a_record_deleted_in_hubspot_fails_alone_and_is_created_again_later(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    contacts = portal(sandbox).objects["contacts"]
+    gone = next(c for c in contacts.values() if c["properties"]["email"] == "ada@acme.example")
+    del contacts[gone["id"]]
+    with db.tenant_transaction(tenant_id) as session:
+        for score in session.scalars(select(crm_sync.UserScore)):
+            score.engagement_score = 55.0
+    report = sync_tenant(app.extensions["pql"], tenant_id)
+    assert (report.subjects["user"].updated, report.subjects["user"].failed) == (1, 1)
+    with db.tenant_session(tenant_id) as session:
+        failed = session.scalars(select(CrmRecord).where(CrmRecord.last_error.is_not(None))).one()
+        assert "OBJECT_NOT_FOUND" in failed.last_error and failed.crm_id is None
+    again = sync_tenant(app.extensions["pql"], tenant_id)
+    assert again.subjects["user"].created == 1
+    assert len(contacts) == 2
+
+
+def test_a_batch_interrupted_by_an_outage_resumes_without_duplicates(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    # Companies land, then HubSpot goes away for longer than the retries last.
+    sandbox.sandbox.faults.next_statuses = []
+    services = app.extensions["pql"]
+    connector = connector_for(services, tenant_id)
+    connector.caller.sleep = lambda s: None
+    crm_sync.ensure_schema(db, tenant_id, connector, "pql_")
+    original = connector.create
+
+    def create_then_fail(object_type, writes):
+        if object_type == "contacts":
+            sandbox.sandbox.faults.next_statuses = [502] * 20
+        return original(object_type, writes)
+
+    connector.create = create_then_fail
+    with pytest.raises(CrmUnavailable):
+        crm_sync.push_changed_traits(db, tenant_id, connector, "pql_", NOW)
+    sandbox.sandbox.faults.next_statuses = []
+    report = sync_tenant(services, tenant_id)
+    assert report.subjects["account"].unchanged == 1  # kept from the interrupted run
+    assert report.subjects["user"].created == 2
+    assert len(portal(sandbox).objects["companies"]) == 1
+    assert len(portal(sandbox).objects["contacts"]) == 2
+
+
+def test_creating_missing_records_is_a_tenant_setting(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    with db.system_transaction() as session:
+        tenant = session.get(Tenant, tenant_id)
+        tenant.settings = {**tenant.settings, "create_missing": False}
+    report = scored_and_synced(app, client, db, tenant_id, key)
+    assert report.subjects["account"].skipped == 1
+    assert portal(sandbox).objects["companies"] == {}
+
+
+def test_a_dry_run_reports_the_plan_and_writes_nothing(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    report = sync_tenant(app.extensions["pql"], tenant_id, dry_run=True)
+    assert report.subjects["account"].would_create == 1
+    assert report.subjects["user"].would_create == 2
+    assert report.subjects["account"].properties["pql_activation_rate"] == 1
+    assert portal(sandbox).objects["companies"] == {}
+    assert sync_tenant(app.extensions["pql"], tenant_id).subjects["account"].created == 1
+
+
+# --- rate budget and tokens -------------------------------------------------------------------
+
+
+def test_the_rate_budget_is_shared_by_every_process(db):
+    clock = [1000.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        clock[0] += seconds
+
+    first = SharedRateBudget(db, "hubspot:1", 5, window=10, clock=lambda: clock[0], sleep=sleep)
+    second = SharedRateBudget(db, "hubspot:1", 5, window=10, clock=lambda: clock[0], sleep=sleep)
+    granted = []
+    for n in range(12):
+        (first if n % 2 else second).acquire()
+        granted.append(clock[0])
+    for t in granted:
+        assert sum(1 for u in granted if t - 10 < u <= t) <= 5
+    assert granted[-1] - granted[0] >= 20  # 12 requests at 5 per 10 s
+    other = SharedRateBudget(db, "hubspot:2", 5, window=10, clock=lambda: clock[0], sleep=sleep)
+    before = len(slept)
+    other.acquire()
+    assert len(slept) == before  # another portal has its own budget
+
+
+def test_a_pause_after_a_429_holds_every_process_back(db):
+    clock = [50.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        clock[0] += seconds
+
+    budget = SharedRateBudget(db, "hubspot:9", 100, clock=lambda: clock[0], sleep=sleep)
+    SharedRateBudget(db, "hubspot:9", 100, clock=lambda: clock[0]).pause(3.0)
+    budget.acquire()
+    assert sum(slept) >= 3.0
+
+
+def test_an_expired_token_is_refreshed_once_for_all_workers(installed, app, db):
+    tenant_id, _ = installed
+    svc = app.extensions["pql"]
+    calls = []
+
+    def refresh(token):
+        from connectors.hubspot import Tokens
+
+        calls.append(token)
+        return Tokens(f"fresh-{len(calls)}", token, 1800)
+
+    later = [NOW + dt.timedelta(hours=1)]  # past the install token's 30 minutes
+    workers = [
+        TenantTokens(db, tenant_id, svc.token_cipher, refresh, lambda: later[0]) for _ in "ab"
+    ]
+    tokens = {w.access_token() for w in workers}
+    assert tokens == {"fresh-1"} and len(calls) == 1
+
+
+def test_a_revoked_refresh_token_marks_the_tenant_for_reinstall(installed, app, db, sandbox, cli):
+    tenant_id, _ = installed
+    sandbox.sandbox.revoke_refresh_tokens()
+    sandbox.sandbox.expire_access_tokens()
+    svc = app.extensions["pql"]
+    svc.clock = lambda: NOW + dt.timedelta(hours=1)
+    with pytest.raises(AuthorizationLost):
+        pull_tenant(svc, tenant_id)
+    with db.system_session() as session:
+        assert session.get(Tenant, tenant_id).status == "needs_reauth"
+    with pytest.raises(AuthorizationLost):
+        connector_for(svc, tenant_id)  # no retrying forever
+    listing = cli.invoke(args=["tenant", "list"])
+    assert "needs_reauth" in listing.output
+
+
+# --- uninstall --------------------------------------------------------------------------------
+
+
+def test_uninstall_stops_syncs_forgets_tokens_and_later_deletes_the_data(installed, app, db):
+    tenant_id, _ = installed
+    uninstall(db, tenant_id, NOW)
+    with db.system_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant.status == "uninstalled" and tenant.refresh_token_encrypted is None
+    with pytest.raises(AuthorizationLost):
+        connector_for(app.extensions["pql"], tenant_id)
+    assert purge_uninstalled(db, NOW + dt.timedelta(days=29), dt.timedelta(days=30)) == []
+    assert purge_uninstalled(db, NOW + dt.timedelta(days=31), dt.timedelta(days=30)) == [tenant_id]
+    with db.system_session() as session:
+        assert session.get(Tenant, tenant_id) is None
+
+
+# --- pull and webhooks ------------------------------------------------------------------------
+
+
+def test_pull_reads_owners_and_each_records_owner_and_stage(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company] = portal(sandbox).objects["companies"].values()
+    company["properties"].update(
+        hubspot_owner_id="101",
+        lifecyclestage="opportunity",
+        notes_last_contacted=str(int((NOW - dt.timedelta(days=2)).timestamp() * 1000)),
+    )
+    svc = app.extensions["pql"]
+    counts = crm_sync.pull(db, tenant_id, connector_for(svc, tenant_id), NOW)
+    assert counts["owners"] == 3
+    with db.tenant_session(tenant_id) as session:
+        record = session.scalars(select(CrmRecord).where(CrmRecord.object_type == "account")).one()
+        fields = record.crm_fields
+    assert (fields["owner_id"], fields["lifecycle_stage"]) == ("101", "opportunity")
+    # Scoring reads it: the account's communication is active, segments see the stage.
+    recompute(db, tenant_id, NOW)
+    # Nothing changed since: the next pull reads only what changed (none).
+    before = requests_made(sandbox)
+    crm_sync.pull(db, tenant_id, connector_for(svc, tenant_id), NOW)
+    assert requests_made(sandbox) - before == 3  # owners, one search per object type
+
+
+def webhook(client, events, secret="sandbox-secret", timestamp=None):
+    body = json.dumps(events).encode()
+    timestamp = timestamp or str(int(NOW.timestamp() * 1000))
+    signature = signature_v3(secret, "POST", f"{PUBLIC_URL}/hubspot/webhooks", body, timestamp)
+    return client.post(
+        "/hubspot/webhooks",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-HubSpot-Signature-v3": signature,
+            "X-HubSpot-Request-Timestamp": timestamp,
+        },
+    )
+
+
+def owner_change(company_id, owner, event_id=1, minutes_ago=1):
+    return {
+        "eventId": event_id,
+        "subscriptionId": 1,
+        "portalId": HUB,
+        "appId": 1,
+        "occurredAt": int((NOW - dt.timedelta(minutes=minutes_ago)).timestamp() * 1000),
+        "subscriptionType": "company.propertyChange",
+        "attemptNumber": 0,
+        "objectId": int(company_id),
+        "propertyName": "hubspot_owner_id",
+        "propertyValue": owner,
+        "changeSource": "CRM_UI",
+    }
+
+
+def account_owner(db, tenant_id):
+    with db.tenant_session(tenant_id) as session:
+        record = session.scalars(select(CrmRecord).where(CrmRecord.object_type == "account")).one()
+        return (record.crm_fields or {}).get("owner_id")
+
+
+def test_a_signed_webhook_applies_an_owner_change_once(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company_id] = portal(sandbox).objects["companies"]
+    answer = webhook(client, [owner_change(company_id, "102")])
+    assert answer.status_code == 200 and answer.get_json()["applied"] == 1
+    assert account_owner(db, tenant_id) == "102"
+    again = webhook(client, [owner_change(company_id, "102")])
+    assert again.get_json()["applied"] == 0  # the same delivery, retried
+    # An older change delivered late does not win.
+    webhook(client, [owner_change(company_id, "103", event_id=2, minutes_ago=30)])
+    assert account_owner(db, tenant_id) == "102"
+
+
+def test_a_webhook_with_a_bad_signature_is_refused_and_nothing_applied(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company_id] = portal(sandbox).objects["companies"]
+    answer = webhook(client, [owner_change(company_id, "102")], secret="wrong")
+    assert answer.status_code == 401 and answer.get_json()["code"] == "invalid_signature"
+    old = str(int((NOW - dt.timedelta(minutes=10)).timestamp() * 1000))
+    stale = webhook(client, [owner_change(company_id, "102")], timestamp=old)
+    assert stale.status_code == 401 and "window" in stale.get_json()["message"]
+    assert account_owner(db, tenant_id) is None
+
+
+def test_a_webhook_body_that_is_not_events_is_a_400(app, client, installed):
+    answer = webhook(client, {"not": "a list"})
+    assert answer.status_code == 400 and answer.get_json()["code"] == "invalid_body"
+
+
+def test_the_sandbox_delivers_signed_webhooks_the_app_accepts(
+    app, client, db, installed, sandbox, live_server
+):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    app.extensions["pql"].clock = lambda: dt.datetime.now(dt.UTC)
+    [company_id] = portal(sandbox).objects["companies"]
+    # The signature covers the public URL; the live server stands behind it.
+    sandbox.sandbox.webhook_target = f"{live_server}/hubspot/webhooks"
+    svc = app.extensions["pql"]
+    svc.settings = type(svc.settings)(**{**svc.settings.__dict__, "public_url": live_server})
+    sandbox.sandbox.change_property(HUB, "companies", company_id, "lifecyclestage", "customer")
+    with db.tenant_session(tenant_id) as session:
+        record = session.scalars(select(CrmRecord).where(CrmRecord.object_type == "account")).one()
+        assert record.crm_fields["lifecycle_stage"] == "customer"
+
+
+# --- CS tasks ---------------------------------------------------------------------------------
+
+
+def dropping(db, tenant_id, plan="paid"):
+    with db.tenant_transaction(tenant_id) as session:
+        account = session.scalars(select(Account)).one()
+        account.traits = {**account.traits, "plan": plan}
+        score = session.scalars(select(AccountScore)).one()
+        score.trend_segment, score.trend_change, score.engagement_score = "Ice Cold", -30.0, 40.0
+
+
+def test_a_paying_accounts_drop_creates_one_task_for_the_owner(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company_id] = portal(sandbox).objects["companies"]
+    webhook(client, [owner_change(company_id, "101")])
+    dropping(db, tenant_id)
+    svc = app.extensions["pql"]
+    assert sync_tenant(svc, tenant_id).tasks_created == 1
+    [task] = portal(sandbox).objects["tasks"].values()
+    props = task["properties"]
+    assert props["hubspot_owner_id"] == "101"
+    assert "fell from 70 to 40" in props["hs_task_body"]
+    assert "Not done yet" in props["hs_task_body"]
+    assert ("tasks", task["id"], "companies", company_id) in portal(sandbox).associations
+    # The same drop, next sync and next week: no second task.
+    assert sync_tenant(svc, tenant_id).tasks_created == 0
+    svc.clock = lambda: NOW + dt.timedelta(days=8)
+    assert sync_tenant(svc, tenant_id).tasks_created == 0
+    with db.tenant_session(tenant_id) as session:
+        assert len(session.scalars(select(CsTask)).all()) == 1
+
+
+def test_a_new_drop_after_recovery_and_cooldown_gets_a_new_task(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    dropping(db, tenant_id)
+    svc = app.extensions["pql"]
+    assert sync_tenant(svc, tenant_id).tasks_created == 1
+    with db.tenant_transaction(tenant_id) as session:
+        session.scalars(select(AccountScore)).one().trend_segment = None
+    svc.clock = lambda: NOW + dt.timedelta(days=2)
+    sync_tenant(svc, tenant_id)  # recovered: the drop is over
+    dropping(db, tenant_id)
+    assert sync_tenant(svc, tenant_id).tasks_created == 0  # within the 7-day cool-down
+    svc.clock = lambda: NOW + dt.timedelta(days=9)
+    assert sync_tenant(svc, tenant_id).tasks_created == 1
+
+
+def test_a_trial_accounts_drop_is_a_signal_not_a_task(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    dropping(db, tenant_id, plan="trial")
+    assert sync_tenant(app.extensions["pql"], tenant_id).tasks_created == 0
