@@ -333,3 +333,71 @@ def run_scoring():
         definitions_version=summary.definitions_version,
         seconds=summary.seconds,
     )
+
+
+# --- CRM ---------------------------------------------------------------------------------------
+
+
+@bp.get("/crm")
+@admin_required
+def crm_status():
+    """The tenant's CRM connection and sync state: what an admin checks first."""
+    from app.models import CrmRecord, Tenant
+
+    svc = services()
+    with svc.db.system_session() as session:
+        tenant = session.get(Tenant, g.tenant_id)
+    with svc.db.tenant_session(g.tenant_id) as session:
+        counts = {
+            subject: {
+                "linked": session.scalar(
+                    select(func.count()).where(
+                        CrmRecord.object_type == subject, CrmRecord.crm_id.is_not(None)
+                    )
+                ),
+                "failing": session.scalar(
+                    select(func.count()).where(
+                        CrmRecord.object_type == subject, CrmRecord.last_error.is_not(None)
+                    )
+                ),
+            }
+            for subject in ("account", "user")
+        }
+        failures = [
+            {
+                "subject": r.object_type,
+                "id": r.subject_id,
+                "error": r.last_error,
+                "failed_at": r.failed_at.isoformat() if r.failed_at else None,
+            }
+            for r in session.scalars(
+                select(CrmRecord).where(CrmRecord.last_error.is_not(None)).limit(20)
+            )
+        ]
+    return jsonify(
+        crm=tenant.crm,
+        external_id=tenant.external_id,
+        status=tenant.status,
+        needs_reauthorisation=tenant.status == "needs_reauth",
+        records=counts,
+        recent_failures=failures,
+    )
+
+
+@bp.post("/crm/sync")
+@admin_required
+def crm_sync_now():
+    from app.hubspot_app import sync_tenant
+    from connectors.base import AuthorizationLost, CrmError
+
+    body = _json_body() if request.content_length else {}
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ApiError(400, "invalid_parameter", "dry_run must be true or false")
+    try:
+        report = sync_tenant(services(), g.tenant_id, dry_run=dry_run)
+    except AuthorizationLost as exc:
+        raise ApiError(409, "needs_reauthorisation", str(exc)) from exc
+    except CrmError as exc:
+        raise ApiError(502, "crm_error", str(exc)) from exc
+    return jsonify(report.as_dict())

@@ -69,7 +69,8 @@ class Settings:
     # Ingestion limits follow Segment's HTTP API: 32 KB per message, 500 KB per batch.
     max_message_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
-    scoring_interval_seconds: int = 60
+    # Scoring, then the CRM push, every this many seconds: an event reaches the CRM within it.
+    scoring_interval_seconds: int = 30
     # HubSpot app. Without a client id the app talks to the local HubSpot sandbox (the demo).
     hubspot_client_id: str = "sandbox-client"
     hubspot_client_secret: str = "sandbox-secret"
@@ -78,7 +79,6 @@ class Settings:
     # Requests per 10 s per portal for all our processes together (HubSpot allows ~110).
     hubspot_requests_per_10s: int = 100
     property_prefix: str = "pql_"
-    sync_interval_seconds: int = 60
     pull_interval_seconds: int = 300
     uninstall_grace_days: int = 30
     extra: dict = field(default_factory=dict)
@@ -138,10 +138,9 @@ class Settings:
             public_url=env.get("PUBLIC_URL", "http://127.0.0.1:5000").rstrip("/"),
             max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 32 * 1024, minimum=1024),
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", 500 * 1024, minimum=1024),
-            scoring_interval_seconds=_int(env, "SCORING_INTERVAL_SECONDS", 60, minimum=5),
+            scoring_interval_seconds=_int(env, "SCORING_INTERVAL_SECONDS", 30, minimum=5),
             **_hubspot(env, production),
             property_prefix=_property_prefix(env.get("PROPERTY_PREFIX", "pql_")),
-            sync_interval_seconds=_int(env, "SYNC_INTERVAL_SECONDS", 60, minimum=5),
             pull_interval_seconds=_int(env, "PULL_INTERVAL_SECONDS", 300, minimum=10),
             uninstall_grace_days=_int(env, "UNINSTALL_GRACE_DAYS", 30, minimum=0),
         )

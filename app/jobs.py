@@ -15,6 +15,7 @@ from app import leases
 from app.db import Database
 from app.models import Tenant
 from app.scoring_jobs import recompute
+from connectors.base import AuthorizationLost, CrmUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,26 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def score_tenants(db: Database, clock: Callable[[], dt.datetime], holder: str) -> dict[int, str]:
+def _active_tenants(db: Database, crm: str | None = None) -> list[int]:
+    with db.system_session() as session:
+        query = select(Tenant.id).where(Tenant.status == "active").order_by(Tenant.id)
+        if crm:
+            query = query.where(Tenant.crm == crm)
+        return list(session.scalars(query))
+
+
+def score_tenants(
+    db: Database,
+    clock: Callable[[], dt.datetime],
+    holder: str,
+    push: Callable[[int], object] | None = None,
+) -> dict[int, str]:
     """One scheduling round: each active tenant gets an incremental pass, which is a full one
     when the UTC day changed since the last full pass (everyone's time window moves daily) or
-    the definitions did. Tenants whose lease another worker holds are skipped. Returns what
-    happened per tenant."""
-    with db.system_session() as session:
-        tenant_ids = list(
-            session.scalars(select(Tenant.id).where(Tenant.status == "active").order_by(Tenant.id))
-        )
+    the definitions did, and then ``push`` (the CRM sync) under the same lease, so a new event
+    reaches the CRM within one interval. Tenants whose lease another worker holds are skipped.
+    Returns what happened per tenant."""
+    tenant_ids = _active_tenants(db)
     outcome: dict[int, str] = {}
     for tenant_id in tenant_ids:
         now = clock()
@@ -43,9 +55,45 @@ def score_tenants(db: Database, clock: Callable[[], dt.datetime], holder: str) -
         try:
             summary = recompute(db, tenant_id, now, full=False)
             outcome[tenant_id] = "full" if summary.full else "incremental"
+            if push is not None:
+                push(tenant_id)
+        except AuthorizationLost:
+            log.warning("tenant %s: CRM authorisation lost; waiting for a reinstall", tenant_id)
+            outcome[tenant_id] = "needs_reauth"
+        except CrmUnavailable as exc:
+            log.warning("tenant %s: CRM unavailable, next round retries: %s", tenant_id, exc)
+            outcome[tenant_id] = "crm_unavailable"
         except Exception:
             log.exception("tenant %s: scoring pass failed", tenant_id)
             outcome[tenant_id] = "failed"
         finally:
             leases.release(db, tenant_id, "score", holder, clock())
+    return outcome
+
+
+def pull_tenants(
+    db: Database,
+    clock: Callable[[], dt.datetime],
+    holder: str,
+    pull: Callable[[int], object],
+) -> dict[int, str]:
+    """Pull owners, stages and sales activity for every active HubSpot tenant (lease "pull")."""
+    outcome: dict[int, str] = {}
+    for tenant_id in _active_tenants(db, crm="hubspot"):
+        if not leases.acquire(db, tenant_id, "pull", holder, SCORING_LEASE, clock()):
+            outcome[tenant_id] = "busy"
+            continue
+        try:
+            pull(tenant_id)
+            outcome[tenant_id] = "pulled"
+        except AuthorizationLost:
+            outcome[tenant_id] = "needs_reauth"
+        except CrmUnavailable as exc:
+            log.warning("tenant %s: pull failed, next round retries: %s", tenant_id, exc)
+            outcome[tenant_id] = "crm_unavailable"
+        except Exception:
+            log.exception("tenant %s: pull failed", tenant_id)
+            outcome[tenant_id] = "failed"
+        finally:
+            leases.release(db, tenant_id, "pull", holder, clock())
     return outcome

@@ -6,28 +6,70 @@ per-tenant lease (no overlap across processes), so adding worker processes is sa
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from app.jobs import score_tenants, worker_identity
+from app import hubspot_app
+from app.jobs import pull_tenants, score_tenants, worker_identity
 
 log = logging.getLogger(__name__)
+
+
+def push_for(services):
+    """The CRM push that follows a tenant's scoring pass (HubSpot tenants only)."""
+
+    def push(tenant_id: int) -> None:
+        if _crm_of(services, tenant_id) == "hubspot":
+            hubspot_app.sync_tenant(services, tenant_id)
+
+    return push
+
+
+def _crm_of(services, tenant_id: int) -> str | None:
+    from app.models import Tenant
+
+    with services.db.system_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        return tenant.crm if tenant else None
 
 
 def build_scheduler(services) -> BlockingScheduler:
     scheduler = BlockingScheduler(timezone="UTC")
     holder = worker_identity()
+    settings = services.settings
+    common = {"max_instances": 1, "coalesce": True, "next_run_time": services.clock()}
     scheduler.add_job(
         score_tenants,
         "interval",
-        seconds=services.settings.scoring_interval_seconds,
-        args=[services.db, services.clock, holder],
+        seconds=settings.scoring_interval_seconds,
+        args=[services.db, services.clock, holder, push_for(services)],
         id="score",
+        **common,
+    )
+    scheduler.add_job(
+        pull_tenants,
+        "interval",
+        seconds=settings.pull_interval_seconds,
+        args=[
+            services.db,
+            services.clock,
+            holder,
+            lambda tenant_id: hubspot_app.pull_tenant(services, tenant_id),
+        ],
+        id="pull",
+        **common,
+    )
+    grace = dt.timedelta(days=settings.uninstall_grace_days)
+    scheduler.add_job(
+        lambda: hubspot_app.purge_uninstalled(services.db, services.clock(), grace),
+        "interval",
+        hours=1,
+        id="purge",
         max_instances=1,
         coalesce=True,
-        next_run_time=services.clock(),
     )
     return scheduler
 
@@ -41,6 +83,10 @@ def run_worker(services) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("worker started: scoring every %ss", services.settings.scoring_interval_seconds)
+    log.info(
+        "worker started: scoring and CRM push every %ss, pull every %ss",
+        services.settings.scoring_interval_seconds,
+        services.settings.pull_interval_seconds,
+    )
     scheduler.start()
     log.info("worker stopped")

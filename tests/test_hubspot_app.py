@@ -591,3 +591,60 @@ def test_a_trial_accounts_drop_is_a_signal_not_a_task(app, client, db, installed
     scored_and_synced(app, client, db, tenant_id, key)
     dropping(db, tenant_id, plan="trial")
     assert sync_tenant(app.extensions["pql"], tenant_id).tasks_created == 0
+
+
+# --- CLI and API ------------------------------------------------------------------------------
+
+
+def test_the_cli_shows_a_dry_run_plan_then_syncs(app, client, db, installed, sandbox, cli):
+    tenant_id, key = installed
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    plan = cli.invoke(args=["sync", "--tenant", str(tenant_id), "--dry-run"])
+    assert plan.exit_code == 0, plan.output
+    assert "accounts: 0 unchanged, 0 to update, 1 to create" in plan.output
+    assert "pql_activation_rate: 1 would change" in plan.output
+    assert portal(sandbox).objects["companies"] == {}
+    done = cli.invoke(args=["sync", "--tenant", str(tenant_id)])
+    assert done.exit_code == 0 and "1 created" in done.output
+    assert len(portal(sandbox).objects["companies"]) == 1
+
+
+def test_the_cli_says_when_a_tenant_must_reinstall(app, db, installed, sandbox, cli):
+    tenant_id, _ = installed
+    uninstall(db, tenant_id, NOW)
+    result = cli.invoke(args=["sync", "--tenant", str(tenant_id)])
+    assert result.exit_code == 1 and "reinstall" in result.output
+
+
+def test_tenant_configure_sets_sync_settings_and_refuses_nothing(app, db, installed, cli):
+    tenant_id, _ = installed
+    result = cli.invoke(
+        args=[
+            "tenant",
+            "configure",
+            str(tenant_id),
+            "--no-create-missing",
+            "--default-cs-owner",
+            "101",
+        ]
+    )
+    assert result.exit_code == 0
+    assert json.loads(result.output) == {"create_missing": False, "default_cs_owner_id": "101"}
+    assert cli.invoke(args=["tenant", "configure", str(tenant_id)]).exit_code == 2
+
+
+def test_the_api_shows_crm_status_and_runs_a_sync(app, client, db, installed, sandbox):
+    from app.tenants import issue_write_key
+
+    tenant_id, key = installed
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    admin = issue_write_key(db, tenant_id, label="admin", scope="admin").secret
+    headers = {"Authorization": f"Bearer {admin}"}
+    ran = client.post("/api/v1/crm/sync", json={"dry_run": False}, headers=headers)
+    assert ran.status_code == 200 and ran.get_json()["account"]["created"] == 1
+    status = client.get("/api/v1/crm", headers=headers).get_json()
+    assert status["status"] == "active" and status["records"]["account"]["linked"] == 1
+    bad = client.post("/api/v1/crm/sync", json={"dry_run": "yes"}, headers=headers)
+    assert bad.status_code == 400

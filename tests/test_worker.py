@@ -69,11 +69,39 @@ def test_uninstalled_tenants_are_not_scored(db, tenant_key):
     assert score_tenants(db, lambda: NOW, "w1") == {}
 
 
-def test_the_worker_schedules_scoring_once_at_a_time(app):
+def test_the_worker_schedules_scoring_pull_and_purge_once_at_a_time(app):
     scheduler = build_scheduler(app.extensions["pql"])
-    (job,) = scheduler.get_jobs()
-    assert (job.id, job.max_instances, job.coalesce) == ("score", 1, True)
-    assert job.trigger.interval == dt.timedelta(seconds=60)
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert set(jobs) == {"score", "pull", "purge"}
+    assert all((j.max_instances, j.coalesce) == (1, True) for j in jobs.values())
+    assert jobs["score"].trigger.interval == dt.timedelta(seconds=30)
+    assert jobs["pull"].trigger.interval == dt.timedelta(seconds=300)
+
+
+def test_a_scoring_round_pushes_each_tenant_after_its_pass(db, tenant_key):
+    from app.jobs import score_tenants
+
+    tenant_id, _ = tenant_key
+    pushed = []
+    now = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
+    outcome = score_tenants(db, lambda: now, "w1", push=pushed.append)
+    assert outcome == {tenant_id: "full"} and pushed == [tenant_id]
+
+
+def test_a_tenant_whose_crm_access_is_lost_does_not_stop_the_round(db):
+    from app.jobs import score_tenants
+    from app.tenants import create_tenant
+    from connectors.base import AuthorizationLost
+
+    first, second = create_tenant(db, "A").id, create_tenant(db, "B").id
+
+    def push(tenant_id):
+        if tenant_id == first:
+            raise AuthorizationLost("revoked")
+
+    now = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
+    outcome = score_tenants(db, lambda: now, "w1", push=push)
+    assert outcome == {first: "needs_reauth", second: "full"}
 
 
 def test_the_worker_process_scores_and_stops_cleanly_on_sigterm(migrated_url, db, tenant_key):
