@@ -351,8 +351,17 @@ class _ProgressBars:
 @click.command("score", help="Recompute a tenant's scores now (full by default).")
 @click.option("--tenant", "tenant_id", type=int, required=True)
 @click.option("--incremental", is_flag=True, help="Only what changed since the last pass.")
+@click.option(
+    "--as-of",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Score as on this past day (end of day UTC) to backfill history for trends, "
+    "e.g. after importing past events; then a normal pass runs.",
+)
 @with_appcontext
-def score_command(tenant_id: int, incremental: bool) -> None:
+def score_command(tenant_id: int, incremental: bool, as_of) -> None:
+    import datetime as dt
+
     from app.scoring_jobs import recompute
 
     _require_schema()
@@ -360,6 +369,12 @@ def score_command(tenant_id: int, incremental: bool) -> None:
     svc = services()
     bars = _ProgressBars()
     try:
+        if as_of is not None:
+            moment = dt.datetime.combine(as_of.date(), dt.time(23, 59, 59), dt.UTC)
+            if moment.date() >= svc.clock().date():
+                raise click.BadParameter("must be a past day", param_hint="--as-of")
+            recompute(svc.db, tenant_id, moment, full=True, progress=bars)
+            click.echo(f"history for {as_of.date()} stored")
         summary = recompute(svc.db, tenant_id, svc.clock(), full=not incremental, progress=bars)
     finally:
         bars.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import http.cookiejar
 import json
 import random
 import time
@@ -23,12 +24,11 @@ from app.models import (
     AccountMembership,
     AccountScore,
     Tenant,
-    WriteKey,
     utcnow,
 )
 from app.sample_data import demo_messages
 from app.scoring_jobs import recompute
-from app.tenants import create_tenant, issue_write_key
+from app.tenants import issue_write_key
 
 DEMO_TENANT_NAME = "Demo workspace"
 
@@ -49,21 +49,6 @@ def wait_until_ready(base_url: str, timeout: float = 60.0) -> None:
     raise click.ClickException(
         f"service at {base_url} not ready after {timeout:.0f}s: {last_error}"
     )
-
-
-def demo_tenant_with_fresh_key() -> tuple[int, str]:
-    """The demo tenant (made on first run) and a new write key; earlier demo keys are revoked."""
-    db = services().db
-    with db.system_session() as session:
-        tenant = session.scalar(select(Tenant).where(Tenant.name == DEMO_TENANT_NAME))
-    if tenant is None:
-        tenant = create_tenant(db, DEMO_TENANT_NAME)
-    with db.tenant_transaction(tenant.id) as session:
-        for key in session.scalars(
-            select(WriteKey).where(WriteKey.label == "demo", WriteKey.revoked_at.is_(None))
-        ):
-            key.revoked_at = utcnow()
-    return tenant.id, issue_write_key(db, tenant.id, label="demo").secret
 
 
 def send_batches(base_url: str, write_key: str, messages: list[dict], size: int = 100) -> int:
@@ -154,25 +139,154 @@ def account_summary(tenant_id: int) -> list[dict]:
     ]
 
 
-@click.command("demo", help="Run the demo against a running service.")
+def install_in_sandbox(base_url: str, hub_id: int = 1234567) -> str:
+    """Click through the install as an admin's browser would (service → sandbox consent →
+    callback); returns the write key the install page shows."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    with opener.open(f"{base_url}/hubspot/install?hub_id={hub_id}", timeout=30) as response:
+        page = response.read().decode()
+    if "<pre>" not in page:
+        raise click.ClickException(f"the install did not complete: {page[:300]}")
+    return page.split("<pre>")[1].split("</pre>")[0].strip()
+
+
+def hubspot_tenant(hub_id: int | None = None) -> int | None:
+    with services().db.system_session() as session:
+        query = select(Tenant.id).where(Tenant.crm == "hubspot", Tenant.status == "active")
+        if hub_id is not None:
+            query = query.where(Tenant.external_id == str(hub_id))
+        return session.scalar(query.order_by(Tenant.id.desc()).limit(1))
+
+
+def wait_for(what: str, check, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1.0)
+    raise click.ClickException(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def backfill_history(tenant_id: int, now) -> None:
+    """Score as on a week ago (history for the trend), then everyone again, under the scoring
+    lease so the worker does not run the tenant meanwhile."""
+    import datetime as dt
+
+    from app import leases
+    from app.jobs import SCORING_LEASE
+
+    db = services().db
+    wait_for(
+        "the scoring lease",
+        lambda: leases.acquire(db, tenant_id, "score", "demo", SCORING_LEASE, utcnow()),
+        120,
+    )
+    try:
+        week_ago = dt.datetime.combine((now - dt.timedelta(days=7)).date(), dt.time(23, 59), dt.UTC)
+        recompute(db, tenant_id, week_ago, full=True)
+        recompute(db, tenant_id, now, full=True)
+    finally:
+        leases.release(db, tenant_id, "score", "demo", utcnow())
+
+
+def crm_view(tenant_id: int) -> dict:
+    """What HubSpot now shows: the companies' properties and the tasks, read back through the
+    HubSpot API."""
+    from app.hubspot_app import connector_for
+    from app.models import CrmRecord, CsTask
+
+    svc = services()
+    prefix = svc.settings.property_prefix
+    with svc.db.tenant_session(tenant_id) as session:
+        ids = list(
+            session.scalars(
+                select(CrmRecord.crm_id).where(
+                    CrmRecord.object_type == "account", CrmRecord.crm_id.is_not(None)
+                )
+            )
+        )
+        tasks = session.scalars(select(CsTask)).all()
+    shown = ["name", "domain", "hubspot_owner_id"] + [
+        f"{prefix}{f}"
+        for f in (
+            "activation_rate",
+            "next_step",
+            "engagement_score",
+            "engagement_segment",
+            "trend",
+            "pql",
+            "pql_reason",
+            "lead_type",
+            "active_users",
+        )
+    ]
+    companies = connector_for(svc, tenant_id).read("companies", ids, shown)
+    return {
+        "companies": [
+            {name: c.properties.get(name) for name in shown} | {"hubspot_id": c.crm_id}
+            for c in companies
+        ],
+        "tasks": [
+            {"subject": t.subject, "owner": t.owner_id, "hubspot_id": t.crm_task_id, "body": t.body}
+            for t in tasks
+        ],
+    }
+
+
+@click.command("demo", help="Run the demo against a running service (web + worker).")
 @click.option("--url", "base_url", default="http://127.0.0.1:5000", show_default=True)
+@click.option("--timeout", default=180.0, show_default=True, help="seconds to wait for the worker")
 @with_appcontext
-def demo_command(base_url: str) -> None:
+def demo_command(base_url: str, timeout: float) -> None:
+    """Install the app into HubSpot (the local sandbox unless HUBSPOT_CLIENT_ID is set), send a
+    fortnight of product events, and show the worker turning them into HubSpot properties and
+    a CS task."""
+    from app.models import CrmRecord, CsTask
+
     base_url = base_url.rstrip("/")
     wait_until_ready(base_url)
-    tenant_id, write_key = demo_tenant_with_fresh_key()
-    click.echo(f"Demo tenant {tenant_id}; write key: {write_key}")
+    svc = services()
+    sandbox = svc.settings.hubspot_client_id == "sandbox-client"
+    if sandbox:
+        # A new sandbox portal per run: the sandbox keeps nothing between runs.
+        portal = 1_000_000 + int(time.time()) % 9_000_000
+        key = install_in_sandbox(base_url, portal)
+        tenant_id = hubspot_tenant(portal)
+        click.echo(f"Installed into the HubSpot sandbox (portal {portal}): tenant {tenant_id}")
+    else:
+        click.echo(f"Open {base_url}/hubspot/install in a browser and approve the app ...")
+        tenant_id = wait_for("the install", hubspot_tenant, 600)
+        key = issue_write_key(svc.db, tenant_id, label="demo").secret
+        click.echo(f"Installed: tenant {tenant_id}")
     now = utcnow()
-    # Seeded by the date: re-running the demo on one day re-sends the same messageIds, which
-    # the service stores once, as it would an SDK's retries.
     messages = demo_messages(random.Random(f"demo-{now.date()}"), now)
-    sent = send_batches(base_url, write_key, messages)
-    click.echo(f"Sent {sent} messages (identify, group, track) to {base_url}/v1/batch")
-    click.echo("Accounts, users and event counts the service built from them:")
+    sent = send_batches(base_url, key, messages)
+    click.echo(f"Sent {sent} product events (identify, group, track) to {base_url}/v1/batch")
     click.echo(json.dumps(account_summary(tenant_id), indent=2))
-    summary = recompute(services().db, tenant_id, services().clock())
-    click.echo(
-        f"Scored {summary.accounts} accounts and {summary.users} users "
-        f"(definitions version {summary.definitions_version}). Per account:"
-    )
-    click.echo(json.dumps(account_scores(tenant_id), indent=2))
+
+    def pushed():
+        with svc.db.tenant_session(tenant_id) as session:
+            return session.scalar(
+                select(func.count()).where(
+                    CrmRecord.object_type == "account", CrmRecord.pushed_at.is_not(None)
+                )
+            )
+
+    click.echo("Waiting for the worker to score the accounts and push them to HubSpot ...")
+    count = wait_for("the first push", pushed, timeout)
+    click.echo(f"{count} companies written to HubSpot.")
+    click.echo("Backfilling last week's scores so the trend can show who is dropping ...")
+    backfill_history(tenant_id, now)
+
+    def task_made():
+        with svc.db.tenant_session(tenant_id) as session:
+            return session.scalar(select(func.count()).select_from(CsTask))
+
+    click.echo("Waiting for the worker to push the trend and open a task for the drop ...")
+    wait_for("the CS task", task_made, timeout)
+    click.echo(json.dumps(crm_view(tenant_id), indent=2))
+    if sandbox:
+        click.echo(f"Browse the sandbox's records at {svc.settings.hubspot_base_url}/")

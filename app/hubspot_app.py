@@ -14,13 +14,13 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, make_response, redirect, render_template_string, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from werkzeug.exceptions import NotFound
 
 from app import crm_properties, crm_sync, services
 from app.crm_access import SharedRateBudget, TenantTokens
 from app.db import Database
-from app.models import Tenant, WriteKey
+from app.models import CrmRecord, Tenant, WriteKey
 from app.tenants import issue_write_key
 from connectors import hubspot
 from connectors.base import AuthorizationLost, Caller, CrmError
@@ -173,6 +173,11 @@ def complete_install(svc, code: str, redirect_uri: str) -> Installed:
         tenant.settings = settings_doc
         session.flush()
         tenant_id = tenant.id
+    if reinstalled:
+        # What HubSpot holds may have changed while we were away: push everything once more
+        # (records deleted meanwhile answer 207 and are matched or created again).
+        with svc.db.tenant_transaction(tenant_id) as session:
+            session.execute(update(CrmRecord).values(pushed={}))
     key = issue_write_key(svc.db, tenant_id, label="HubSpot install").secret
     log.info("tenant %s: installed in HubSpot portal %s", tenant_id, portal)
     try:

@@ -33,6 +33,8 @@ class SampleAccount:
     employees: int
     plan: str
     user_ids: tuple[str, ...]
+    # Busy a week ago, nearly silent since: its engagement drops (a CS task when it pays).
+    fading: bool = False
 
 
 DEMO_ACCOUNTS = (
@@ -41,6 +43,9 @@ DEMO_ACCOUNTS = (
         "acct-globex", "Globex", "globex.example", 2400, "trial", ("hank", "marge", "lisa")
     ),
     SampleAccount("acct-initech", "Initech", "initech.example", 18, "paid", ("peter",)),
+    SampleAccount(
+        "acct-umbrella", "Umbrella", "umbrella.example", 300, "paid", ("alice", "carl"), True
+    ),
 )
 
 
@@ -136,6 +141,14 @@ def demo_messages(rng: random.Random, now: dt.datetime, days: int = 14) -> list[
     for account in DEMO_ACCOUNTS:
         activity = {"trial": 6, "paid": 3}[account.plan] * (2 if account.employees < 1000 else 1)
         for user_id in account.user_ids:
+            if account.fading:
+                # Two busy weeks' worth in the first week, one login in the last.
+                for _ in range(activity * days):
+                    at = start + dt.timedelta(seconds=rng.uniform(60, (days - 7) * 86400))
+                    events.append(track(rng, user_id, account.group_id, random_event(rng), at))
+                at = now - dt.timedelta(days=3, seconds=rng.uniform(0, 3600))
+                events.append(track(rng, user_id, account.group_id, "Logged In", at))
+                continue
             for _ in range(activity * days // 2):
                 at = start + dt.timedelta(seconds=rng.uniform(60, days * 86400 - 60))
                 events.append(track(rng, user_id, account.group_id, random_event(rng), at))

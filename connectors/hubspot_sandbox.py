@@ -15,6 +15,7 @@ properties, for the demo.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -762,6 +763,23 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             sandbox.faults.invalid_values = set(body.get("invalid_values", []))
         return jsonify({"ok": True})
 
+    @app.post("/_sandbox/change")
+    def change():
+        """Someone edits a record in HubSpot (assigns an owner, moves the stage): the change is
+        made and, when a webhook target is set, notified like HubSpot does."""
+        body = request.get_json(silent=True) or {}
+        try:
+            sandbox.change_property(
+                int(body["hub_id"]),
+                body["object_type"],
+                str(body["object_id"]),
+                body["property"],
+                body.get("value"),
+            )
+        except (KeyError, ValueError) as exc:
+            return _error(400, f"bad change: {exc}")
+        return jsonify({"ok": True})
+
     @app.get("/_sandbox/stats")
     def stats():
         return jsonify(dict(sandbox.stats))
@@ -820,3 +838,24 @@ class SandboxServer:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.thread.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m connectors.hubspot_sandbox --port 8025 [--webhook-target URL]``"""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A local HubSpot-compatible sandbox.")
+    parser.add_argument("--port", type=int, default=8025)
+    parser.add_argument("--requests-per-10s", type=int, default=110)
+    parser.add_argument("--webhook-target", default=None, help="where to send change webhooks")
+    args = parser.parse_args(argv)
+    sandbox = Sandbox(requests_per_window=args.requests_per_10s)
+    sandbox.webhook_target = args.webhook_target
+    server = SandboxServer(sandbox, port=args.port, quiet=True)
+    print(f"HubSpot sandbox on {server.url} (records at {server.url}/)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

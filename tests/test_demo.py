@@ -1,36 +1,97 @@
+"""The README's demo, piece by piece, against a live service and the HubSpot sandbox."""
+
 import datetime as dt
 import random
 
-from app.demo import account_scores, account_summary, demo_tenant_with_fresh_key, send_batches
+import pytest
+
+from app.demo import (
+    account_scores,
+    account_summary,
+    backfill_history,
+    crm_view,
+    hubspot_tenant,
+    install_in_sandbox,
+    send_batches,
+)
+from app.hubspot_app import sync_tenant
+from app.jobs import score_tenants
 from app.sample_data import DEMO_ACCOUNTS, demo_messages
-from app.scoring_jobs import recompute
-from app.tenants import resolve_write_key
+from connectors.hubspot_sandbox import Sandbox, SandboxServer
+from tests.conftest import _empty_all_tables, config_for
 
 
-def test_demo_messages_become_accounts_with_members_and_counts(app, live_server, db):
-    with app.app_context():
-        tenant_id, key = demo_tenant_with_fresh_key()
-        now = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
-        messages = demo_messages(random.Random("t"), now)
-        assert send_batches(live_server, key, messages) == len(messages)
-        summary = account_summary(tenant_id)
-        recompute(db, tenant_id, now)
-        scores = account_scores(tenant_id)
-    assert [row["account"] for row in summary] == sorted(a.name for a in DEMO_ACCOUNTS)
-    assert {row["account"] for row in scores} == {a.name for a in DEMO_ACCOUNTS}
-    assert all(
-        (row["pql_reason"] and row["next_step"] is not None) or row["activation_rate"] == 100
-        for row in scores
+@pytest.fixture
+def sandbox():
+    with SandboxServer(Sandbox(requests_per_window=10_000)) as running:
+        yield running
+
+
+@pytest.fixture
+def app(migrated_url, sandbox, unused_port):
+    from app import create_app
+
+    app = create_app(
+        config_for(
+            migrated_url,
+            HUBSPOT_SANDBOX_URL=sandbox.url,
+            PUBLIC_URL=f"http://127.0.0.1:{unused_port}",
+        )
     )
-    tracks = sum(1 for m in messages if m["type"] == "track")
-    assert sum(sum(row["events"].values()) for row in summary) == tracks
-    assert {row["users"] for row in summary} == {len(a.user_ids) for a in DEMO_ACCOUNTS}
+    yield app
+    _empty_all_tables(app)
+    app.extensions["pql"].db.dispose()
 
 
-def test_running_the_demo_again_revokes_the_previous_demo_key(app, db):
+@pytest.fixture
+def unused_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(app, unused_port):
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", unused_port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{unused_port}"
+    server.shutdown()
+    thread.join(5)
+
+
+def test_the_demo_loop_turns_events_into_hubspot_properties_and_a_cs_task(app, db, served, sandbox):
+    svc = app.extensions["pql"]
     with app.app_context():
-        first_tenant, first_key = demo_tenant_with_fresh_key()
-        second_tenant, second_key = demo_tenant_with_fresh_key()
-    assert first_tenant == second_tenant
-    assert resolve_write_key(db, first_key) is None
-    assert resolve_write_key(db, second_key).tenant_id == second_tenant
+        key = install_in_sandbox(served)
+        tenant_id = hubspot_tenant(1234567)
+        now = svc.clock()
+        messages = demo_messages(random.Random("t"), now)
+        assert send_batches(served, key, messages) == len(messages)
+        summary = account_summary(tenant_id)
+        assert [row["account"] for row in summary] == sorted(a.name for a in DEMO_ACCOUNTS)
+        tracks = sum(1 for m in messages if m["type"] == "track")
+        assert sum(sum(row["events"].values()) for row in summary) == tracks
+
+        # What the worker does each round: score, then push.
+        def worker_round():
+            return score_tenants(svc.db, svc.clock, "w", push=lambda t: sync_tenant(svc, t))
+
+        assert worker_round() == {tenant_id: "full"}
+        assert len(sandbox.sandbox.portals[1234567].objects["companies"]) == len(DEMO_ACCOUNTS)
+        backfill_history(tenant_id, now)
+        worker_round()
+        view = crm_view(tenant_id)
+        scores = {row["account"]: row for row in account_scores(tenant_id)}
+    assert "Ice Cold" in scores["Umbrella"]["segments"]
+    [task] = view["tasks"]
+    assert task["subject"] == "Engagement dropped: Umbrella" and task["hubspot_id"]
+    umbrella = next(c for c in view["companies"] if c["name"] == "Umbrella")
+    assert umbrella["pql_trend"] == "Ice Cold"
+    assert umbrella["pql_activation_rate"] is not None and umbrella["pql_lead_type"]
