@@ -152,6 +152,46 @@ def install_in_sandbox(base_url: str, hub_id: int = 1234567) -> str:
     return page.split("<pre>")[1].split("</pre>")[0].strip()
 
 
+def assign_owner_in_sandbox(svc, tenant_id: int, portal: int, name: str, owner: str) -> None:
+    """A sales rep assigns a company to an owner in HubSpot: the sandbox notifies the app by
+    a signed webhook, and the CS task for that company goes to that owner."""
+    from app.models import CrmRecord
+
+    with svc.db.tenant_session(tenant_id) as session:
+        crm_id = session.scalar(
+            select(CrmRecord.crm_id)
+            .join(Account, Account.id == CrmRecord.subject_id)
+            .where(CrmRecord.object_type == "account", Account.name == name)
+        )
+    body = {
+        "hub_id": portal,
+        "object_type": "companies",
+        "object_id": crm_id,
+        "property": "hubspot_owner_id",
+        "value": owner,
+    }
+    request = urllib.request.Request(
+        f"{svc.settings.hubspot_base_url}/_sandbox/change",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+    def applied():
+        with svc.db.tenant_session(tenant_id) as session:
+            fields = session.scalar(
+                select(CrmRecord.crm_fields).where(
+                    CrmRecord.object_type == "account", CrmRecord.crm_id == crm_id
+                )
+            )
+        return (fields or {}).get("owner_id") == owner
+
+    wait_for("the owner change webhook", applied, 30)
+    click.echo(f"In HubSpot, {name} was assigned to owner {owner} (received by webhook).")
+
+
 def hubspot_tenant(hub_id: int | None = None) -> int | None:
     with services().db.system_session() as session:
         query = select(Tenant.id).where(Tenant.crm == "hubspot", Tenant.status == "active")
@@ -278,6 +318,8 @@ def demo_command(base_url: str, timeout: float) -> None:
     click.echo("Waiting for the worker to score the accounts and push them to HubSpot ...")
     count = wait_for("the first push", pushed, timeout)
     click.echo(f"{count} companies written to HubSpot.")
+    if sandbox:
+        assign_owner_in_sandbox(svc, tenant_id, portal, "Umbrella", "101")
     click.echo("Backfilling last week's scores so the trend can show who is dropping ...")
     backfill_history(tenant_id, now)
 
