@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,9 @@ from connectors.base import (
 BATCH_LIMIT = 100
 SEARCH_PAGE = 100
 SEARCH_CAP = 10_000  # HubSpot's search returns at most this many results per query
+# HubSpot's search API allows a few requests per second per token, beside the general limit:
+# searches are spaced so they stay under it instead of drawing 429s.
+SEARCH_INTERVAL = 0.25
 TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 SCOPES = (
     "oauth",
@@ -214,6 +218,8 @@ class HubSpotConnector:
         self.key_properties = key_properties
         self.client = HubSpot(host=base_url)
         self._apis: dict[str, Any] = {}
+        self._last_search = -SEARCH_INTERVAL
+        self.monotonic = time.monotonic
 
     # Client API objects are built once (each holds a connection pool); the token is set on
     # their configuration before every request.
@@ -237,12 +243,17 @@ class HubSpotConnector:
         return api
 
     def _call(self, label: str, api: str, method: str, *args, **kwargs):
-        return self.caller(
-            label,
-            lambda token: getattr(self._api(api, token), method)(
+        def request(token: str):
+            if method == "do_search":
+                wait = self._last_search + SEARCH_INTERVAL - self.monotonic()
+                if wait > 0:
+                    self.caller.sleep(wait)
+                self._last_search = self.monotonic()
+            return getattr(self._api(api, token), method)(
                 *args, _request_timeout=TIMEOUT, **kwargs
-            ),
-        )
+            )
+
+        return self.caller(label, request)
 
     # --- schema ------------------------------------------------------------------------------
 
