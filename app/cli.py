@@ -10,7 +10,7 @@ import sys
 import click
 from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from app import migrate, services
@@ -510,6 +510,13 @@ def tenant_configure(tenant_id, create_missing, default_cs_owner, task_cooldown_
         tenant = session.get(Tenant, tenant_id)
         tenant.settings = {**(tenant.settings or {}), **changes}
         current = dict(tenant.settings)
+    if "create_missing" in changes:
+        # Records skipped before may be created now: the next push looks at every score.
+        from app.models import AccountScore, UserScore
+
+        with services().db.tenant_transaction(tenant_id) as session:
+            for model in (AccountScore, UserScore):
+                session.execute(update(model).values(crm_pending=True))
     _echo_json({k: v for k, v in current.items() if k != "schema_version"})
 
 

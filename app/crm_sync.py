@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +54,7 @@ FIRST_PULL_DAYS = 3650
 
 @dataclass
 class SubjectReport:
-    unchanged: int = 0
+    unchanged: int = 0  # scored again, but nothing the CRM holds changed
     to_write: int = 0
     matched_by_id: int = 0
     matched_by_key: int = 0
@@ -96,6 +97,7 @@ class _Row:
     natural_key: str | None  # domain / email
     standard: dict[str, str]  # set on creation only (name, domain, email ...)
     record: CrmRecord | None
+    computed_at: dt.datetime
     company_subject_id: int | None = None
 
 
@@ -139,8 +141,10 @@ def _load_rows(db: Database, tenant_id: int, subject: str, prefix: str) -> list[
         }
         session.expunge_all()
         if subject == "account":
-            query = select(Account, AccountScore).join(
-                AccountScore, AccountScore.account_id == Account.id
+            query = (
+                select(Account, AccountScore)
+                .join(AccountScore, AccountScore.account_id == Account.id)
+                .where(AccountScore.crm_pending.is_(True))
             )
             for account, score in session.execute(query):
                 desired = crm_properties.values(prefix, subject, score)
@@ -156,13 +160,18 @@ def _load_rows(db: Database, tenant_id: int, subject: str, prefix: str) -> list[
                         account.domain,
                         standard,
                         records.get(account.id),
+                        score.computed_at,
                     )
                 )
         else:
             query = (
                 select(User, UserScore)
                 .join(UserScore, UserScore.user_id == User.id)
-                .where(User.merged_into_id.is_(None), User.external_id.is_not(None))
+                .where(
+                    UserScore.crm_pending.is_(True),
+                    User.merged_into_id.is_(None),
+                    User.external_id.is_not(None),
+                )
             )
             for user, score in session.execute(query):
                 desired = crm_properties.values(prefix, subject, score)
@@ -183,10 +192,35 @@ def _load_rows(db: Database, tenant_id: int, subject: str, prefix: str) -> list[
                         user.email.lower() if user.email else None,
                         standard,
                         records.get(user.id),
+                        score.computed_at,
                         company_subject_id=user.current_account_id,
                     )
                 )
     return rows
+
+
+def _settle(db: Database, tenant_id: int, subject: str, rows: Iterable[_Row]) -> None:
+    """These score rows are in the CRM (or need nothing): the push stops reading them until
+    scoring writes them again (a row rewritten meanwhile has another computed_at and stays)."""
+    model, key = (
+        (AccountScore, AccountScore.account_id)
+        if subject == "account"
+        else (UserScore, UserScore.user_id)
+    )
+    by_time: dict[dt.datetime, list[int]] = defaultdict(list)
+    for row in rows:
+        by_time[row.computed_at].append(row.subject_id)
+    if not by_time:
+        return
+    with db.tenant_transaction(tenant_id) as session:
+        for computed_at, ids in by_time.items():
+            for chunk in batches(ids, 5000):
+                session.execute(
+                    update(model)
+                    .where(key.in_(chunk), model.computed_at == computed_at)
+                    .values(crm_pending=False),
+                    execution_options={"synchronize_session": False},
+                )
 
 
 def _changed(row: _Row) -> dict[str, str]:
@@ -228,48 +262,70 @@ def _record_outcomes(
     outcomes: dict[int, Any],
     now: dt.datetime,
 ) -> tuple[int, int]:
-    """Store one batch's results: accepted values, new CRM ids, errors. Returns (ok, failed)."""
+    """Store one batch's results in one transaction with bulk statements: accepted values, new
+    CRM ids, errors. Returns (ok, failed)."""
     ok = failed = 0
     with db.tenant_transaction(tenant_id) as session:
-        records = {
-            r.subject_id: r
-            for r in session.scalars(
-                select(CrmRecord).where(
-                    CrmRecord.object_type == subject, CrmRecord.subject_id.in_(list(sent))
-                )
+        existing = {
+            sid: (rid, pushed, failures)
+            for rid, sid, pushed, failures in session.execute(
+                select(
+                    CrmRecord.id, CrmRecord.subject_id, CrmRecord.pushed, CrmRecord.failures
+                ).where(CrmRecord.object_type == subject, CrmRecord.subject_id.in_(list(sent)))
             )
         }
+        updates, inserts = [], []
         for sid, values in sent.items():
             outcome = outcomes[sid]
-            record = records.get(sid)
-            if record is None:
-                record = CrmRecord(
-                    tenant_id=tenant_id,
-                    object_type=subject,
-                    subject_id=sid,
-                    pushed={},
-                    crm_fields={},
-                    failures=0,
-                )
-                session.add(record)
+            rid, pushed, failures = existing.get(sid, (None, {}, 0))
+            row: dict[str, Any] = {}
             if outcome.error:
                 failed += 1
-                record.last_error = outcome.error[:2000]
-                record.failed_at = now
-                record.failures = (record.failures or 0) + 1
+                row.update(last_error=outcome.error[:2000], failed_at=now, failures=failures + 1)
                 if outcome.missing:
                     # Deleted in the CRM: match (or create) again next time.
-                    record.crm_id, record.pushed = None, {}
+                    row.update(crm_id=None, pushed={})
                 log.warning(
                     "tenant %s: %s %s not written: %s", tenant_id, subject, sid, outcome.error
                 )
-                continue
-            ok += 1
-            if outcome.crm_id:
-                record.crm_id = outcome.crm_id
-            record.pushed = {**(record.pushed or {}), **values}
-            record.pushed_at = now
-            record.last_error, record.failed_at, record.failures = None, None, 0
+            else:
+                ok += 1
+                row.update(
+                    pushed={**(pushed or {}), **values},
+                    pushed_at=now,
+                    last_error=None,
+                    failed_at=None,
+                    failures=0,
+                )
+                if outcome.crm_id:
+                    row["crm_id"] = outcome.crm_id
+            if rid is None:
+                inserts.append(
+                    {
+                        "tenant_id": tenant_id,
+                        "object_type": subject,
+                        "subject_id": sid,
+                        "crm_id": None,
+                        "pushed": {},
+                        "crm_fields": {},
+                        "failures": 0,
+                        **row,
+                    }
+                )
+            else:
+                updates.append({"id": rid, **row})
+        # Rows of one shape per statement (executemany needs the same keys in each).
+        by_shape: dict[tuple, list[dict]] = defaultdict(list)
+        for row in updates:
+            by_shape[tuple(sorted(row))].append(row)
+        for rows in by_shape.values():
+            session.execute(update(CrmRecord), rows)
+        if inserts:
+            by_shape = defaultdict(list)
+            for row in inserts:
+                by_shape[tuple(sorted(row))].append(row)
+            for rows in by_shape.values():
+                session.execute(CrmRecord.__table__.insert(), rows)
     return ok, failed
 
 
@@ -290,13 +346,17 @@ def push_changed_traits(
         stats = report.subjects[subject]
         rows = _load_rows(db, tenant_id, subject, prefix)
         pending: list[tuple[_Row, dict[str, str]]] = []
+        unchanged: list[_Row] = []
         for row in rows:
             changed = _changed(row)
             if not changed:
-                stats.unchanged += 1
+                unchanged.append(row)
                 continue
             stats.properties.update(changed.keys())
             pending.append((row, changed))
+        stats.unchanged = len(unchanged)
+        if not dry_run:
+            _settle(db, tenant_id, subject, unchanged)
         stats.to_write = len(pending)
         if not pending:
             continue
@@ -326,6 +386,7 @@ def push_changed_traits(
 
         updates: list[tuple[_Row, dict[str, str], str]] = []
         creates: list[tuple[_Row, dict[str, str]]] = []
+        skipped: list[_Row] = []
         for row, changed in pending:
             crm_id = (row.record.crm_id if row.record else None) or found.get(row.subject_id)
             if crm_id:
@@ -336,9 +397,11 @@ def push_changed_traits(
                 creates.append((row, dict(row.desired)))
             else:
                 stats.skipped += 1
+                skipped.append(row)
         stats.would_update, stats.would_create = len(updates), len(creates)
         if dry_run:
             continue
+        _settle(db, tenant_id, subject, skipped)
 
         company_ids = _company_crm_ids(db, tenant_id) if subject == "user" else {}
         for batch in batches(updates, connector.batch_limit):
@@ -352,6 +415,7 @@ def push_changed_traits(
                 {r.subject_id: outcomes[r.key] for r, _, _ in batch},
                 now,
             )
+            _settle(db, tenant_id, subject, [r for r, _, _ in batch if not outcomes[r.key].error])
             stats.updated += ok
             stats.failed += failed
         if subject == "user":
@@ -380,6 +444,7 @@ def push_changed_traits(
                 {r.subject_id: outcomes[r.key] for r, _ in batch},
                 now,
             )
+            _settle(db, tenant_id, subject, [r for r, _ in batch if not outcomes[r.key].error])
             stats.created += ok
             stats.failed += failed
     report.calls = dict(getattr(getattr(connector, "caller", None), "stats", {}) or {})

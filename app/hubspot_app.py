@@ -20,7 +20,7 @@ from werkzeug.exceptions import NotFound
 from app import crm_properties, crm_sync, services
 from app.crm_access import SharedRateBudget, TenantTokens
 from app.db import Database
-from app.models import CrmRecord, Tenant, WriteKey
+from app.models import AccountScore, CrmRecord, Tenant, UserScore, WriteKey
 from app.tenants import issue_write_key
 from connectors import hubspot
 from connectors.base import AuthorizationLost, Caller, CrmError
@@ -178,6 +178,8 @@ def complete_install(svc, code: str, redirect_uri: str) -> Installed:
         # (records deleted meanwhile answer 207 and are matched or created again).
         with svc.db.tenant_transaction(tenant_id) as session:
             session.execute(update(CrmRecord).values(pushed={}))
+            for model in (AccountScore, UserScore):
+                session.execute(update(model).values(crm_pending=True))
     key = issue_write_key(svc.db, tenant_id, label="HubSpot install").secret
     log.info("tenant %s: installed in HubSpot portal %s", tenant_id, portal)
     try:

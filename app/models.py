@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
@@ -293,6 +294,8 @@ class _ScoreColumns:
 
     definitions_version: Mapped[int] = mapped_column(Integer)
     computed_at: Mapped[dt.datetime]
+    # Written since the CRM push last looked at it: the push reads only these rows.
+    crm_pending: Mapped[bool] = mapped_column(default=True, server_default=true())
     profile: Mapped[str] = mapped_column(String(80))
     activation_rate: Mapped[float]
     activated: Mapped[bool]

@@ -129,10 +129,15 @@ def main() -> None:
             seed(svc.db, installed.tenant_id, args.companies, svc.clock())
             print(f"{args.companies} companies; sandbox limit {args.limit} requests per 10 s")
             run("first sync (all new)", svc, installed.tenant_id, sandbox, args.limit)
+            with svc.db.engine.begin() as connection:  # scored again, same values
+                connection.execute(text("UPDATE account_scores SET crm_pending = true"))
             run("nothing changed", svc, installed.tenant_id, sandbox, args.limit)
             with svc.db.engine.begin() as connection:
                 connection.execute(
-                    text("UPDATE account_scores SET activation_rate = activation_rate + 1")
+                    text(
+                        "UPDATE account_scores SET activation_rate = activation_rate + 1, "
+                        "crm_pending = true"
+                    )
                 )
             run("every company changed", svc, installed.tenant_id, sandbox, args.limit)
             svc.db.dispose()

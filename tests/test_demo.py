@@ -1,6 +1,5 @@
 """The README's demo, piece by piece, against a live service and the HubSpot sandbox."""
 
-import datetime as dt
 import random
 
 import pytest

@@ -209,9 +209,13 @@ def test_unchanged_traits_cost_no_api_call(app, client, db, installed, sandbox):
     tenant_id, key = installed
     scored_and_synced(app, client, db, tenant_id, key)
     before = requests_made(sandbox)
+    recompute(db, tenant_id, NOW + dt.timedelta(minutes=1))  # everyone scored again, same values
     report = sync_tenant(app.extensions["pql"], tenant_id)
     assert requests_made(sandbox) == before
     assert report.subjects["account"].unchanged == 1 and report.subjects["user"].unchanged == 2
+    # Scores not written again since are not even read.
+    again = sync_tenant(app.extensions["pql"], tenant_id)
+    assert again.subjects["account"].unchanged == 0 and requests_made(sandbox) == before
 
 
 def test_a_changed_trait_sends_only_that_property_in_one_call(app, client, db, installed, sandbox):
@@ -219,7 +223,7 @@ def test_a_changed_trait_sends_only_that_property_in_one_call(app, client, db, i
     scored_and_synced(app, client, db, tenant_id, key)
     with db.tenant_transaction(tenant_id) as session:
         score = session.scalars(select(AccountScore)).one()
-        score.activation_rate = 80.0
+        score.activation_rate, score.crm_pending = 80.0, True  # as a scoring pass writes it
     before = requests_made(sandbox)
     report = sync_tenant(app.extensions["pql"], tenant_id)
     assert requests_made(sandbox) - before == 1
@@ -266,7 +270,7 @@ def test_a_record_deleted_in_hubspot_fails_alone_and_is_created_again_later(
     del contacts[gone["id"]]
     with db.tenant_transaction(tenant_id) as session:
         for score in session.scalars(select(crm_sync.UserScore)):
-            score.engagement_score = 55.0
+            score.engagement_score, score.crm_pending = 55.0, True
     report = sync_tenant(app.extensions["pql"], tenant_id)
     assert (report.subjects["user"].updated, report.subjects["user"].failed) == (1, 1)
     with db.tenant_session(tenant_id) as session:
@@ -301,7 +305,7 @@ def test_a_batch_interrupted_by_an_outage_resumes_without_duplicates(
         crm_sync.push_changed_traits(db, tenant_id, connector, "pql_", NOW)
     sandbox.sandbox.faults.next_statuses = []
     report = sync_tenant(services, tenant_id)
-    assert report.subjects["account"].unchanged == 1  # kept from the interrupted run
+    assert report.subjects["account"].created == 0  # landed before the outage
     assert report.subjects["user"].created == 2
     assert len(portal(sandbox).objects["companies"]) == 1
     assert len(portal(sandbox).objects["contacts"]) == 2
@@ -544,6 +548,7 @@ def dropping(db, tenant_id, plan="paid"):
         account.traits = {**account.traits, "plan": plan}
         score = session.scalars(select(AccountScore)).one()
         score.trend_segment, score.trend_change, score.engagement_score = "Ice Cold", -30.0, 40.0
+        score.crm_pending = True
 
 
 def test_a_paying_accounts_drop_creates_one_task_for_the_owner(app, client, db, installed, sandbox):
