@@ -236,6 +236,9 @@ def rebuild(
                 markers,
             )
         )
+    if _postgresql(session) and ids is None:
+        # Fresh statistics: the passes that follow look subjects up by id in this table.
+        session.execute(text("ANALYZE activity_bases"))
 
 
 def missing(session: Session, tenant_id: int, kind: _Kind, ids: list[int]) -> set[int]:
