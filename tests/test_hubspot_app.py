@@ -653,3 +653,17 @@ def test_the_api_shows_crm_status_and_runs_a_sync(app, client, db, installed, sa
     assert status["status"] == "active" and status["records"]["account"]["linked"] == 1
     bad = client.post("/api/v1/crm/sync", json={"dry_run": "yes"}, headers=headers)
     assert bad.status_code == 400
+
+
+def test_a_deletion_webhook_unlinks_the_record_so_it_is_matched_again(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company_id] = portal(sandbox).objects["companies"]
+    deleted = {**owner_change(company_id, ""), "subscriptionType": "company.deletion"}
+    deleted.pop("propertyName"), deleted.pop("propertyValue")
+    assert webhook(client, [deleted]).get_json()["applied"] == 1
+    with db.tenant_session(tenant_id) as session:
+        record = session.scalars(select(CrmRecord).where(CrmRecord.object_type == "account")).one()
+        assert record.crm_id is None and record.pushed == {}
