@@ -401,3 +401,15 @@ def crm_sync_now():
     except CrmError as exc:
         raise ApiError(502, "crm_error", str(exc)) from exc
     return jsonify(report.as_dict())
+
+
+@bp.post("/crm/uninstall")
+@admin_required
+def crm_uninstall():
+    """Stop syncing, delete the CRM tokens and revoke every key (this one too); the data is
+    deleted after the grace period."""
+    from app.hubspot_app import uninstall
+
+    svc = services()
+    uninstall(svc.db, g.tenant_id, svc.clock())
+    return jsonify(status="uninstalled", data_deleted_after_days=svc.settings.uninstall_grace_days)

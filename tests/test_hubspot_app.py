@@ -667,3 +667,15 @@ def test_a_deletion_webhook_unlinks_the_record_so_it_is_matched_again(
     with db.tenant_session(tenant_id) as session:
         record = session.scalars(select(CrmRecord).where(CrmRecord.object_type == "account")).one()
         assert record.crm_id is None and record.pushed == {}
+
+
+def test_an_admin_can_uninstall_through_the_api(app, client, db, installed):
+    from app.tenants import issue_write_key
+
+    tenant_id, key = installed
+    admin = issue_write_key(db, tenant_id, label="admin", scope="admin").secret
+    headers = {"Authorization": f"Bearer {admin}"}
+    answer = client.post("/api/v1/crm/uninstall", headers=headers)
+    assert answer.status_code == 200 and answer.get_json()["status"] == "uninstalled"
+    assert client.get("/api/v1/crm", headers=headers).status_code == 401  # keys revoked
+    assert post(client, "batch", {"batch": []}, key).status_code == 401

@@ -229,3 +229,22 @@ def test_tasks_are_created_on_the_company_for_the_owner(server, connector):
     task = portal.objects["tasks"][task_id]
     assert task["properties"]["hubspot_owner_id"] == "101"
     assert ("tasks", task_id, "companies", company.crm_id) in portal.associations
+
+
+def test_a_429_storm_is_waited_out_and_an_endless_one_ends_the_round(server, connector, sleeps):
+    faults(server, next_statuses=[429] * 12)
+    assert len(connector.owners()) == 3
+    assert len(sleeps) == 12 and all(1.0 <= s <= 1.25 for s in sleeps)
+    faults(server, next_statuses=[429] * 40)
+    with pytest.raises(CrmUnavailable, match="still rate limited"):
+        connector.owners()
+
+
+def test_a_timeout_is_retried_like_a_5xx():
+    import urllib3
+
+    from connectors.hubspot import classify
+
+    failure = classify(urllib3.exceptions.ReadTimeoutError(None, "/crm", "read timed out"))
+    assert failure.status is None and "no answer" in failure.message
+    assert classify(ValueError("a bug")) is None  # not a CRM answer: raised, not retried
