@@ -34,6 +34,38 @@ def _active_tenants(db: Database, crm: str | None = None) -> list[int]:
         return list(session.scalars(query))
 
 
+def _each_under_lease(
+    db: Database,
+    clock: Callable[[], dt.datetime],
+    holder: str,
+    job: str,
+    tenant_ids: list[int],
+    work: Callable[[int, dt.datetime], str],
+) -> dict[int, str]:
+    """Run ``work`` for each tenant whose ``job`` lease this worker gets (others are "busy").
+    One tenant's failure is logged and does not stop the round."""
+    outcome: dict[int, str] = {}
+    for tenant_id in tenant_ids:
+        now = clock()
+        if not leases.acquire(db, tenant_id, job, holder, SCORING_LEASE, now):
+            outcome[tenant_id] = "busy"
+            continue
+        try:
+            outcome[tenant_id] = work(tenant_id, now)
+        except AuthorizationLost:
+            log.warning("tenant %s: CRM authorisation lost; waiting for a reinstall", tenant_id)
+            outcome[tenant_id] = "needs_reauth"
+        except CrmUnavailable as exc:
+            log.warning("tenant %s: CRM unavailable, next round retries: %s", tenant_id, exc)
+            outcome[tenant_id] = "crm_unavailable"
+        except Exception:
+            log.exception("tenant %s: %s failed", tenant_id, job)
+            outcome[tenant_id] = "failed"
+        finally:
+            leases.release(db, tenant_id, job, holder, clock())
+    return outcome
+
+
 def score_tenants(
     db: Database,
     clock: Callable[[], dt.datetime],
@@ -45,30 +77,14 @@ def score_tenants(
     the definitions did, and then ``push`` (the CRM sync) under the same lease, so a new event
     reaches the CRM within one interval. Tenants whose lease another worker holds are skipped.
     Returns what happened per tenant."""
-    tenant_ids = _active_tenants(db)
-    outcome: dict[int, str] = {}
-    for tenant_id in tenant_ids:
-        now = clock()
-        if not leases.acquire(db, tenant_id, "score", holder, SCORING_LEASE, now):
-            outcome[tenant_id] = "busy"
-            continue
-        try:
-            summary = recompute(db, tenant_id, now, full=False)
-            outcome[tenant_id] = "full" if summary.full else "incremental"
-            if push is not None:
-                push(tenant_id)
-        except AuthorizationLost:
-            log.warning("tenant %s: CRM authorisation lost; waiting for a reinstall", tenant_id)
-            outcome[tenant_id] = "needs_reauth"
-        except CrmUnavailable as exc:
-            log.warning("tenant %s: CRM unavailable, next round retries: %s", tenant_id, exc)
-            outcome[tenant_id] = "crm_unavailable"
-        except Exception:
-            log.exception("tenant %s: scoring pass failed", tenant_id)
-            outcome[tenant_id] = "failed"
-        finally:
-            leases.release(db, tenant_id, "score", holder, clock())
-    return outcome
+
+    def work(tenant_id: int, now: dt.datetime) -> str:
+        summary = recompute(db, tenant_id, now, full=False)
+        if push is not None:
+            push(tenant_id)
+        return "full" if summary.full else "incremental"
+
+    return _each_under_lease(db, clock, holder, "score", _active_tenants(db), work)
 
 
 def pull_tenants(
@@ -78,22 +94,9 @@ def pull_tenants(
     pull: Callable[[int], object],
 ) -> dict[int, str]:
     """Pull owners, stages and sales activity for every active HubSpot tenant (lease "pull")."""
-    outcome: dict[int, str] = {}
-    for tenant_id in _active_tenants(db, crm="hubspot"):
-        if not leases.acquire(db, tenant_id, "pull", holder, SCORING_LEASE, clock()):
-            outcome[tenant_id] = "busy"
-            continue
-        try:
-            pull(tenant_id)
-            outcome[tenant_id] = "pulled"
-        except AuthorizationLost:
-            outcome[tenant_id] = "needs_reauth"
-        except CrmUnavailable as exc:
-            log.warning("tenant %s: pull failed, next round retries: %s", tenant_id, exc)
-            outcome[tenant_id] = "crm_unavailable"
-        except Exception:
-            log.exception("tenant %s: pull failed", tenant_id)
-            outcome[tenant_id] = "failed"
-        finally:
-            leases.release(db, tenant_id, "pull", holder, clock())
-    return outcome
+
+    def work(tenant_id: int, now: dt.datetime) -> str:
+        pull(tenant_id)
+        return "pulled"
+
+    return _each_under_lease(db, clock, holder, "pull", _active_tenants(db, crm="hubspot"), work)
