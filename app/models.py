@@ -229,6 +229,7 @@ class UserEventDay(TenantOwned, Base):
     """How often a user did a track event on a (UTC) day: what user scoring reads."""
 
     __tablename__ = "user_event_days"
+    __table_args__ = (Index("ix_user_event_days_day", "day"),)
 
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
@@ -245,7 +246,12 @@ class AccountEventDay(TenantOwned, Base):
     """
 
     __tablename__ = "account_event_days"
-    __table_args__ = (Index("ix_account_event_days_user_id", "user_id"),)
+    __table_args__ = (
+        Index("ix_account_event_days_user_id", "user_id"),
+        # An incremental pass reads the current day's rows of the subjects it rescores: by day,
+        # not through each subject's whole history.
+        Index("ix_account_event_days_day", "day"),
+    )
 
     account_id: Mapped[int] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True

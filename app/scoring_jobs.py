@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, delete, func, or_, select
+from sqlalchemy import case, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from app import activity_basis
@@ -641,6 +641,11 @@ def recompute(
             definitions_version=stored.version,
             percentiles=run.percentiles,
         )
+    if full and db.dialect == "postgresql":
+        # Every score row was rewritten: fresh statistics keep the id lookups of the
+        # incremental passes that follow on index scans (autovacuum would get there later).
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("ANALYZE account_scores, user_scores, score_history"))
     summary.seconds = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 2)
     log.info(
         "tenant %s: %s scoring pass: %s accounts, %s users in %ss",

@@ -158,6 +158,7 @@ def main() -> None:
         scenarios = (
             ("spread over all users", args.users),
             (f"from {args.active_users} active users", args.active_users),
+            ("spread over all users, again", args.users),
         )
         moment = now
         for label, population in scenarios:
