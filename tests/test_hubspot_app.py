@@ -679,3 +679,38 @@ def test_an_admin_can_uninstall_through_the_api(app, client, db, installed):
     assert answer.status_code == 200 and answer.get_json()["status"] == "uninstalled"
     assert client.get("/api/v1/crm", headers=headers).status_code == 401  # keys revoked
     assert post(client, "batch", {"batch": []}, key).status_code == 401
+
+
+def test_pulled_owner_and_stage_feed_custom_segments_and_lead_types(
+    app, client, db, installed, sandbox
+):
+    from app.definitions import current_definitions, save_definitions, to_document
+
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["segments"].append(
+        {
+            "name": "Sam's opportunities",
+            "conditions": [
+                {"field": "crm.owner_id", "op": "equals", "value": "101"},
+                {"field": "crm.lifecycle_stage", "op": "equals", "value": "opportunity"},
+            ],
+        }
+    )
+    save_definitions(db, tenant_id, document, "test")
+    [company] = portal(sandbox).objects["companies"].values()
+    company["properties"].update(
+        hubspot_owner_id="101",
+        lifecyclestage="opportunity",
+        notes_last_contacted=str(int((NOW - dt.timedelta(days=2)).timestamp() * 1000)),
+    )
+    crm_sync.pull(db, tenant_id, connector_for(app.extensions["pql"], tenant_id), NOW)
+    recompute(db, tenant_id, NOW)
+    with db.tenant_session(tenant_id) as session:
+        score = session.scalars(select(AccountScore)).one()
+    assert "Sam's opportunities" in score.segments["names"]
+    # Contacted two days ago: communication is active, which the lead type reads.
+    from scoring.engine import LEAD_TYPES
+
+    assert LEAD_TYPES[score.lead_type][2] == "active"
