@@ -199,9 +199,10 @@ def _load_rows(db: Database, tenant_id: int, subject: str, prefix: str) -> list[
     return rows
 
 
-def _settle(db: Database, tenant_id: int, subject: str, rows: Iterable[_Row]) -> None:
+def _settle(db: Database, tenant_id: int, subject: str, rows: Iterable[_Row], session=None) -> None:
     """These score rows are in the CRM (or need nothing): the push stops reading them until
-    scoring writes them again (a row rewritten meanwhile has another computed_at and stays)."""
+    scoring writes them again (a row rewritten meanwhile has another computed_at and stays).
+    Runs in ``session`` when given (the batch's own transaction), else in a new one."""
     model, key = (
         (AccountScore, AccountScore.account_id)
         if subject == "account"
@@ -212,15 +213,18 @@ def _settle(db: Database, tenant_id: int, subject: str, rows: Iterable[_Row]) ->
         by_time[row.computed_at].append(row.subject_id)
     if not by_time:
         return
-    with db.tenant_transaction(tenant_id) as session:
-        for computed_at, ids in by_time.items():
-            for chunk in batches(ids, 5000):
-                session.execute(
-                    update(model)
-                    .where(key.in_(chunk), model.computed_at == computed_at)
-                    .values(crm_pending=False),
-                    execution_options={"synchronize_session": False},
-                )
+    if session is None:
+        with db.tenant_transaction(tenant_id) as own:
+            _settle(db, tenant_id, subject, rows, own)
+        return
+    for computed_at, ids in by_time.items():
+        for chunk in batches(ids, 5000):
+            session.execute(
+                update(model)
+                .where(key.in_(chunk), model.computed_at == computed_at)
+                .values(crm_pending=False),
+                execution_options={"synchronize_session": False},
+            )
 
 
 def _changed(row: _Row) -> dict[str, str]:
@@ -261,9 +265,11 @@ def _record_outcomes(
     sent: dict[int, dict[str, str]],
     outcomes: dict[int, Any],
     now: dt.datetime,
+    rows: list[_Row],
 ) -> tuple[int, int]:
     """Store one batch's results in one transaction with bulk statements: accepted values, new
-    CRM ids, errors. Returns (ok, failed)."""
+    CRM ids, errors, and the score rows that no longer wait for the push. Returns (ok,
+    failed)."""
     ok = failed = 0
     with db.tenant_transaction(tenant_id) as session:
         existing = {
@@ -318,14 +324,16 @@ def _record_outcomes(
         by_shape: dict[tuple, list[dict]] = defaultdict(list)
         for row in updates:
             by_shape[tuple(sorted(row))].append(row)
-        for rows in by_shape.values():
-            session.execute(update(CrmRecord), rows)
+        for shaped in by_shape.values():
+            session.execute(update(CrmRecord), shaped)
         if inserts:
             by_shape = defaultdict(list)
             for row in inserts:
                 by_shape[tuple(sorted(row))].append(row)
-            for rows in by_shape.values():
-                session.execute(CrmRecord.__table__.insert(), rows)
+            for shaped in by_shape.values():
+                session.execute(CrmRecord.__table__.insert(), shaped)
+        landed = [r for r in rows if not outcomes[r.subject_id].error]
+        _settle(db, tenant_id, subject, landed, session)
     return ok, failed
 
 
@@ -414,8 +422,8 @@ def push_changed_traits(
                 {r.subject_id: v for r, v, _ in batch},
                 {r.subject_id: outcomes[r.key] for r, _, _ in batch},
                 now,
+                [r for r, _, _ in batch],
             )
-            _settle(db, tenant_id, subject, [r for r, _, _ in batch if not outcomes[r.key].error])
             stats.updated += ok
             stats.failed += failed
         if subject == "user":
@@ -443,8 +451,8 @@ def push_changed_traits(
                 {r.subject_id: v for r, v in batch},
                 {r.subject_id: outcomes[r.key] for r, _ in batch},
                 now,
+                [r for r, _ in batch],
             )
-            _settle(db, tenant_id, subject, [r for r, _ in batch if not outcomes[r.key].error])
             stats.created += ok
             stats.failed += failed
     report.calls = dict(getattr(getattr(connector, "caller", None), "stats", {}) or {})
