@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import math
 import os
 import platform
@@ -96,6 +97,7 @@ def main() -> None:
             )
             svc = app.extensions["pql"]
             print(f"scoring and push every {svc.settings.scoring_interval_seconds}s (default)")
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
             web = make_server("127.0.0.1", port, app, threaded=True)
             threading.Thread(target=web.serve_forever, daemon=True).start()
             redirect_uri = f"{base}/hubspot/oauth-callback"
