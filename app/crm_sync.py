@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -337,6 +338,46 @@ def _record_outcomes(
     return ok, failed
 
 
+class _Bookkeeping:
+    """Stores each batch's results on a thread of its own while the next batch is on its way
+    to the CRM: in order, at most one batch behind. A crash loses at most that batch's
+    bookkeeping: updates are sent again (the same values), created records are found again by
+    their key."""
+
+    def __init__(self, db: Database, tenant_id: int, subject: str, now: dt.datetime):
+        self.db, self.tenant_id, self.subject, self.now = db, tenant_id, subject, now
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crm-bookkeeping")
+        self.stored: list[tuple[str, Future]] = []
+
+    def __enter__(self) -> _Bookkeeping:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True)
+
+    def keep(self, kind: str, pairs: list[tuple[_Row, dict[str, str]]], results) -> None:
+        outcomes = {o.key: o for o in results}
+        future = self.pool.submit(
+            _record_outcomes,
+            self.db,
+            self.tenant_id,
+            self.subject,
+            {r.subject_id: v for r, v in pairs},
+            {r.subject_id: outcomes[r.key] for r, _ in pairs},
+            self.now,
+            [r for r, _ in pairs],
+        )
+        self.stored.append((kind, future))
+        if len(self.stored) > 1:
+            self.stored[-2][1].result()  # a bookkeeping error stops the push here
+
+    def add_to(self, stats: SubjectReport) -> None:
+        for kind, future in self.stored:
+            ok, failed = future.result()
+            setattr(stats, kind, getattr(stats, kind) + ok)
+            stats.failed += failed
+
+
 def push_changed_traits(
     db: Database,
     tenant_id: int,
@@ -412,49 +453,30 @@ def push_changed_traits(
         _settle(db, tenant_id, subject, skipped)
 
         company_ids = _company_crm_ids(db, tenant_id) if subject == "user" else {}
-        for batch in batches(updates, connector.batch_limit):
-            writes = [Write(r.key, v, crm_id=c) for r, v, c in batch]
-            outcomes = {o.key: o for o in connector.update(object_type, writes)}
-            ok, failed = _record_outcomes(
-                db,
-                tenant_id,
-                subject,
-                {r.subject_id: v for r, v, _ in batch},
-                {r.subject_id: outcomes[r.key] for r, _, _ in batch},
-                now,
-                [r for r, _, _ in batch],
-            )
-            stats.updated += ok
-            stats.failed += failed
-        if subject == "user":
-            newly_matched = [
-                (found[r.subject_id], company_ids[r.company_subject_id])
-                for r, _, _ in updates
-                if r.subject_id in found and company_ids.get(r.company_subject_id)
-            ]
-            if newly_matched:
-                connector.associate_users(newly_matched)
-        for batch in batches(creates, connector.batch_limit):
-            writes = [
-                Write(
-                    r.key,
-                    {**r.standard, **v},
-                    company_crm_id=company_ids.get(r.company_subject_id),
-                )
-                for r, v in batch
-            ]
-            outcomes = {o.key: o for o in connector.create(object_type, writes)}
-            ok, failed = _record_outcomes(
-                db,
-                tenant_id,
-                subject,
-                {r.subject_id: v for r, v in batch},
-                {r.subject_id: outcomes[r.key] for r, _ in batch},
-                now,
-                [r for r, _ in batch],
-            )
-            stats.created += ok
-            stats.failed += failed
+        with _Bookkeeping(db, tenant_id, subject, now) as books:
+            for batch in batches(updates, connector.batch_limit):
+                writes = [Write(r.key, v, crm_id=c) for r, v, c in batch]
+                results = connector.update(object_type, writes)
+                books.keep("updated", [(r, v) for r, v, _ in batch], results)
+            if subject == "user":
+                newly_matched = [
+                    (found[r.subject_id], company_ids[r.company_subject_id])
+                    for r, _, _ in updates
+                    if r.subject_id in found and company_ids.get(r.company_subject_id)
+                ]
+                if newly_matched:
+                    connector.associate_users(newly_matched)
+            for batch in batches(creates, connector.batch_limit):
+                writes = [
+                    Write(
+                        r.key,
+                        {**r.standard, **v},
+                        company_crm_id=company_ids.get(r.company_subject_id),
+                    )
+                    for r, v in batch
+                ]
+                books.keep("created", batch, connector.create(object_type, writes))
+            books.add_to(stats)
     report.calls = dict(getattr(getattr(connector, "caller", None), "stats", {}) or {})
     return report
 

@@ -1,4 +1,4 @@
-"""rollup day indexes: incremental passes read the current day's rows by day
+"""account rollup day index: incremental passes read the current day's rows by day
 
 Revision ID: 0009
 Revises: 0008
@@ -17,9 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_index("ix_account_event_days_day", "account_event_days", ["day"], unique=False)
-    op.create_index("ix_user_event_days_day", "user_event_days", ["day"], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_user_event_days_day", table_name="user_event_days")
     op.drop_index("ix_account_event_days_day", table_name="account_event_days")
