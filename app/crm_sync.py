@@ -97,7 +97,7 @@ class _Row:
     desired: dict[str, str]
     natural_key: str | None  # domain / email
     standard: dict[str, str]  # set on creation only (name, domain, email ...)
-    record: CrmRecord | None
+    record: _Known | None
     computed_at: dt.datetime
     company_subject_id: int | None = None
 
@@ -132,41 +132,56 @@ def ensure_schema(
     return created
 
 
+@dataclass(frozen=True)
+class _Known:
+    """What we know of a record in the CRM."""
+
+    crm_id: str | None
+    pushed: dict[str, str]
+
+
 def _load_rows(db: Database, tenant_id: int, subject: str, prefix: str) -> list[_Row]:
+    """The score rows written since the push last looked, with what the CRM holds of them.
+    Plain column rows, not ORM objects: this runs over every pending subject."""
     key_property = crm_properties.key_property(prefix, subject)
+    score_model, score_key = (
+        (AccountScore, AccountScore.account_id)
+        if subject == "account"
+        else (UserScore, UserScore.user_id)
+    )
     rows = []
     with db.tenant_session(tenant_id) as session:
-        records = {
-            r.subject_id: r
-            for r in session.scalars(select(CrmRecord).where(CrmRecord.object_type == subject))
+        known = {
+            sid: _Known(crm_id, pushed or {})
+            for sid, crm_id, pushed in session.execute(
+                select(CrmRecord.subject_id, CrmRecord.crm_id, CrmRecord.pushed)
+                .join(score_model, score_key == CrmRecord.subject_id)
+                .where(CrmRecord.object_type == subject, score_model.crm_pending.is_(True))
+            )
         }
-        session.expunge_all()
+        scores = [c for c in score_model.__table__.c if c.name != "tenant_id"]
         if subject == "account":
             query = (
-                select(Account, AccountScore)
+                select(
+                    Account.id.label("subject_id"),
+                    Account.external_id.label("external_id"),
+                    Account.name.label("display_name"),
+                    Account.domain.label("domain"),
+                    *scores,
+                )
                 .join(AccountScore, AccountScore.account_id == Account.id)
                 .where(AccountScore.crm_pending.is_(True))
             )
-            for account, score in session.execute(query):
-                desired = crm_properties.values(prefix, subject, score)
-                desired[key_property] = account.external_id
-                standard = {"name": account.name or account.external_id}
-                if account.domain:
-                    standard["domain"] = account.domain
-                rows.append(
-                    _Row(
-                        account.id,
-                        account.external_id,
-                        desired,
-                        account.domain,
-                        standard,
-                        records.get(account.id),
-                        score.computed_at,
-                    )
-                )
         else:
             query = (
-                select(User, UserScore)
+                select(
+                    User.id.label("subject_id"),
+                    User.external_id.label("external_id"),
+                    User.name.label("display_name"),
+                    User.email.label("email"),
+                    User.current_account_id.label("company_subject_id"),
+                    *scores,
+                )
                 .join(UserScore, UserScore.user_id == User.id)
                 .where(
                     UserScore.crm_pending.is_(True),
@@ -174,29 +189,37 @@ def _load_rows(db: Database, tenant_id: int, subject: str, prefix: str) -> list[
                     User.external_id.is_not(None),
                 )
             )
-            for user, score in session.execute(query):
-                desired = crm_properties.values(prefix, subject, score)
-                desired[key_property] = user.external_id
+        for score in session.execute(query):
+            desired = crm_properties.values(prefix, subject, score)
+            desired[key_property] = score.external_id
+            if subject == "account":
+                standard = {"name": score.display_name or score.external_id}
+                if score.domain:
+                    standard["domain"] = score.domain
+                natural, company = score.domain, None
+            else:
                 standard = {}
-                if user.email:
-                    standard["email"] = user.email
-                if user.name:
-                    first, _, last = user.name.partition(" ")
+                if score.email:
+                    standard["email"] = score.email
+                if score.display_name:
+                    first, _, last = score.display_name.partition(" ")
                     standard["firstname"] = first
                     if last:
                         standard["lastname"] = last
-                rows.append(
-                    _Row(
-                        user.id,
-                        user.external_id,
-                        desired,
-                        user.email.lower() if user.email else None,
-                        standard,
-                        records.get(user.id),
-                        score.computed_at,
-                        company_subject_id=user.current_account_id,
-                    )
+                natural = score.email.lower() if score.email else None
+                company = score.company_subject_id
+            rows.append(
+                _Row(
+                    score.subject_id,
+                    score.external_id,
+                    desired,
+                    natural,
+                    standard,
+                    known.get(score.subject_id),
+                    score.computed_at,
+                    company_subject_id=company,
                 )
+            )
     return rows
 
 
