@@ -156,33 +156,35 @@ class Tokens:
     expires_in: int
 
 
+def _token_grant(base_url: str, client_id: str, client_secret: str, **grant: str) -> Tokens:
+    answer = HubSpot(host=base_url).oauth.tokens_api.create(
+        client_id=client_id, client_secret=client_secret, _request_timeout=TIMEOUT, **grant
+    )
+    # A refresh may or may not hand back the refresh token; the one we hold stays valid.
+    refresh = answer.refresh_token or grant.get("refresh_token", "")
+    return Tokens(answer.access_token, refresh, int(answer.expires_in))
+
+
 @_translated
 def exchange_code(
     base_url: str, client_id: str, client_secret: str, code: str, redirect_uri: str
 ) -> Tokens:
     """The OAuth callback's code → tokens."""
-    answer = HubSpot(host=base_url).oauth.tokens_api.create(
+    return _token_grant(
+        base_url,
+        client_id,
+        client_secret,
         grant_type="authorization_code",
         code=code,
         redirect_uri=redirect_uri,
-        client_id=client_id,
-        client_secret=client_secret,
-        _request_timeout=TIMEOUT,
     )
-    return Tokens(answer.access_token, answer.refresh_token, int(answer.expires_in))
 
 
 @_translated
 def refresh_tokens(base_url: str, client_id: str, client_secret: str, refresh_token: str) -> Tokens:
-    answer = HubSpot(host=base_url).oauth.tokens_api.create(
-        grant_type="refresh_token",
-        refresh_token=refresh_token,
-        client_id=client_id,
-        client_secret=client_secret,
-        _request_timeout=TIMEOUT,
+    return _token_grant(
+        base_url, client_id, client_secret, grant_type="refresh_token", refresh_token=refresh_token
     )
-    refreshed = answer.refresh_token or refresh_token
-    return Tokens(answer.access_token, refreshed, int(answer.expires_in))
 
 
 @_translated
