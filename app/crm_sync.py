@@ -500,7 +500,6 @@ def push_changed_traits(
                 ]
                 books.keep("created", batch, connector.create(object_type, writes))
             books.add_to(stats)
-    report.calls = dict(getattr(getattr(connector, "caller", None), "stats", {}) or {})
     return report
 
 

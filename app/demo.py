@@ -1,5 +1,6 @@
-"""The README's demo: a development tenant, sample product events sent over HTTP to the running
-service exactly as a Segment SDK would, and what the service made of them."""
+"""The README's demo: the app installed into HubSpot (the local sandbox by default), sample
+product events sent over HTTP to the running service exactly as a Segment SDK would, and what
+the worker made of them in HubSpot: properties, an owner learnt by webhook, a CS task."""
 
 from __future__ import annotations
 
@@ -29,8 +30,6 @@ from app.models import (
 from app.sample_data import demo_messages
 from app.scoring_jobs import recompute
 from app.tenants import issue_write_key
-
-DEMO_TENANT_NAME = "Demo workspace"
 
 
 def wait_until_ready(base_url: str, timeout: float = 60.0) -> None:

@@ -77,15 +77,9 @@ def classify(exc: Exception) -> Failure | None:
     headers = {k.lower(): v for k, v in dict(getattr(exc, "headers", None) or {}).items()}
     retry_after = None
     if status == 429:
-        if headers.get("retry-after"):
-            retry_after = float(headers["retry-after"])
-        elif body.get("policyName") == "TEN_SECONDLY_ROLLING" or headers.get(
-            "x-hubspot-ratelimit-interval-milliseconds"
-        ):
-            # A rolling window: the oldest request leaves it soon; a second is a fair wait.
-            retry_after = 1.0
-        else:
-            retry_after = 1.0
+        # HubSpot's limits are rolling windows: without a Retry-After, the oldest request
+        # leaves the window soon, and a second is a fair wait.
+        retry_after = float(headers["retry-after"]) if headers.get("retry-after") else 1.0
     return Failure(
         status=status,
         message=f"HTTP {status}: {message}",

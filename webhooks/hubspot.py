@@ -20,6 +20,7 @@ from flask import Blueprint, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from app import services
+from app.crm_sync import apply_webhook_changes
 from app.errors import error_response
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,6 @@ def parse(body: bytes) -> list[CrmChange]:
 
 @bp.post("/hubspot/webhooks")
 def receive():
-    from app.crm_sync import apply_webhook_changes
-
     svc = services()
     declared = request.content_length
     if declared is not None and declared > MAX_BODY_BYTES:

@@ -167,8 +167,8 @@ def test_an_expired_access_token_is_refreshed_once_and_the_call_repeated(server,
 
 
 def test_a_client_error_is_raised_with_hubspots_message(server, connector):
+    connector.ensure_schema("companies", ("pql", "PQL"), [])
     with pytest.raises(CrmError, match="group nope does not exist") as caught:
-        connector.ensure_schema("companies", ("pql", "PQL"), [])
         connector._call(
             "create property",
             "properties",
