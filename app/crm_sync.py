@@ -544,7 +544,6 @@ def apply_crm_values(
     subject: str,
     values: dict[str, dict[str, Any]],
     now: dt.datetime,
-    by: str = "crm_id",
 ) -> int:
     """Merge pulled values into the records (``values`` keyed by CRM id); the subjects are
     marked changed so the next scoring pass re-evaluates their segments. Returns how many
