@@ -35,20 +35,13 @@ from app.models import (
     User,
     UserScore,
 )
-from connectors.base import Connector, CrmObject, TaskSpec, Write, batches
+from connectors.base import PULL_FIELDS, Connector, CrmObject, TaskSpec, Write, batches
 from scoring.definitions import Definitions
 
 log = logging.getLogger(__name__)
 
 SUBJECTS = ("account", "user")
-# HubSpot property → our crm_fields key, pulled for segments, task routing and lead types.
-PULLED = {
-    "hubspot_owner_id": "owner_id",
-    "lifecyclestage": "lifecycle_stage",
-    "notes_last_contacted": "last_contacted_at",
-    "hs_last_sales_activity_timestamp": "last_sales_activity_at",
-    "num_contacted_notes": "sales_activities",
-}
+# Pulled into crm_fields (connectors.base.PULL_FIELDS) for segments, task routing, lead types.
 TIME_FIELDS = {"last_contacted_at", "last_sales_activity_at"}
 FIRST_PULL_DAYS = 3650
 
@@ -477,7 +470,7 @@ def push_changed_traits(
 
         company_ids = _company_crm_ids(db, tenant_id) if subject == "user" else {}
         with _Bookkeeping(db, tenant_id, subject, now) as books:
-            for batch in batches(updates, connector.batch_limit):
+            for batch in batches(updates, connector.write_batch(len(updates))):
                 writes = [Write(r.key, v, crm_id=c) for r, v, c in batch]
                 results = connector.update(object_type, writes)
                 books.keep("updated", [(r, v) for r, v, _ in batch], results)
@@ -489,7 +482,7 @@ def push_changed_traits(
                 ]
                 if newly_matched:
                     connector.associate_users(newly_matched)
-            for batch in batches(creates, connector.batch_limit):
+            for batch in batches(creates, connector.write_batch(len(creates))):
                 writes = [
                     Write(
                         r.key,
@@ -517,20 +510,27 @@ def _company_crm_ids(db: Database, tenant_id: int) -> dict[int, str]:
 # --- pull ------------------------------------------------------------------------------------
 
 
+def _moment(value: Any) -> dt.datetime:
+    """Epoch milliseconds, an ISO datetime or an ISO date (taken as midnight UTC)."""
+    text = str(value)
+    if text.isdigit():
+        return dt.datetime.fromtimestamp(int(text) / 1000, dt.UTC)
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 def _crm_fields(obj: CrmObject, now: dt.datetime) -> dict[str, Any]:
+    """The pulled fields the connector returned, in stored form (fields it left out are left
+    as they are)."""
     fields: dict[str, Any] = {"pulled_at": now.isoformat()}
-    for prop, key in PULLED.items():
-        value = obj.properties.get(prop)
+    for key in PULL_FIELDS:
+        if key not in obj.properties:
+            continue
+        value = obj.properties[key]
         if value in (None, ""):
             fields[key] = None
         elif key in TIME_FIELDS:
-            text = str(value)
-            moment = (
-                dt.datetime.fromtimestamp(int(text) / 1000, dt.UTC)
-                if text.isdigit()
-                else dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-            )
-            fields[key] = moment.isoformat()
+            fields[key] = _moment(value).isoformat()
         elif key == "sales_activities":
             fields[key] = int(float(value))
         else:
@@ -610,7 +610,6 @@ def pull(db: Database, tenant_id: int, connector: Connector, now: dt.datetime) -
         for gone in known.values():
             gone.archived = True
     counts["owners"] = len(owners)
-    properties = list(PULLED)
     for subject, object_type in (
         ("account", connector.account_type),
         ("user", connector.user_type),
@@ -627,7 +626,7 @@ def pull(db: Database, tenant_id: int, connector: Connector, now: dt.datetime) -
             )
         pulled = 0
         for batch in batches(never, connector.batch_limit):
-            objects = connector.read(object_type, batch, properties)
+            objects = connector.read(object_type, batch, PULL_FIELDS)
             pulled += apply_crm_values(
                 db, tenant_id, subject, {o.crm_id: _crm_fields(o, now) for o in objects}, now
             )
@@ -639,7 +638,7 @@ def pull(db: Database, tenant_id: int, connector: Connector, now: dt.datetime) -
             else now - dt.timedelta(days=FIRST_PULL_DAYS)
         )
         latest = since
-        for page in batches(connector.changed_since(object_type, since, properties), 500):
+        for page in batches(connector.changed_since(object_type, since, PULL_FIELDS), 500):
             pulled += apply_crm_values(
                 db, tenant_id, subject, {o.crm_id: _crm_fields(o, now) for o in page}, now
             )
@@ -738,7 +737,14 @@ def create_cs_tasks(
             )
             session.add(claim)
         crm_id = connector.create_task(
-            TaskSpec(subject, body, record.crm_id, owner, now + dt.timedelta(days=1))
+            TaskSpec(
+                subject,
+                body,
+                record.crm_id,
+                owner,
+                now + dt.timedelta(days=1),
+                user_crm_id=_champion(db, tenant_id, account.id),
+            )
         )
         with db.tenant_transaction(tenant_id) as session:
             session.execute(
@@ -749,6 +755,19 @@ def create_cs_tasks(
         created += 1
         log.info("tenant %s: CS task %s for account %s", tenant_id, crm_id, account.id)
     return created
+
+
+def _champion(db: Database, tenant_id: int, account_id: int) -> str | None:
+    """The CRM id of the account's most engaged user in the CRM: whom CS calls first."""
+    with db.tenant_session(tenant_id) as session:
+        return session.scalar(
+            select(CrmRecord.crm_id)
+            .join(User, (User.id == CrmRecord.subject_id) & (CrmRecord.object_type == "user"))
+            .join(UserScore, UserScore.user_id == User.id)
+            .where(User.current_account_id == account_id, CrmRecord.crm_id.is_not(None))
+            .order_by(UserScore.engagement_score.desc(), User.id)
+            .limit(1)
+        )
 
 
 # --- webhooks -----------------------------------------------------------------------------------
@@ -804,8 +823,8 @@ def apply_webhook_changes(db: Database, changes: list, now: dt.datetime) -> int:
                     record.crm_id, record.pushed = None, {}
                     applied += 1
                     continue
-                key = PULLED.get(change.name or "")
-                if key is None:
+                key = change.name
+                if key not in PULL_FIELDS:
                     continue
                 fields = dict(record.crm_fields or {})
                 times = dict(fields.get("field_times") or {})

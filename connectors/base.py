@@ -41,10 +41,26 @@ class PropertySpec:
     hidden: bool = False
 
 
+# What the sync engine pulls back, in its own words; each connector maps them to its CRM's
+# fields (a CRM without an equivalent leaves the field out of what it returns).
+PULL_FIELDS = (
+    "owner_id",
+    "lifecycle_stage",
+    "last_contacted_at",
+    "last_sales_activity_at",
+    "sales_activities",
+    "opportunity_stage",
+)
+
+
 @dataclass(frozen=True)
 class Write:
     """Values for one record. ``key`` is our id for it (the value of the app's unique id
-    property); ``crm_id`` the CRM's, when known."""
+    property); ``crm_id`` the CRM's, when known. ``properties`` holds the app's properties by
+    catalogue name and, on creation, the standard fields by neutral name: ``name`` and
+    ``domain`` (accounts), ``email``, ``firstname`` and ``lastname`` (users); values are the
+    catalogue's strings (numbers plain, "true"/"false", datetimes as epoch milliseconds, ""
+    or None to clear)."""
 
     key: str
     properties: dict[str, str | None]
@@ -64,6 +80,9 @@ class Outcome:
 
 @dataclass(frozen=True)
 class CrmObject:
+    """A record read back. ``properties`` are keyed by the names asked for (PULL_FIELDS or
+    catalogue names); a pull field the record has no value for is None."""
+
     crm_id: str
     properties: dict[str, Any]
     modified_at: dt.datetime | None = None
@@ -85,6 +104,8 @@ class TaskSpec:
     owner_id: str | None
     due_at: dt.datetime
     priority: str = "HIGH"
+    # The person the task is about (a user's CRM id), when one is known.
+    user_crm_id: str | None = None
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -104,6 +125,16 @@ class CrmUnavailable(CrmError):
 
 class AuthorizationLost(CrmError):
     """The CRM no longer accepts the app's refresh token: an admin must reinstall."""
+
+
+class CrmPaused(CrmUnavailable):
+    """The CRM's request quota for the app is spent, or what is left is kept for the
+    customer's other integrations: no calls until ``resume_after`` seconds have passed.
+    The message says why, for the admin."""
+
+    def __init__(self, message: str, resume_after: float, category: str | None = None):
+        super().__init__(message, None, category)
+        self.resume_after = resume_after
 
 
 # --- shared machinery ---------------------------------------------------------------------------
@@ -142,6 +173,8 @@ class Failure:
     category: str | None = None
     retry_after: float | None = None  # seconds, for 429s
     expired_token: bool = False
+    # The CRM's daily (or similar long) quota is spent: stop, do not wait and retry.
+    quota_exhausted: bool = False
 
 
 @dataclass
@@ -177,6 +210,9 @@ class Caller:
                 failure = self.classify(exc)
                 if failure is None:
                     raise
+            if failure.quota_exhausted:
+                self.count("quota_exhausted")
+                raise CrmPaused(f"{label}: {failure.message}", 3600.0, failure.category)
             if failure.status == 401 and failure.expired_token and not refreshed:
                 self.count("token_refreshes")
                 token, refreshed = self.tokens.refresh(token), True
@@ -225,9 +261,13 @@ class Connector(Protocol):
     """One CRM. Object types are the CRM's words for accounts and users (HubSpot: companies,
     contacts)."""
 
-    batch_limit: int
+    batch_limit: int  # records per read
     account_type: str
     user_type: str
+
+    def write_batch(self, pending: int) -> int:
+        """How many writes to hand ``update``/``create`` at once when ``pending`` wait: the
+        CRM's batch limit, or more where a bulk interface pays off."""
 
     def ensure_schema(
         self, object_type: str, group: tuple[str, str], specs: Sequence[PropertySpec]
@@ -251,16 +291,19 @@ class Connector(Protocol):
         """Associate (user CRM id, account CRM id) pairs."""
 
     def read(
-        self, object_type: str, crm_ids: Sequence[str], properties: Sequence[str]
+        self, object_type: str, crm_ids: Sequence[str], fields: Sequence[str]
     ) -> list[CrmObject]:
-        """These records' values (missing ones are left out)."""
+        """These records' values of ``fields`` (PULL_FIELDS or catalogue names); records
+        missing in the CRM are left out."""
 
     def owners(self) -> list[Owner]: ...
 
     def changed_since(
-        self, object_type: str, since: dt.datetime, properties: Sequence[str]
+        self, object_type: str, since: dt.datetime, fields: Sequence[str]
     ) -> Iterator[CrmObject]:
-        """Records modified at or after ``since``, oldest first."""
+        """Records modified at or after ``since``, oldest first, with ``fields`` (PULL_FIELDS).
+        An account's related records (Salesforce opportunities) may come as objects holding
+        only the fields they set."""
 
     def create_task(self, task: TaskSpec) -> str:
-        """Create a task on an account; returns its CRM id."""
+        """Create a task on an account (and its person, when given); returns its CRM id."""

@@ -18,6 +18,7 @@ import urllib3
 from hubspot import HubSpot
 
 from connectors.base import (
+    PULL_FIELDS,
     Caller,
     CrmError,
     CrmObject,
@@ -49,8 +50,18 @@ SCOPES = (
 )
 # HubSpot-defined association type ids (v4).
 TASK_TO_COMPANY = 192
+TASK_TO_CONTACT = 204
 CONTACT_TO_COMPANY = 279
 MODIFIED_PROPERTY = {"companies": "hs_lastmodifieddate", "contacts": "lastmodifieddate"}
+# The engine's pull fields (connectors.base.PULL_FIELDS) as HubSpot properties.
+PULLED_PROPERTIES = {
+    "owner_id": "hubspot_owner_id",
+    "lifecycle_stage": "lifecyclestage",
+    "last_contacted_at": "notes_last_contacted",
+    "last_sales_activity_at": "hs_last_sales_activity_timestamp",
+    "sales_activities": "num_contacted_notes",
+}
+FIELD_OF_PROPERTY = {prop: name for name, prop in PULLED_PROPERTIES.items()}
 FIELD_TYPES = {
     "number": ("number", "number"),
     "bool": ("bool", "booleancheckbox"),
@@ -207,6 +218,28 @@ def _parse_time(value: Any) -> dt.datetime | None:
     if text.isdigit():
         return dt.datetime.fromtimestamp(int(text) / 1000, dt.UTC)
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _properties_for(fields: Sequence[str]) -> list[str]:
+    """HubSpot property names of the engine's fields (pull fields mapped, catalogue names as
+    they are; pull fields HubSpot has no equivalent for left out)."""
+    out = []
+    for name in fields:
+        if name in PULLED_PROPERTIES:
+            out.append(PULLED_PROPERTIES[name])
+        elif name not in PULL_FIELDS:
+            out.append(name)
+    return out
+
+
+def _fields_of(props: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for name in fields:
+        if name in PULLED_PROPERTIES:
+            out[name] = props.get(PULLED_PROPERTIES[name])
+        elif name not in PULL_FIELDS:
+            out[name] = props.get(name)
+    return out
 
 
 class HubSpotConnector:
@@ -482,11 +515,15 @@ class HubSpotConnector:
 
     # --- reads -------------------------------------------------------------------------------
 
+    def write_batch(self, pending: int) -> int:
+        return BATCH_LIMIT
+
     def read(
-        self, object_type: str, crm_ids: Sequence[str], properties: Sequence[str]
+        self, object_type: str, crm_ids: Sequence[str], fields: Sequence[str]
     ) -> list[CrmObject]:
         out = []
         modified = MODIFIED_PROPERTY[object_type]
+        properties = _properties_for(fields)
         for batch in batches(crm_ids, BATCH_LIMIT):
             answer = self._json_call(
                 f"read {len(batch)} {object_type}",
@@ -499,7 +536,13 @@ class HubSpotConnector:
             )
             for record in answer.get("results") or []:
                 props = dict(record.get("properties") or {})
-                out.append(CrmObject(str(record["id"]), props, _parse_time(props.get(modified))))
+                out.append(
+                    CrmObject(
+                        str(record["id"]),
+                        _fields_of(props, fields),
+                        _parse_time(props.get(modified)),
+                    )
+                )
         return out
 
     def owners(self) -> list[Owner]:
@@ -517,12 +560,12 @@ class HubSpotConnector:
                 return out
 
     def changed_since(
-        self, object_type: str, since: dt.datetime, properties: Sequence[str]
+        self, object_type: str, since: dt.datetime, fields: Sequence[str]
     ) -> Iterator[CrmObject]:
         """Search on the last-modified property, oldest first; past HubSpot's 10,000-result
         cap the search restarts from the last time seen."""
         modified = MODIFIED_PROPERTY[object_type]
-        wanted = sorted({*properties, modified})
+        wanted = sorted({*_properties_for(fields), modified})
         start = since
         while True:
             after, seen, last_time = None, 0, None
@@ -551,7 +594,7 @@ class HubSpotConnector:
                     props = dict(record.get("properties") or {})
                     last_time = _parse_time(props.get(modified)) or last_time
                     seen += 1
-                    yield CrmObject(str(record["id"]), props, last_time)
+                    yield CrmObject(str(record["id"]), _fields_of(props, fields), last_time)
                 after = _next_after(answer)
                 if not after:
                     return
@@ -571,6 +614,9 @@ class HubSpotConnector:
         }
         if task.owner_id:
             properties["hubspot_owner_id"] = task.owner_id
+        associations = [(task.company_crm_id, TASK_TO_COMPANY)]
+        if task.user_crm_id:
+            associations.append((task.user_crm_id, TASK_TO_CONTACT))
         answer = self._call(
             "create task",
             "tasks",
@@ -579,14 +625,12 @@ class HubSpotConnector:
                 "properties": properties,
                 "associations": [
                     {
-                        "to": {"id": task.company_crm_id},
+                        "to": {"id": crm_id},
                         "types": [
-                            {
-                                "associationCategory": "HUBSPOT_DEFINED",
-                                "associationTypeId": TASK_TO_COMPANY,
-                            }
+                            {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": kind}
                         ],
                     }
+                    for crm_id, kind in associations
                 ],
             },
         )

@@ -22,6 +22,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from app import services
 from app.crm_sync import apply_webhook_changes
 from app.errors import error_response
+from connectors.hubspot import FIELD_OF_PROPERTY
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ class _EventSchema(Schema):
 
 @dataclass(frozen=True)
 class CrmChange:
-    """One notification: a property change (``name``/``value``) or a deletion."""
+    """One notification: a property change (``name``/``value``; ``name`` is the engine's pull
+    field, None for properties the engine does not pull) or a deletion."""
 
     event_id: str
     portal: str
@@ -120,7 +122,7 @@ def parse(body: bytes) -> list[CrmChange]:
                 crm_id=str(event["objectId"]),
                 kind=action,
                 occurred_at=dt.datetime.fromtimestamp(event["occurredAt"] / 1000, dt.UTC),
-                name=event.get("propertyName"),
+                name=FIELD_OF_PROPERTY.get(event.get("propertyName") or ""),
                 value=event.get("propertyValue"),
             )
         )
