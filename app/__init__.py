@@ -65,7 +65,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
         token_cipher=TokenCipher(settings.token_encryption_keys),
     )
 
-    from app import api, errors, health, hubspot_app
+    from app import api, errors, health, hubspot_app, salesforce_app
     from app.cli import register_commands
     from webhooks import hubspot as hubspot_webhooks
     from webhooks import tracking_api
@@ -75,6 +75,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(tracking_api.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(hubspot_app.bp)
+    app.register_blueprint(salesforce_app.bp)
     app.register_blueprint(hubspot_webhooks.bp)
     register_commands(app)
     return app

@@ -6,6 +6,7 @@ that tenant's session. Routes parse, call one function, and render.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from typing import Any
 
@@ -374,11 +375,19 @@ def crm_status():
                 select(CrmRecord).where(CrmRecord.last_error.is_not(None)).limit(20)
             )
         ]
+    doc = tenant.settings or {}
+    pause = doc.get("sync_paused")
+    if pause and dt.datetime.fromisoformat(pause["until"]) <= svc.clock():
+        pause = None
     return jsonify(
         crm=tenant.crm,
         external_id=tenant.external_id,
         status=tenant.status,
         needs_reauthorisation=tenant.status == "needs_reauth",
+        sync_paused=pause,
+        last_sync=doc.get("last_sync"),
+        last_sync_error=doc.get("sync_error"),
+        api_usage=doc.get("crm_api_usage"),
         records=counts,
         recent_failures=failures,
     )
@@ -387,8 +396,8 @@ def crm_status():
 @bp.post("/crm/sync")
 @admin_required
 def crm_sync_now():
-    from app.hubspot_app import sync_tenant
-    from connectors.base import AuthorizationLost, CrmError
+    from app.crm_apps import sync_tenant
+    from connectors.base import AuthorizationLost, CrmError, CrmPaused
 
     body = _json_body() if request.content_length else {}
     dry_run = body.get("dry_run", False)
@@ -398,6 +407,8 @@ def crm_sync_now():
         report = sync_tenant(services(), g.tenant_id, dry_run=dry_run)
     except AuthorizationLost as exc:
         raise ApiError(409, "needs_reauthorisation", str(exc)) from exc
+    except CrmPaused as exc:
+        raise ApiError(503, "sync_paused", str(exc)) from exc
     except CrmError as exc:
         raise ApiError(502, "crm_error", str(exc)) from exc
     return jsonify(report.as_dict())
@@ -408,8 +419,8 @@ def crm_sync_now():
 def crm_uninstall():
     """Stop syncing, delete the CRM tokens and revoke every key (this one too); the data is
     deleted after the grace period."""
-    from app.hubspot_app import uninstall
+    from app.crm_apps import uninstall
 
     svc = services()
-    uninstall(svc.db, g.tenant_id, svc.clock())
+    uninstall(svc, g.tenant_id)
     return jsonify(status="uninstalled", data_deleted_after_days=svc.settings.uninstall_grace_days)

@@ -390,12 +390,16 @@ def score_command(tenant_id: int, incremental: bool, as_of) -> None:
 
 def _crm_call(function, *args, **kwargs):
     """Run a CRM operation; CRM trouble becomes a message and exit status 1."""
-    from connectors.base import AuthorizationLost, CrmError
+    from connectors.base import AuthorizationLost, CrmError, CrmPaused
 
     try:
         return function(*args, **kwargs)
     except AuthorizationLost as exc:
-        raise click.ClickException(f"{exc}: reinstall the app from /hubspot/install") from exc
+        raise click.ClickException(
+            f"{exc}: reinstall the app (/hubspot/install or /salesforce/install)"
+        ) from exc
+    except CrmPaused as exc:
+        raise click.ClickException(f"syncing is paused: {exc}") from exc
     except CrmError as exc:
         raise click.ClickException(f"the CRM refused or did not answer: {exc}") from exc
     except NotFound as exc:
@@ -403,6 +407,9 @@ def _crm_call(function, *args, **kwargs):
 
 
 def _print_report(report) -> None:
+    if report.paused:
+        click.echo(f"syncing is paused until {report.paused['until']}: {report.paused['reason']}")
+        return
     verb = "would" if report.dry_run else "did"
     for subject, r in report.subjects.items():
         if report.dry_run:
@@ -431,7 +438,7 @@ def _print_report(report) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
 def sync_command(tenant_id: int, dry_run: bool, as_json: bool) -> None:
-    from app.hubspot_app import sync_tenant
+    from app.crm_apps import sync_tenant
 
     _require_schema()
     _tenant_or_fail(tenant_id)
@@ -446,11 +453,15 @@ def sync_command(tenant_id: int, dry_run: bool, as_json: bool) -> None:
 @click.option("--tenant", "tenant_id", type=int, required=True)
 @with_appcontext
 def pull_command(tenant_id: int) -> None:
-    from app.hubspot_app import pull_tenant
+    from app.crm_apps import paused, pull_tenant
 
     _require_schema()
     _tenant_or_fail(tenant_id)
-    counts = _crm_call(pull_tenant, services(), tenant_id)
+    svc = services()
+    pause = paused(svc.db, tenant_id, svc.clock())
+    if pause:
+        raise click.ClickException(f"syncing is paused until {pause['until']}: {pause['reason']}")
+    counts = _crm_call(pull_tenant, svc, tenant_id)
     click.echo(
         f"owners: {counts['owners']}, accounts updated: {counts['account']}, "
         f"users updated: {counts['user']}"
@@ -461,12 +472,12 @@ def pull_command(tenant_id: int) -> None:
 @click.argument("tenant_id", type=int)
 @with_appcontext
 def tenant_uninstall(tenant_id: int) -> None:
-    from app.hubspot_app import uninstall
+    from app.crm_apps import uninstall
 
     _require_schema()
     _tenant_or_fail(tenant_id)
     svc = services()
-    uninstall(svc.db, tenant_id, svc.clock())
+    uninstall(svc, tenant_id)
     click.echo(
         f"tenant {tenant_id} uninstalled; its data is deleted after "
         f"{svc.settings.uninstall_grace_days} days"

@@ -78,6 +78,21 @@ class Settings:
     hubspot_authorize_url: str = "https://app.hubspot.com/oauth/authorize"
     # Requests per 10 s per portal for all our processes together (HubSpot allows ~110).
     hubspot_requests_per_10s: int = 100
+    # Salesforce connected app. Without a client id: the local Salesforce sandbox (the demo);
+    # in production, Salesforce installs are off until it is set.
+    salesforce_client_id: str = "sandbox-client"
+    salesforce_client_secret: str = "sandbox-secret"
+    salesforce_login_url: str = "https://login.salesforce.com"
+    salesforce_sandbox_login_url: str = "https://test.salesforce.com"
+    salesforce_enabled: bool = True
+    salesforce_ca_bundle: str = ""  # a CA file for the local sandbox's certificate
+    salesforce_api_version: str = "62.0"
+    # More changed records than this in one push go through one Bulk API 2.0 job.
+    salesforce_bulk_threshold: int = 2000
+    # Share of the org's daily API requests left to the customer's other integrations.
+    salesforce_api_reserve_percent: int = 20
+    # How long a sync waits after the org's API allowance stopped it.
+    salesforce_pause_minutes: int = 60
     property_prefix: str = "pql_"
     pull_interval_seconds: int = 300
     uninstall_grace_days: int = 30
@@ -140,6 +155,7 @@ class Settings:
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", 500 * 1024, minimum=1024),
             scoring_interval_seconds=_int(env, "SCORING_INTERVAL_SECONDS", 30, minimum=5),
             **_hubspot(env, production),
+            **_salesforce(env, production),
             property_prefix=_property_prefix(env.get("PROPERTY_PREFIX", "pql_")),
             pull_interval_seconds=_int(env, "PULL_INTERVAL_SECONDS", 300, minimum=10),
             uninstall_grace_days=_int(env, "UNINSTALL_GRACE_DAYS", 30, minimum=0),
@@ -181,4 +197,47 @@ def _hubspot(env: Mapping[str, str], production: bool) -> dict:
         "hubspot_base_url": base or sandbox,
         "hubspot_authorize_url": authorize or f"{sandbox}/oauth/authorize",
         "hubspot_requests_per_10s": _int(env, "HUBSPOT_REQUESTS_PER_10S", 100, minimum=1),
+    }
+
+
+def _salesforce(env: Mapping[str, str], production: bool) -> dict:
+    client_id = env.get("SALESFORCE_CLIENT_ID", "").strip()
+    client_secret = env.get("SALESFORCE_CLIENT_SECRET", "").strip()
+    if bool(client_id) != bool(client_secret):
+        raise ConfigError("set both SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET, or neither")
+    reserve = _int(env, "SALESFORCE_API_RESERVE_PERCENT", 20, minimum=0)
+    if reserve > 90:
+        raise ConfigError("SALESFORCE_API_RESERVE_PERCENT must be between 0 and 90")
+    common = {
+        "salesforce_api_version": env.get("SALESFORCE_API_VERSION", "62.0").strip(),
+        "salesforce_bulk_threshold": _int(env, "SALESFORCE_BULK_THRESHOLD", 2000, minimum=200),
+        "salesforce_api_reserve_percent": reserve,
+        "salesforce_pause_minutes": _int(env, "SALESFORCE_PAUSE_MINUTES", 60, minimum=1),
+        "salesforce_ca_bundle": env.get("SALESFORCE_CA_BUNDLE", "").strip(),
+    }
+    if not re.fullmatch(r"\d{2}\.0", common["salesforce_api_version"]):
+        raise ConfigError("SALESFORCE_API_VERSION must look like 62.0")
+    if client_id:
+        return {
+            **common,
+            "salesforce_client_id": client_id,
+            "salesforce_client_secret": client_secret,
+            "salesforce_login_url": env.get(
+                "SALESFORCE_LOGIN_URL", "https://login.salesforce.com"
+            ).rstrip("/"),
+            "salesforce_sandbox_login_url": env.get(
+                "SALESFORCE_SANDBOX_LOGIN_URL", "https://test.salesforce.com"
+            ).rstrip("/"),
+            "salesforce_enabled": True,
+        }
+    sandbox = env.get("SALESFORCE_SANDBOX_URL", "https://127.0.0.1:8026").rstrip("/")
+    return {
+        **common,
+        "salesforce_client_id": "sandbox-client",
+        "salesforce_client_secret": "sandbox-secret",
+        "salesforce_login_url": env.get("SALESFORCE_LOGIN_URL", sandbox).rstrip("/"),
+        "salesforce_sandbox_login_url": env.get("SALESFORCE_SANDBOX_LOGIN_URL", sandbox).rstrip(
+            "/"
+        ),
+        "salesforce_enabled": not production,
     }

@@ -18,7 +18,7 @@ from connectors.base import AuthorizationLost, CrmError
 
 log = logging.getLogger(__name__)
 
-# Refresh an access token this long before HubSpot says it expires.
+# Refresh an access token this long before the CRM says it expires.
 REFRESH_MARGIN = dt.timedelta(minutes=5)
 
 
@@ -70,7 +70,7 @@ class SharedRateBudget:
 
 
 class TenantTokens:
-    """A tenant's HubSpot tokens: the access token is refreshed shortly before it expires, by
+    """A tenant's CRM tokens: the access token is refreshed shortly before it expires, by
     one process at a time (the tenant row is locked and re-read), so concurrent workers use the
     same fresh token rather than each refreshing. A refused refresh token marks the tenant as
     needing re-authorisation."""
@@ -134,7 +134,7 @@ class TenantTokens:
         if refused is not None:
             log.warning("tenant %s: refresh token refused, needs re-authorisation", self.tenant_id)
             raise AuthorizationLost(
-                f"tenant {self.tenant_id}: HubSpot refused the refresh token ({refused})"
+                f"tenant {self.tenant_id}: the CRM refused the refresh token ({refused})"
             ) from refused
         log.info("tenant %s: access token refreshed", self.tenant_id)
         return tokens.access_token

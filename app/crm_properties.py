@@ -32,6 +32,7 @@ class Field:
     value: Callable[[Any], Any]
     description: str = ""
     options: Callable[[Definitions], tuple[str, ...]] | None = None
+    percent: bool = False  # a number from 0 to 100 that reads as a percentage
 
 
 def _attr(name: str) -> Callable[[Any], Any]:
@@ -45,6 +46,7 @@ COMMON = (
         "number",
         _attr("activation_rate"),
         "Share of the Activation checklist done, 0-100",
+        percent=True,
     ),
     Field("activated", "Activated", "bool", _attr("activated"), "Every Activation step done"),
     Field(
@@ -96,6 +98,7 @@ COMMON = (
         "number",
         _attr("adoption_rate"),
         "Share of key features used in the time frame, 0-100",
+        percent=True,
     ),
     Field("last_active_at", "Last active", "datetime", _attr("last_active_at")),
 )
@@ -135,6 +138,7 @@ ACCOUNT_ONLY = (
         "number",
         _attr("chance_to_convert"),
         "The lead type's chance to convert, in percent",
+        percent=True,
     ),
     Field(
         "forecast_value",
@@ -178,8 +182,17 @@ def specs(prefix: str, subject: str, defs: Definitions) -> list[PropertySpec]:
                 f.kind,
                 description=f.description,
                 options=f.options(defs) if f.options else (),
+                percent=f.percent,
             )
         )
+    return out
+
+
+def kinds(prefix: str) -> dict[str, str]:
+    """Every property the app writes (both subjects, keys included) → its kind."""
+    out = {key_property(prefix, s): "string" for s in ("account", "user")}
+    for f in ACCOUNT_FIELDS:
+        out[f"{prefix}{f.name}"] = f.kind
     return out
 
 

@@ -71,9 +71,24 @@ class SyncReport:
     schema_created: list[str] = field(default_factory=list)
     tasks_created: int = 0
     calls: dict[str, int] = field(default_factory=dict)
+    # Set when the CRM's quota paused syncing: its reason, since and until.
+    paused: dict[str, str] | None = None
+
+    def summary(self) -> dict[str, int]:
+        """The counts an admin looks at first."""
+        subjects = self.subjects.values()
+        return {
+            "created": sum(r.created for r in subjects),
+            "updated": sum(r.updated for r in subjects),
+            "failed": sum(r.failed for r in subjects),
+            "tasks_created": self.tasks_created,
+            "requests": self.calls.get("requests", 0),
+        }
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dry_run": self.dry_run, "calls": dict(self.calls)}
+        if self.paused:
+            out["paused"] = self.paused
         for name, r in self.subjects.items():
             out[name] = {
                 k: (dict(v) if isinstance(v, Counter) else v) for k, v in r.__dict__.items()

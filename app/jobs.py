@@ -26,11 +26,11 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _active_tenants(db: Database, crm: str | None = None) -> list[int]:
+def _active_tenants(db: Database, crms: tuple[str, ...] | None = None) -> list[int]:
     with db.system_session() as session:
         query = select(Tenant.id).where(Tenant.status == "active").order_by(Tenant.id)
-        if crm:
-            query = query.where(Tenant.crm == crm)
+        if crms:
+            query = query.where(Tenant.crm.in_(crms))
         return list(session.scalars(query))
 
 
@@ -93,10 +93,13 @@ def pull_tenants(
     holder: str,
     pull: Callable[[int], object],
 ) -> dict[int, str]:
-    """Pull owners, stages and sales activity for every active HubSpot tenant (lease "pull")."""
+    """Pull owners, stages and sales activity for every active CRM-connected tenant (lease
+    "pull")."""
 
     def work(tenant_id: int, now: dt.datetime) -> str:
         pull(tenant_id)
         return "pulled"
 
-    return _each_under_lease(db, clock, holder, "pull", _active_tenants(db, crm="hubspot"), work)
+    return _each_under_lease(
+        db, clock, holder, "pull", _active_tenants(db, crms=("hubspot", "salesforce")), work
+    )

@@ -12,18 +12,18 @@ import signal
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from app import hubspot_app
+from app import crm_apps
 from app.jobs import pull_tenants, score_tenants, worker_identity
 
 log = logging.getLogger(__name__)
 
 
 def push_for(services):
-    """The CRM push that follows a tenant's scoring pass (HubSpot tenants only)."""
+    """The CRM push that follows a tenant's scoring pass (tenants connected to a CRM)."""
 
     def push(tenant_id: int) -> None:
-        if _crm_of(services, tenant_id) == "hubspot":
-            hubspot_app.sync_tenant(services, tenant_id)
+        if _crm_of(services, tenant_id) in crm_apps.CRM_NAMES:
+            crm_apps.sync_tenant(services, tenant_id)
 
     return push
 
@@ -57,14 +57,14 @@ def build_scheduler(services) -> BlockingScheduler:
             services.db,
             services.clock,
             holder,
-            lambda tenant_id: hubspot_app.pull_tenant(services, tenant_id),
+            lambda tenant_id: crm_apps.pull_tenant(services, tenant_id),
         ],
         id="pull",
         **common,
     )
     grace = dt.timedelta(days=settings.uninstall_grace_days)
     scheduler.add_job(
-        lambda: hubspot_app.purge_uninstalled(services.db, services.clock(), grace),
+        lambda: crm_apps.purge_uninstalled(services.db, services.clock(), grace),
         "interval",
         hours=1,
         id="purge",

@@ -39,6 +39,7 @@ class PropertySpec:
     options: tuple[str, ...] = ()
     unique: bool = False
     hidden: bool = False
+    percent: bool = False  # a number 0-100 shown as a percentage where the CRM can
 
 
 # What the sync engine pulls back, in its own words; each connector maps them to its CRM's

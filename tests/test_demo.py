@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from app.crm_apps import sync_tenant
 from app.demo import (
     account_scores,
     account_summary,
@@ -13,7 +14,6 @@ from app.demo import (
     install_in_sandbox,
     send_batches,
 )
-from app.hubspot_app import sync_tenant
 from app.jobs import score_tenants
 from app.sample_data import DEMO_ACCOUNTS, demo_messages
 from connectors.hubspot_sandbox import Sandbox, SandboxServer

@@ -12,13 +12,8 @@ from sqlalchemy import select
 
 from app import crm_sync
 from app.crm_access import SharedRateBudget, TenantTokens
-from app.hubspot_app import (
-    connector_for,
-    pull_tenant,
-    purge_uninstalled,
-    sync_tenant,
-    uninstall,
-)
+from app.crm_apps import pull_tenant, purge_uninstalled, sync_tenant, uninstall
+from app.hubspot_app import connector_for
 from app.models import Account, AccountScore, CrmRecord, CsTask, Tenant
 from app.scoring_jobs import recompute
 from connectors.base import AuthorizationLost, CrmUnavailable
@@ -145,9 +140,9 @@ def test_install_creates_the_tenant_keeps_tokens_encrypted_and_creates_propertie
     assert "pql_user_key" in portal(sandbox).properties["contacts"]
 
 
-def test_reinstalling_reactivates_the_same_tenant(installed, client, db):
+def test_reinstalling_reactivates_the_same_tenant(installed, app, client, db):
     tenant_id, _ = installed
-    uninstall(db, tenant_id, NOW)
+    uninstall(app.extensions["pql"], tenant_id)
     page = install(client)
     assert page.status_code == 200
     with db.system_session() as session:
@@ -413,7 +408,7 @@ def test_a_revoked_refresh_token_marks_the_tenant_for_reinstall(installed, app, 
 
 def test_uninstall_stops_syncs_forgets_tokens_and_later_deletes_the_data(installed, app, db):
     tenant_id, _ = installed
-    uninstall(db, tenant_id, NOW)
+    uninstall(app.extensions["pql"], tenant_id)
     with db.system_session() as session:
         tenant = session.get(Tenant, tenant_id)
         assert tenant.status == "uninstalled" and tenant.refresh_token_encrypted is None
@@ -617,7 +612,7 @@ def test_the_cli_shows_a_dry_run_plan_then_syncs(app, client, db, installed, san
 
 def test_the_cli_says_when_a_tenant_must_reinstall(app, db, installed, sandbox, cli):
     tenant_id, _ = installed
-    uninstall(db, tenant_id, NOW)
+    uninstall(app.extensions["pql"], tenant_id)
     result = cli.invoke(args=["sync", "--tenant", str(tenant_id)])
     assert result.exit_code == 1 and "reinstall" in result.output
 

@@ -1,0 +1,235 @@
+"""The Salesforce app: OAuth web-server install with PKCE (production or sandbox orgs), token
+revocation, and a tenant's Salesforce connector.
+
+The install starts at ``/salesforce/install`` (``?environment=sandbox`` for a sandbox org). The
+PKCE verifier and a nonce travel in a signed, HTTP-only cookie; the state parameter carries
+only the signed nonce and the login host, so neither the verifier nor a forged state can
+complete someone else's install.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+
+import requests
+from flask import Blueprint, make_response, redirect, render_template_string, request
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from werkzeug.exceptions import NotFound
+
+from app import crm_apps, crm_properties, services
+from app.crm_access import TenantTokens
+from app.models import Tenant
+from connectors import salesforce
+from connectors.base import AuthorizationLost, Caller, CrmError
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("salesforce", __name__, url_prefix="/salesforce")
+
+STATE_MAX_AGE = 600
+STATE_COOKIE = "pql_sf_install"
+ENVIRONMENTS = ("production", "sandbox")
+
+
+def _serializer(purpose: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(services().settings.secret_key, salt=f"salesforce-{purpose}")
+
+
+def _redirect_uri() -> str:
+    return services().settings.public_url + "/salesforce/oauth-callback"
+
+
+def login_url(settings, environment: str) -> str:
+    return (
+        settings.salesforce_sandbox_login_url
+        if environment == "sandbox"
+        else settings.salesforce_login_url
+    )
+
+
+def _error_page(message: str, status: int):
+    page = render_template_string(crm_apps.ERROR_PAGE, message=message, retry="/salesforce/install")
+    return page, status
+
+
+@bp.get("/install")
+def install():
+    settings = services().settings
+    if not settings.salesforce_enabled:
+        return _error_page(
+            "Salesforce installs are not configured on this server "
+            "(SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET).",
+            404,
+        )
+    environment = request.args.get("environment", "production")
+    if environment not in ENVIRONMENTS:
+        return _error_page("environment must be production or sandbox.", 400)
+    verifier, challenge = salesforce.pkce_pair()
+    nonce = secrets.token_urlsafe(16)
+    state = _serializer("state").dumps({"nonce": nonce, "environment": environment})
+    target = salesforce.authorize_url(
+        login_url(settings, environment),
+        settings.salesforce_client_id,
+        _redirect_uri(),
+        state,
+        challenge,
+    )
+    if request.args.get("org"):  # the local sandbox's org choice
+        target += "&org=" + request.args["org"]
+    response = make_response(redirect(target))
+    response.set_cookie(
+        STATE_COOKIE,
+        _serializer("cookie").dumps({"nonce": nonce, "verifier": verifier}),
+        max_age=STATE_MAX_AGE,
+        httponly=True,
+        samesite="Lax",
+        secure=settings.is_production,
+    )
+    return response
+
+
+@bp.get("/oauth-callback")
+def oauth_callback():
+    if request.args.get("error"):
+        detail = request.args.get("error_description") or request.args["error"]
+        return _error_page(f"Salesforce said: {detail}", 400)
+    code, state = request.args.get("code"), request.args.get("state")
+    if not code or not state:
+        return _error_page("The callback is missing its code or state.", 400)
+    try:
+        payload = _serializer("state").loads(state, max_age=STATE_MAX_AGE)
+        cookie = _serializer("cookie").loads(
+            request.cookies.get(STATE_COOKIE, ""), max_age=STATE_MAX_AGE
+        )
+    except SignatureExpired:
+        return _error_page("The install took too long; please start again.", 400)
+    except BadSignature:
+        return _error_page(
+            "The install's state does not match this browser (possible forgery, or the "
+            "install was started in another browser).",
+            400,
+        )
+    if payload.get("nonce") != cookie.get("nonce"):
+        return _error_page("This install was started in another browser.", 400)
+    svc = services()
+    try:
+        installed = complete_install(
+            svc, code, _redirect_uri(), cookie["verifier"], payload["environment"]
+        )
+    except CrmError as exc:
+        log.warning("Salesforce install failed: %s", exc)
+        return _error_page(f"Salesforce refused the install ({exc}).", 502)
+    page = render_template_string(
+        crm_apps.INSTALLED_PAGE,
+        where=f"Salesforce org {installed.external_id}",
+        key=installed.write_key,
+        public_url=svc.settings.public_url,
+        fields_hint=crm_apps.fields_hint("salesforce"),
+    )
+    response = make_response(page)
+    response.delete_cookie(STATE_COOKIE)
+    return response
+
+
+def complete_install(
+    svc, code: str, redirect_uri: str, verifier: str, environment: str = "production"
+) -> crm_apps.Installed:
+    """Exchange the code (with the PKCE verifier) at the login host the install started on;
+    the token answer names the org, the integration user and the instance URL."""
+    settings = svc.settings
+    login = login_url(settings, environment)
+    tokens = salesforce.exchange_code(
+        login,
+        settings.salesforce_client_id,
+        settings.salesforce_client_secret,
+        code,
+        redirect_uri,
+        verifier,
+        verify=verify_tls(settings),
+    )
+    grant = crm_apps.Grant(tokens.access_token, tokens.refresh_token, tokens.expires_in)
+    return crm_apps.activate(
+        svc,
+        "salesforce",
+        tokens.org_id,
+        grant,
+        {
+            "instance_url": tokens.instance_url,
+            "integration_user_id": tokens.user_id,
+            "login_url": login,
+            "environment": environment,
+        },
+    )
+
+
+def verify_tls(settings) -> str | bool:
+    """What requests checks Salesforce's certificate against: the system's CAs, or the
+    local sandbox's own certificate."""
+    return settings.salesforce_ca_bundle or True
+
+
+def _session(settings) -> requests.Session:
+    session = requests.Session()
+    session.verify = verify_tls(settings)
+    return session
+
+
+def connector_for(
+    svc, tenant_id: int, rng: random.Random | None = None
+) -> salesforce.SalesforceConnector:
+    settings = svc.settings
+    with svc.db.system_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None or tenant.crm != "salesforce":
+            raise NotFound(f"tenant {tenant_id} is not a Salesforce installation")
+        if tenant.status != "active":
+            raise AuthorizationLost(f"tenant {tenant_id} is {tenant.status}")
+        doc = dict(tenant.settings or {})
+    login = doc.get("login_url") or settings.salesforce_login_url
+
+    def refresh(refresh_token: str):
+        return salesforce.refresh_tokens(
+            login,
+            settings.salesforce_client_id,
+            settings.salesforce_client_secret,
+            refresh_token,
+            verify=verify_tls(settings),
+        )
+
+    limit = salesforce.DailyLimit(
+        reserve_fraction=settings.salesforce_api_reserve_percent / 100,
+        pause_seconds=settings.salesforce_pause_minutes * 60,
+    )
+    caller = Caller(
+        budget=limit,
+        tokens=TenantTokens(svc.db, tenant_id, svc.token_cipher, refresh, svc.clock),
+        classify=salesforce.classify,
+        rng=rng or random.Random(),
+    )
+    prefix = settings.property_prefix
+    return salesforce.SalesforceConnector(
+        doc["instance_url"],
+        caller,
+        {
+            "account": crm_properties.key_property(prefix, "account"),
+            "user": crm_properties.key_property(prefix, "user"),
+        },
+        crm_properties.kinds(prefix),
+        limit,
+        integration_user_id=doc.get("integration_user_id"),
+        bulk_threshold=settings.salesforce_bulk_threshold,
+        api_version=settings.salesforce_api_version,
+        session=_session(settings),
+    )
+
+
+def revoke_tokens(svc, tenant: Tenant) -> bool:
+    """Revoke the refresh token at Salesforce (its access tokens go with it). Best effort: an
+    unreachable Salesforce does not stop the uninstall, the tokens are deleted here anyway."""
+    login = (tenant.settings or {}).get("login_url") or svc.settings.salesforce_login_url
+    token = svc.token_cipher.decrypt(tenant.refresh_token_encrypted)
+    revoked = salesforce.revoke(login, token, verify=verify_tls(svc.settings))
+    log.info("tenant %s: Salesforce tokens %s", tenant.id, "revoked" if revoked else "not revoked")
+    return revoked
