@@ -176,6 +176,8 @@ def classify(exc: Exception) -> Failure | None:
     message = first.get("message", str(exc)) if isinstance(first, dict) else str(content)
     if isinstance(exc, SalesforceExpiredSession):
         return Failure(401, message, code, expired_token=True)
+    if code == "INVALID_FIELD":
+        return Failure(exc.status, hidden_fields_message(message), code)
     if isinstance(exc, SalesforceRefusedRequest) and code == "REQUEST_LIMIT_EXCEEDED":
         if "concurrent" in message.lower():
             # Too many long requests at once in the org: a short wait, like a 429.
@@ -187,6 +189,13 @@ def classify(exc: Exception) -> Failure | None:
             quota_exhausted=True,
         )
     return Failure(exc.status, message, code)
+
+
+def hidden_fields_message(detail: str) -> str:
+    return (
+        f"Salesforce hides the app's fields from the integration user ({detail}); the "
+        f"permission set {PERMISSION_SET} is granted again on the next sync"
+    )
 
 
 class FieldsNotVisible(CrmError):
@@ -350,13 +359,14 @@ def refresh_tokens(
     )
 
 
-def revoke(login_url: str, token: str) -> bool:
+def revoke(login_url: str, token: str, verify: str | bool = True) -> bool:
     """Revoke a refresh token (and its access tokens). True when Salesforce confirmed."""
     try:
         response = requests.post(
             f"{login_url.rstrip('/')}/services/oauth2/revoke",
             data={"token": token},
             timeout=TIMEOUT,
+            verify=verify,
         )
     except requests.RequestException as exc:
         log.warning("Salesforce token revocation failed: %s", exc)
@@ -714,13 +724,7 @@ class SalesforceConnector:
         errors = answer.get("errors") or []
         codes = {_error_code(e) for e in errors}
         if "INVALID_FIELD" in codes:
-            raise FieldsNotVisible(
-                f"Salesforce hides the app's fields from the integration user "
-                f"({_error_text(errors)}); the permission set {PERMISSION_SET} is re-granted "
-                "on the next sync",
-                400,
-                "INVALID_FIELD",
-            )
+            raise FieldsNotVisible(hidden_fields_message(_error_text(errors)), 400, "INVALID_FIELD")
         if "CANNOT_UPDATE_CONVERTED_LEAD" in codes:
             return Outcome(write.key, crm_id, error="CANNOT_UPDATE_CONVERTED_LEAD")
         return Outcome(write.key, crm_id, error=_error_text(errors), missing=bool(codes & GONE))
@@ -906,7 +910,7 @@ class SalesforceConnector:
             text = row.get("sf__Error") or "failed"
             code = text.split(":", 1)[0]
             if code == "INVALID_FIELD":
-                raise FieldsNotVisible(f"Salesforce hides the app's fields: {text}", 400, code)
+                raise FieldsNotVisible(hidden_fields_message(text), 400, code)
             if code == "CANNOT_UPDATE_CONVERTED_LEAD":
                 text = code
             elif code == "DUPLICATES_DETECTED":

@@ -339,7 +339,7 @@ def test_a_converted_lead_follows_to_its_contact(org, schema):
 def test_fields_without_permission_are_reported_as_such(sandbox, org, schema):
     account = org.insert("Account", {"Name": "A"})
     org.permission_sets["PQL_Engine"] = set()  # an admin removed the field permissions
-    with pytest.raises(FieldsNotVisible, match="permission set PQL_Engine"):
+    with pytest.raises(FieldsNotVisible, match="permission set PQL_Engine is granted again"):
         schema.update("Account", [Write("a", {"pql_segment": "Hot"}, crm_id=account)])
     # The next schema check sees the fields missing from describe and grants them again.
     again = make_connector(sandbox, org)

@@ -1,0 +1,411 @@
+"""The Salesforce app end to end: OAuth install with PKCE, then the sync engine (the same one
+as HubSpot's) pushing, pulling and creating CS tasks through the Salesforce connector, against
+the sandbox org mounted under ``responses``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+from sqlalchemy import select
+
+from app import crm_apps
+from app.models import AccountScore, CrmRecord, CsTask, Tenant
+from app.scoring_jobs import recompute
+from app.tenants import issue_write_key
+from connectors.base import CrmPaused
+from connectors.salesforce_sandbox import SalesforceSandbox, mount
+from tests.conftest import _empty_all_tables, config_for
+from tests.test_hubspot_app import NOW, PUBLIC_URL, acme, dropping, send
+
+LOGIN = "https://login.sandbox-sf.test"
+INSTANCE = "https://acme.my.sandbox-sf.test"
+
+
+@pytest.fixture
+def org_server():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        sandbox = SalesforceSandbox()
+        mount(mock, sandbox, INSTANCE)
+        # The login host is another name for the same fake (tokens, revocation).
+        login = SalesforceSandbox.__new__(SalesforceSandbox)
+        login.__dict__ = sandbox.__dict__
+        mount(mock, login, LOGIN)
+        sandbox.base_url = INSTANCE
+        yield sandbox
+
+
+@pytest.fixture
+def app(migrated_url, org_server):
+    from app import create_app
+
+    app = create_app(
+        config_for(
+            migrated_url,
+            PUBLIC_URL=PUBLIC_URL,
+            SALESFORCE_LOGIN_URL=LOGIN,
+            SALESFORCE_SANDBOX_LOGIN_URL=LOGIN,
+            SALESFORCE_BULK_THRESHOLD="300",
+        )
+    )
+    app.extensions["pql"].clock = lambda: NOW
+    yield app
+    _empty_all_tables(app)
+    app.extensions["pql"].db.dispose()
+
+
+def install(client, org_server, environment="production", org=None):
+    """The admin's browser: our install URL → Salesforce's consent → our callback."""
+    started = client.get(f"/salesforce/install?environment={environment}")
+    assert started.status_code == 302
+    consent = urlsplit(started.headers["Location"])
+    query = parse_qs(consent.query)
+    assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0]
+    org = org or org_server.org()
+    code = org_server.grant_code(org, query["code_challenge"][0], query["redirect_uri"][0])
+    back = urlsplit(query["redirect_uri"][0])
+    return client.get(f"{back.path}?code={code}&state={query['state'][0]}"), org
+
+
+@pytest.fixture
+def installed(app, client, db, org_server):
+    page, org = install(client, org_server)
+    assert page.status_code == 200, page.get_data(as_text=True)
+    with db.system_session() as session:
+        tenant = session.scalars(select(Tenant).where(Tenant.crm == "salesforce")).one()
+    key = page.get_data(as_text=True).split("<pre>")[1].split("</pre>")[0]
+    return tenant.id, key, org
+
+
+def sync(app, tenant_id):
+    return crm_apps.sync_tenant(app.extensions["pql"], tenant_id)
+
+
+def scored_and_synced(app, client, db, tenant_id, key):
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    return sync(app, tenant_id)
+
+
+# --- install ---------------------------------------------------------------------------------
+
+
+def test_install_keeps_the_org_instance_and_tokens_and_creates_the_schema(installed, db):
+    tenant_id, key, org = installed
+    assert key.startswith("wk_")
+    with db.system_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+    assert (tenant.crm, tenant.external_id, tenant.status) == ("salesforce", org.org_id, "active")
+    assert tenant.settings["instance_url"] == INSTANCE
+    assert tenant.settings["integration_user_id"] == org.admin_id
+    assert tenant.refresh_token_encrypted and b"5Aep" not in tenant.refresh_token_encrypted.encode()
+    assert "pql_activation_rate__c" in org.custom["Account"]
+    assert {"Contact.pql_user_key__c", "Lead.pql_user_key__c"} <= org.visible(org.admin_id)
+    assert org.custom["Account"]["pql_activation_rate__c"]["type"] == "Percent"
+
+
+def test_a_wrong_pkce_verifier_or_state_is_refused(app, client, org_server):
+    started = client.get("/salesforce/install")
+    query = parse_qs(urlsplit(started.headers["Location"]).query)
+    org = org_server.org()
+    # A code bound to another challenge: Salesforce refuses the exchange.
+    code = org_server.grant_code(org, "x" * 43, query["redirect_uri"][0])
+    page = client.get(f"/salesforce/oauth-callback?code={code}&state={query['state'][0]}")
+    assert page.status_code == 502 and "invalid code verifier" in page.get_data(as_text=True)
+    forged = client.get("/salesforce/oauth-callback?code=abc&state=forged")
+    assert forged.status_code == 400 and "possible forgery" in forged.get_data(as_text=True)
+    assert client.get("/salesforce/install?environment=staging").status_code == 400
+
+
+def test_a_sandbox_org_installs_through_the_sandbox_login_host(app, client, org_server, db):
+    started = client.get("/salesforce/install?environment=sandbox")
+    assert started.headers["Location"].startswith(LOGIN + "/services/oauth2/authorize?")
+    page, _ = install(client, org_server, environment="sandbox")
+    assert page.status_code == 200
+    with db.system_session() as session:
+        tenant = session.scalars(select(Tenant)).one()
+    assert tenant.settings["environment"] == "sandbox"
+
+
+# --- push ------------------------------------------------------------------------------------
+
+
+def test_push_creates_the_account_and_contacts_then_costs_nothing_unchanged(
+    app, client, db, installed, org_server
+):
+    tenant_id, key, org = installed
+    report = scored_and_synced(app, client, db, tenant_id, key)
+    assert report.subjects["account"].created == 1 and report.subjects["user"].created == 2
+    [account] = org.records["Account"].values()
+    assert account["Name"] == "Acme" and account["pql_account_key__c"] == "acme"
+    assert account["pql_activation_rate__c"] is not None
+    contacts = org.records["Contact"].values()
+    assert {c["Email"] for c in contacts} == {"ada@acme.example", "bob@acme.example"}
+    assert {c["AccountId"] for c in contacts} == {account["Id"]}
+    calls = org_server.api_calls()
+    recompute(db, tenant_id, NOW)  # nothing new: the same values
+    again = sync(app, tenant_id)
+    assert org_server.api_calls() == calls and again.calls.get("requests", 0) == 0
+
+
+def test_existing_salesforce_records_are_matched_not_duplicated(
+    app, client, db, installed, org_server
+):
+    tenant_id, key, org = installed
+    existing = org.insert("Account", {"Name": "ACME Inc", "Website": "https://www.acme.example"})
+    lead = org.insert(
+        "Lead", {"LastName": "Lovelace", "Company": "ACME", "Email": "ada@acme.example"}
+    )
+    contact = org.convert_lead(lead, existing)
+    report = scored_and_synced(app, client, db, tenant_id, key)
+    assert report.subjects["account"].matched_by_natural_key == 1
+    assert len(org.records["Account"]) == 1
+    assert org.records["Account"][existing]["pql_account_key__c"] == "acme"
+    # The converted lead's contact got Ada's traits; no new contact for her.
+    assert org.records["Contact"][contact]["pql_user_key__c"] == "ada"
+    assert len(org.records["Contact"]) == 2
+
+
+def changed_accounts(client, db, tenant_id, key, count, offset=0):
+    send(
+        client,
+        key,
+        [
+            {
+                "type": "group",
+                "userId": f"u{i}",
+                "groupId": f"acct-{i}",
+                "traits": {"name": f"Account {i}", "plan": "trial"},
+            }
+            for i in range(offset, offset + count)
+        ]
+        + [
+            {
+                "type": "track",
+                "userId": f"u{i}",
+                "event": "Report Created",
+                "context": {"groupId": f"acct-{i}"},
+            }
+            for i in range(offset, offset + count)
+        ],
+    )
+    recompute(db, tenant_id, NOW)
+
+
+def test_n_changed_accounts_cost_ceil_n_over_200_collection_calls(
+    app, client, db, installed, org_server
+):
+    tenant_id, key, _org = installed
+    changed_accounts(client, db, tenant_id, key, 250)
+    sync(app, tenant_id)  # created
+    with db.tenant_transaction(tenant_id) as session:
+        for score in session.scalars(select(AccountScore)):
+            score.engagement_score = 99.0
+            score.crm_pending = True
+    before = list(org_server.requests)
+    report = sync(app, tenant_id)
+    sent = org_server.requests[len(before) :]
+    assert report.subjects["account"].updated == 250
+    writes = [r for r in sent if r == "PATCH composite/sobjects"]
+    assert len(writes) == math.ceil(250 / 200) and len(sent) == len(writes)
+
+
+def test_above_the_threshold_one_bulk_job_carries_the_push(app, client, db, installed, org_server):
+    tenant_id, key, _org = installed
+    changed_accounts(client, db, tenant_id, key, 320)  # threshold 300 in this app
+    before = len(org_server.requests)
+    report = sync(app, tenant_id)
+    assert report.subjects["account"].created == 320
+    jobs = [r for r in org_server.requests[before:] if r == "POST jobs/ingest"]
+    assert len(jobs) == 1 and report.calls["bulk_jobs"] == 1
+    with db.tenant_session(tenant_id) as session:
+        ids = session.scalars(
+            select(CrmRecord.crm_id).where(CrmRecord.object_type == "account")
+        ).all()
+    assert len(ids) == 320 and all(i.startswith("001") for i in ids)
+
+
+def test_a_record_deleted_in_salesforce_is_created_again(app, client, db, installed, org_server):
+    tenant_id, key, org = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [account_id] = org.records["Account"]
+    del org.records["Account"][account_id]
+    with db.tenant_transaction(tenant_id) as session:
+        session.scalars(select(AccountScore)).one().engagement_score = 11.0
+        session.scalars(select(AccountScore)).one().crm_pending = True
+    report = sync(app, tenant_id)
+    assert report.subjects["account"].failed == 1  # answered ENTITY_IS_DELETED
+    sync(app, tenant_id)  # still pending: matched by key (none), created
+    [again] = org.records["Account"].values()
+    assert again["pql_account_key__c"] == "acme"
+
+
+# --- the org's limits, sessions and permissions ---------------------------------------------
+
+
+def crm_status(client, db, tenant_id):
+    admin = issue_write_key(db, tenant_id, label="admin", scope="admin").secret
+    return client.get("/api/v1/crm", headers={"Authorization": f"Bearer {admin}"}).get_json()
+
+
+def test_the_api_reserve_pauses_syncing_with_a_visible_reason(
+    app, client, db, installed, org_server
+):
+    tenant_id, key, org = installed
+    org.daily_limit, org.api_used = 1000, 797  # the default reserve keeps 20%: stop at 800
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    with pytest.raises(CrmPaused):
+        sync(app, tenant_id)
+    assert org.api_used <= 800
+    status = crm_status(client, db, tenant_id)
+    assert "20% of the allowance is kept" in status["sync_paused"]["reason"]
+    assert status["api_usage"]["ceiling"] == 800
+    # While paused: no calls at all, the report says why.
+    calls = org_server.api_calls()
+    report = sync(app, tenant_id)
+    assert report.paused and org_server.api_calls() == calls
+    # An hour later (the pause setting), usage has rolled off: syncing resumes.
+    org.api_used = 100
+    app.extensions["pql"].clock = lambda: NOW + dt.timedelta(minutes=61)
+    resumed = sync(app, tenant_id)
+    assert resumed.paused is None
+    assert len(org.records["Account"]) == 1 and len(org.records["Contact"]) == 2
+    assert crm_status(client, db, tenant_id)["sync_paused"] is None
+
+
+def test_request_limit_exceeded_pauses_and_the_cli_says_so(app, client, db, installed, cli):
+    tenant_id, key, org = installed
+    org.api_used = org.daily_limit
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    result = cli.invoke(args=["sync", "--tenant", str(tenant_id)])
+    assert result.exit_code == 1 and "daily API request limit" in result.output
+    again = cli.invoke(args=["sync", "--tenant", str(tenant_id)])
+    assert again.exit_code == 0 and "syncing is paused until" in again.output
+
+
+def test_an_expired_session_is_refreshed_through_the_token_endpoint(
+    app, client, db, installed, org_server
+):
+    tenant_id, key, _org = installed
+    with db.system_session() as session:
+        before = session.get(Tenant, tenant_id).access_token_encrypted
+    org_server.expire_sessions()
+    report = scored_and_synced(app, client, db, tenant_id, key)
+    assert report.calls["token_refreshes"] == 1
+    with db.system_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+    assert tenant.access_token_encrypted != before and tenant.status == "active"
+
+
+def test_a_revoked_refresh_token_asks_for_reauthorisation(app, client, db, installed, org_server):
+    tenant_id, key, _org = installed
+    org_server.refresh.clear()
+    org_server.expire_sessions()
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    with pytest.raises(crm_apps.AuthorizationLost):
+        sync(app, tenant_id)
+    assert crm_status(client, db, tenant_id)["needs_reauthorisation"] is True
+
+
+def test_fields_hidden_from_the_integration_user_are_granted_again(
+    app, client, db, installed, org_server
+):
+    tenant_id, key, org = installed
+    org.permission_sets["PQL_Engine"] = set()  # an admin emptied the permission set
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    with pytest.raises(crm_apps.CrmError, match="permission set PQL_Engine"):
+        sync(app, tenant_id)
+    assert "permission set" in crm_status(client, db, tenant_id)["last_sync_error"]["error"]
+    report = sync(app, tenant_id)  # the schema check grants the fields again
+    assert report.subjects["account"].created == 1
+    assert "Account.pql_pql__c" in org.visible(org.admin_id)
+
+
+# --- pull and tasks --------------------------------------------------------------------------
+
+
+def test_pull_brings_owners_types_lead_status_and_opportunity_stages(
+    app, client, db, installed, org_server
+):
+    tenant_id, key, org = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    rep = org.insert(
+        "User",
+        {"Name": "Rita Rep", "Email": "rita@acme.test", "IsActive": True, "UserType": "Standard"},
+    )
+    [account_id] = org.records["Account"]
+    org.change("Account", account_id, OwnerId=rep, Type="Customer - Direct")
+    org.insert(
+        "Opportunity",
+        {"Name": "Expansion", "AccountId": account_id, "StageName": "Proposal/Price Quote"},
+    )
+    counts = crm_apps.pull_tenant(app.extensions["pql"], tenant_id)
+    assert counts["owners"] == 2
+    with db.tenant_session(tenant_id) as session:
+        fields = session.scalars(
+            select(CrmRecord.crm_fields).where(CrmRecord.object_type == "account")
+        ).one()
+    assert fields["owner_id"] == rep and fields["lifecycle_stage"] == "Customer - Direct"
+    assert fields["opportunity_stage"] == "Proposal/Price Quote"
+
+
+def test_a_paying_accounts_drop_creates_one_task_with_account_contact_and_owner(
+    app, client, db, installed, org_server
+):
+    tenant_id, key, org = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [account_id] = org.records["Account"]
+    rep = org.insert(
+        "User",
+        {"Name": "Rita Rep", "Email": "rita@acme.test", "IsActive": True, "UserType": "Standard"},
+    )
+    org.change("Account", account_id, OwnerId=rep)
+    crm_apps.pull_tenant(app.extensions["pql"], tenant_id)
+    dropping(db, tenant_id)
+    assert sync(app, tenant_id).tasks_created == 1
+    [task] = org.records["Task"].values()
+    assert task["WhatId"] == account_id and task["OwnerId"] == rep
+    assert task["WhoId"] in org.records["Contact"]
+    assert "fell from 70 to 40" in task["Description"]
+    assert sync(app, tenant_id).tasks_created == 0  # the same drop: no second task
+    app.extensions["pql"].clock = lambda: NOW + dt.timedelta(days=8)
+    assert sync(app, tenant_id).tasks_created == 0
+    with db.tenant_session(tenant_id) as session:
+        assert len(session.scalars(select(CsTask)).all()) == 1
+
+
+# --- uninstall -------------------------------------------------------------------------------
+
+
+def test_uninstall_revokes_the_tokens_at_salesforce(app, client, db, installed, org_server):
+    tenant_id, _key, _org = installed
+    assert len(org_server.refresh) == 1
+    admin = issue_write_key(db, tenant_id, label="admin", scope="admin").secret
+    answer = client.post("/api/v1/crm/uninstall", headers={"Authorization": f"Bearer {admin}"})
+    assert answer.status_code == 200
+    assert org_server.refresh == {} and org_server.access == {}
+    with db.system_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+    assert tenant.status == "uninstalled" and tenant.refresh_token_encrypted is None
+
+
+def test_reinstalling_the_same_org_reactivates_its_tenant(app, client, db, installed, org_server):
+    tenant_id, key, org = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    crm_apps.uninstall(app.extensions["pql"], tenant_id)
+    page, _ = install(client, org_server, org=org)
+    assert page.status_code == 200
+    with db.system_session() as session:
+        tenants = session.scalars(select(Tenant)).all()
+    assert [(t.id, t.status) for t in tenants] == [(tenant_id, "active")]
+    # Everything is pushed once more (Salesforce may have changed meanwhile), onto the
+    # records it already has.
+    report = sync(app, tenant_id)
+    assert report.subjects["account"].updated == 1 and len(org.records["Account"]) == 1
