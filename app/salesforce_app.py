@@ -171,9 +171,9 @@ def verify_tls(settings) -> str | bool:
 
 
 def _session(settings) -> requests.Session:
-    session = requests.Session()
-    session.verify = verify_tls(settings)
-    return session
+    if settings.salesforce_ca_bundle:
+        return salesforce.PinnedSession(settings.salesforce_ca_bundle)
+    return requests.Session()
 
 
 def connector_for(

@@ -56,8 +56,10 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "62.0"
 COLLECTION_LIMIT = 200  # records per sObject Collections call
-IN_CHUNK = 200  # values per SOQL IN (...) clause: keeps the query URL short
-LIKE_CHUNK = 40  # domains per SOQL query (one LIKE each)
+IN_CHUNK = 200  # values per SOQL IN (...) clause at most
+# SOQL travels in the query URL: the values of one query stay within this many characters so
+# the URL (encoded) stays well inside Salesforce's 16 KB limit.
+QUERY_VALUE_CHARS = 6000
 BULK_JOB_LIMIT = 50_000  # records per Bulk API 2.0 job this connector builds
 TIMEOUT = (5.0, 60.0)
 SCOPES = ("api", "refresh_token", "offline_access")
@@ -104,6 +106,22 @@ def object_of(crm_id: str) -> str:
     if kind is None:
         raise CrmError(f"{crm_id} is not an Account, Contact, Lead or User id", 400)
     return kind
+
+
+def value_chunks(values: Sequence[str], limit: int = IN_CHUNK) -> Iterator[list[str]]:
+    """``values`` in groups of at most ``limit`` whose quoted length stays under
+    QUERY_VALUE_CHARS."""
+    chunk: list[str] = []
+    size = 0
+    for value in values:
+        cost = len(value) + 24  # quotes, separator, and a LIKE clause's words
+        if chunk and (len(chunk) == limit or size + cost > QUERY_VALUE_CHARS):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(value)
+        size += cost
+    if chunk:
+        yield chunk
 
 
 def _soql_list(values: Sequence[str]) -> str:
@@ -379,6 +397,21 @@ def revoke(login_url: str, token: str, verify: str | bool = True) -> bool:
 # --- the connector ------------------------------------------------------------------------------
 
 
+class PinnedSession(requests.Session):
+    """A session that checks certificates against ``ca_file`` for every request. (requests
+    lets REQUESTS_CA_BUNDLE in the environment win over ``Session.verify``; an explicit
+    per-request ``verify`` wins over both.)"""
+
+    def __init__(self, ca_file: str):
+        super().__init__()
+        self.ca_file = ca_file
+
+    def request(self, method, url, **kwargs):
+        if kwargs.get("verify") in (None, True):
+            kwargs["verify"] = self.ca_file
+        return super().request(method, url, **kwargs)
+
+
 class SalesforceConnector:
     batch_limit = COLLECTION_LIMIT
     account_type = "Account"
@@ -561,11 +594,21 @@ class SalesforceConnector:
             return mdapi.CustomField(**common, type="LongTextArea", length=32768, visibleLines=3)
         return mdapi.CustomField(**common, type="Text", length=255)
 
+    def _metadata_api(self, sf: Salesforce):
+        """simple-salesforce's Metadata API client. Its SOAP client (zeep) gets a transport
+        of its own; it is pointed at this connector's session so metadata calls use the same
+        certificate check, count in the call statistics and report the org's usage."""
+        mdapi = sf.mdapi
+        transport = getattr(getattr(mdapi, "_client", None), "transport", None)
+        if transport is not None and transport.session is not self.session:
+            transport.session = self.session
+        return mdapi
+
     def _upsert_fields(self, sobject: str, specs: Sequence[PropertySpec]) -> None:
         for chunk in batches(specs, 10):  # the Metadata API's limit per call
 
             def upsert(sf, chunk=chunk):
-                mdapi = sf.mdapi
+                mdapi = self._metadata_api(sf)
                 _metadata(
                     mdapi.CustomField.upsert, [self._custom_field(mdapi, sobject, s) for s in chunk]
                 )
@@ -584,7 +627,7 @@ class SalesforceConnector:
         ]
 
         def upsert(sf):
-            mdapi = sf.mdapi
+            mdapi = self._metadata_api(sf)
             permission_set = mdapi.PermissionSet(
                 fullName=PERMISSION_SET,
                 label="PQL engine",
@@ -630,7 +673,7 @@ class SalesforceConnector:
         for sobject in sobjects:
             key = self._key_field(sobject)
             extra = " AND IsConverted = false" if sobject == "Lead" else ""
-            for chunk in batches([k for k in keys if k not in found], IN_CHUNK):
+            for chunk in value_chunks([k for k in keys if k not in found]):
                 soql = f"SELECT Id, {key} FROM {sobject} WHERE {key} IN {_soql_list(chunk)}{extra}"
                 for record in self._query(f"find {sobject} by key", soql):
                     found.setdefault(record[key], record["Id"])
@@ -640,7 +683,7 @@ class SalesforceConnector:
         if object_type == "Account":
             return self._accounts_by_domain(values)
         found: dict[str, str] = {}
-        for chunk in batches(values, IN_CHUNK):
+        for chunk in value_chunks(values):
             soql = (
                 f"SELECT Id, Email FROM Contact WHERE Email IN {_soql_list(chunk)} "
                 "ORDER BY CreatedDate"
@@ -648,7 +691,7 @@ class SalesforceConnector:
             for record in self._query("find contacts by email", soql):
                 found.setdefault((record.get("Email") or "").lower(), record["Id"])
         rest = [v for v in values if v not in found]
-        for chunk in batches(rest, IN_CHUNK):
+        for chunk in value_chunks(rest):
             soql = (
                 "SELECT Id, Email, IsConverted, ConvertedContactId FROM Lead WHERE Email IN "
                 f"{_soql_list(chunk)} ORDER BY CreatedDate"
@@ -667,7 +710,7 @@ class SalesforceConnector:
         """Website holds free text ("https://www.acme.com/"): candidates by LIKE, then the
         host compared exactly. The oldest account wins when several share a domain."""
         found: dict[str, str] = {}
-        for chunk in batches(domains, LIKE_CHUNK):
+        for chunk in value_chunks(domains):
             likes = " OR ".join(f"Website LIKE {quote_soql_value('%' + d + '%')}" for d in chunk)
             soql = f"SELECT Id, Website FROM Account WHERE {likes} ORDER BY CreatedDate"
             wanted = set(chunk)

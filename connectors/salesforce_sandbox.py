@@ -24,8 +24,9 @@ import json
 import re
 import secrets
 import threading
+import time
 import xml.etree.ElementTree as ET
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
@@ -239,10 +240,14 @@ class _Condition:
                     break
                 if sep != ",":
                     raise SoqlError("IN list needs commas")
-            return ("cmp", field, "IN", values)
+            return ("in", field, frozenset(str(v).lower() for v in values))
         if op not in ("=", "!=", "<", "<=", ">", ">=", "LIKE"):
             raise SoqlError(f"unknown operator {op}")
-        return ("cmp", field, op, _literal(self.take()))
+        value = _literal(self.take())
+        if op == "LIKE":
+            parts = str(value).lower().split("%")
+            return ("like", field, re.compile(".*".join(re.escape(p) for p in parts), re.S))
+        return ("cmp", field, op, value)
 
 
 def _comparable(value: Any) -> Any:
@@ -260,16 +265,18 @@ def _matches(node, record: dict[str, Any]) -> bool:
         return all(_matches(n, record) for n in node[1])
     if kind == "or":
         return any(_matches(n, record) for n in node[1])
+    if kind == "in":
+        have = record.get(node[1])
+        if have is None:
+            return False
+        if node[1] == "Id":
+            return have.lower() in node[2] or any(w[:15] == have[:15].lower() for w in node[2])
+        return str(have).lower() in node[2]
+    if kind == "like":
+        have = record.get(node[1])
+        return have is not None and node[2].fullmatch(str(have).lower()) is not None
     _, field, op, wanted = node
     have = record.get(field)
-    if op == "IN":
-        if field == "Id":
-            return any(have and str(w)[:15] == have[:15] for w in wanted)
-        low = {str(w).lower() for w in wanted}
-        return have is not None and str(have).lower() in low
-    if op == "LIKE":
-        pattern = "^" + ".*".join(re.escape(p) for p in str(wanted).lower().split("%")) + "$"
-        return have is not None and re.match(pattern, str(have).lower()) is not None
     if op == "=":
         if field == "Id" and have and wanted:
             return have[:15] == str(wanted)[:15]
@@ -298,6 +305,7 @@ class Org:
         self.daily_limit, self.api_used = daily_limit, 0
         self.duplicate_rules = True
         self.counter = itertools.count(1)
+        self.indexes: dict[tuple[str, str], dict[str, str]] = {}
         admin = self.insert(
             "User",
             {
@@ -309,26 +317,63 @@ class Org:
         )
         self.admin_id = admin
 
+    def index_of(self, sobject: str, field: str) -> dict[str, str]:
+        """Lower-cased value → record id, for unique fields and the duplicate rules' keys
+        (``_host``: an Account's Website host); built on first use, kept on every write."""
+        key = (sobject, field)
+        if key not in self.indexes:
+            self.indexes[key] = {}
+            for record in self.records[sobject].values():
+                self._index_one(key, record)
+        return self.indexes[key]
+
+    def _index_one(self, key: tuple[str, str], record: dict[str, Any]) -> None:
+        value = _host(record.get("Website")) if key[1] == "_host" else record.get(key[1])
+        if value is not None:
+            self.indexes[key].setdefault(str(value).lower(), record["Id"])
+
+    def _unindex(self, sobject: str, record: dict[str, Any]) -> None:
+        for key, index in self.indexes.items():
+            if key[0] != sobject:
+                continue
+            value = _host(record.get("Website")) if key[1] == "_host" else record.get(key[1])
+            if value is not None and index.get(str(value).lower()) == record["Id"]:
+                del index[str(value).lower()]
+
+    def _reindex(self, sobject: str, record: dict[str, Any]) -> None:
+        for key in self.indexes:
+            if key[0] == sobject:
+                self._index_one(key, record)
+
+    def delete(self, sobject: str, record_id: str) -> None:
+        """Someone deletes a record in Salesforce."""
+        record = self.records[sobject].pop(record_id)
+        self._unindex(sobject, record)
+
     def new_id(self, sobject: str) -> str:
         return f"{PREFIX[sobject]}{next(self.counter):012d}AAA"
 
     def insert(self, sobject: str, fields: dict[str, Any]) -> str:
         record_id = self.new_id(sobject)
         now = _stamp(_now())
-        self.records[sobject][record_id] = {
+        record = {
             "Id": record_id,
             "CreatedDate": now,
             "SystemModstamp": now,
             **DEFAULTS.get(sobject, {}),
             **fields,
         }
+        self.records[sobject][record_id] = record
+        self._reindex(sobject, record)
         return record_id
 
     def change(self, sobject: str, record_id: str, **fields: Any) -> None:
         """A person edits a record in Salesforce."""
         record = self.records[sobject][record_id]
+        self._unindex(sobject, record)
         record.update(fields)
         record["SystemModstamp"] = _stamp(_now())
+        self._reindex(sobject, record)
 
     def visible(self, user_id: str) -> set[str]:
         assigned = {
@@ -378,6 +423,7 @@ class SalesforceSandbox:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.fail_next: list[tuple[int, Any]] = []  # (status, body) for the next answers
         self.requests: list[str] = []  # "METHOD path" of every API request
+        self.busy_seconds = 0.0  # time spent answering them
         self.lock = threading.RLock()
         self.base_url = ""  # set by whoever serves it; used in the identity URL
         self.app = self._build()
@@ -499,6 +545,39 @@ class SalesforceSandbox:
         def metadata(version: str):
             return sandbox._metadata()
 
+        @app.get("/_sandbox/stats")
+        def stats():
+            return jsonify(
+                requests=len(sandbox.requests),
+                busy_seconds=round(sandbox.busy_seconds, 3),
+                by_kind=dict(Counter(sandbox.requests)),
+                orgs={
+                    o.org_id: {"api_used": o.api_used, **{k: len(v) for k, v in o.records.items()}}
+                    for o in sandbox.orgs.values()
+                },
+            )
+
+        @app.get("/_sandbox/orgs/<org_id>/<sobject>")
+        def records(org_id: str, sobject: str):
+            org = sandbox.orgs.get(org_id)
+            if org is None:
+                return jsonify(error="no such org"), 404
+            return jsonify(list(org.records[sobject].values()))
+
+        @app.post("/_sandbox/orgs/<org_id>/change")
+        def change(org_id: str):
+            """A person edits a record: {"sobject", "id", "fields"}; or creates one when
+            "id" is absent (the answer names it)."""
+            org = sandbox.orgs.get(org_id)
+            body = request.get_json(silent=True) or {}
+            if org is None or body.get("sobject") not in STANDARD:
+                return jsonify(error="no such org or object"), 404
+            with sandbox.lock:
+                if body.get("id"):
+                    org.change(body["sobject"], body["id"], **(body.get("fields") or {}))
+                    return jsonify(id=body["id"])
+                return jsonify(id=org.insert(body["sobject"], body.get("fields") or {}))
+
         @app.get("/")
         def index():
             return jsonify(
@@ -513,6 +592,13 @@ class SalesforceSandbox:
         return jsonify([{"message": message, "errorCode": code}]), status
 
     def _api(self, rest: str):
+        started = time.perf_counter()
+        try:
+            return self._api_locked(rest)
+        finally:
+            self.busy_seconds += time.perf_counter() - started
+
+    def _api_locked(self, rest: str):
         with self.lock:
             self.requests.append(f"{request.method} {rest}")
             if self.fail_next:
@@ -615,7 +701,7 @@ class SalesforceSandbox:
                 )
         rows = [
             r
-            for r in org.records[sobject].values()
+            for r in self._candidates(org, sobject, parsed["where"])
             if parsed["where"] is None or _matches(parsed["where"], r)
         ]
         if parsed["order"]:
@@ -631,6 +717,27 @@ class SalesforceSandbox:
             for r in rows
         ]
         return self._page(out, 0)
+
+    def _candidates(self, org: Org, sobject: str, where) -> list[dict[str, Any]]:
+        """Records that may match: by id or through a unique field's index when the
+        condition is (or has, under AND) an IN on one, else all."""
+        terms = [where] if where and where[0] == "in" else []
+        if where and where[0] == "and":
+            terms = [t for t in where[1] if t[0] == "in"]
+        table = org.records[sobject]
+        for term in terms:
+            field, wanted = term[1], term[2]
+            if field == "Id":
+                by_upper = {k.lower(): r for k, r in table.items()}
+                return [by_upper[w] for w in wanted if w in by_upper] or [
+                    r for r in table.values() if _matches(term, r)
+                ]
+            spec = org.custom[sobject].get(field) or {}
+            if spec.get("unique"):
+                index = org.index_of(sobject, field)
+                found = [table.get(index.get(w, "")) for w in wanted]
+                return [r for r in found if r is not None]
+        return list(table.values())
 
     def _page(self, rows: list[dict], start: int):
         chunk = rows[start : start + QUERY_PAGE]
@@ -680,16 +787,16 @@ class SalesforceSandbox:
                     }
                 )
             if spec.get("unique") and value is not None:
-                for other in org.records[sobject].values():
-                    if other.get(name) == value and other["Id"] != record_id:
-                        errors.append(
-                            {
-                                "statusCode": "DUPLICATE_VALUE",
-                                "message": f"duplicate value found: {name} duplicates "
-                                f"value on record with id: {other['Id']}",
-                                "fields": [name],
-                            }
-                        )
+                other = org.index_of(sobject, name).get(str(value).lower())
+                if other is not None and other != record_id:
+                    errors.append(
+                        {
+                            "statusCode": "DUPLICATE_VALUE",
+                            "message": f"duplicate value found: {name} duplicates value on "
+                            f"record with id: {other}",
+                            "fields": [name],
+                        }
+                    )
         return errors
 
     def _duplicate(self, org: Org, sobject: str, fields: dict[str, Any]) -> dict | None:
@@ -697,24 +804,15 @@ class SalesforceSandbox:
             return None
         if sobject == "Account":
             host = _host(fields.get("Website"))
-            match = host and next(
-                (r for r in org.records["Account"].values() if _host(r.get("Website")) == host),
-                None,
-            )
+            match_id = host and org.index_of("Account", "_host").get(host)
         elif sobject in ("Contact", "Lead"):
             email = (fields.get("Email") or "").lower()
-            match = email and next(
-                (
-                    r
-                    for r in org.records[sobject].values()
-                    if (r.get("Email") or "").lower() == email
-                ),
-                None,
-            )
+            match_id = email and org.index_of(sobject, "Email").get(email)
         else:
             return None
-        if not match:
+        if not match_id:
             return None
+        match = org.records[sobject][match_id]
         return {
             "statusCode": "DUPLICATES_DETECTED",
             "message": "Use one of these records?",
@@ -814,7 +912,8 @@ class SalesforceSandbox:
                     }
                 ],
             }
-        existing = next((r for r in org.records[sobject].values() if r.get(key) == value), None)
+        found = org.index_of(sobject, key).get(str(value).lower()) if value is not None else None
+        existing = org.records[sobject].get(found) if found else None
         if existing is None:
             return self._insert(org, user, sobject, fields)
         answer = self._update(
@@ -1083,3 +1182,121 @@ def mount(mock, sandbox: SalesforceSandbox, base_url: str) -> None:
     pattern = re.compile(re.escape(sandbox.base_url) + r"/.*")
     for method in ("GET", "POST", "PATCH", "PUT", "DELETE"):
         mock.add_callback(method, pattern, callback=answer)
+
+
+def self_signed_certificate(directory: str) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and localhost, and its key, written to ``directory``
+    (kept when already there): simple-salesforce speaks HTTPS only, so the sandbox does too,
+    and the app is told to trust this certificate (SALESFORCE_CA_BUNDLE)."""
+    import ipaddress
+    import os
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    cert_path = os.path.join(directory, "salesforce-sandbox.pem")
+    key_path = os.path.join(directory, "salesforce-sandbox.key")
+    if os.path.exists(cert_path) and os.path.exists(key_path):
+        return cert_path, key_path
+    os.makedirs(directory, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Salesforce sandbox")])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    with open(key_path, "wb") as out:
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    with open(cert_path, "wb") as out:
+        out.write(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+class SalesforceSandboxServer:
+    """The sandbox over HTTPS on a loopback port in a background thread (demo, benchmark).
+    ``ca_file`` is the certificate to trust."""
+
+    def __init__(
+        self,
+        sandbox: SalesforceSandbox | None = None,
+        port: int = 0,
+        cert_dir: str | None = None,
+        quiet: bool = True,
+    ):
+        import ssl
+        import tempfile
+
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class Handler(WSGIRequestHandler):
+            def log_request(self, *args, **kwargs):
+                if not quiet:
+                    super().log_request(*args, **kwargs)
+
+        self.sandbox = sandbox or SalesforceSandbox()
+        self.ca_file, key_file = self_signed_certificate(cert_dir or tempfile.mkdtemp())
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.ca_file, key_file)
+        self.server = make_server(
+            "127.0.0.1",
+            port,
+            self.sandbox.app,
+            threaded=True,
+            request_handler=Handler,
+            ssl_context=context,
+        )
+        self.url = f"https://127.0.0.1:{self.server.server_port}"
+        self.sandbox.base_url = self.url
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> SalesforceSandboxServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m connectors.salesforce_sandbox --port 8026 --cert-dir instance``"""
+    import argparse
+    import contextlib
+
+    parser = argparse.ArgumentParser(description="A local Salesforce-compatible sandbox.")
+    parser.add_argument("--port", type=int, default=8026)
+    parser.add_argument("--cert-dir", default="instance", help="where its certificate is kept")
+    parser.add_argument("--daily-limit", type=int, default=100_000, help="API requests per org")
+    args = parser.parse_args(argv)
+    server = SalesforceSandboxServer(
+        SalesforceSandbox(daily_limit=args.daily_limit), port=args.port, cert_dir=args.cert_dir
+    )
+    print(f"Salesforce sandbox on {server.url} (certificate {server.ca_file})", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

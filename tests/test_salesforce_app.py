@@ -232,7 +232,7 @@ def test_a_record_deleted_in_salesforce_is_created_again(app, client, db, instal
     tenant_id, key, org = installed
     scored_and_synced(app, client, db, tenant_id, key)
     [account_id] = org.records["Account"]
-    del org.records["Account"][account_id]
+    org.delete("Account", account_id)
     with db.tenant_transaction(tenant_id) as session:
         session.scalars(select(AccountScore)).one().engagement_score = 11.0
         session.scalars(select(AccountScore)).one().crm_pending = True

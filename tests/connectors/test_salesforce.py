@@ -207,7 +207,7 @@ def test_create_match_and_update_accounts_with_typed_values(sandbox, org, schema
 def test_collection_partial_failures_map_to_their_records(org, schema):
     a = org.insert("Account", {"Name": "A"})
     b = org.insert("Account", {"Name": "B"})
-    del org.records["Account"][b]  # deleted in Salesforce meanwhile
+    org.delete("Account", b)  # deleted in Salesforce meanwhile
     outcomes = schema.update(
         "Account",
         [
@@ -396,7 +396,7 @@ def test_bulk_job_results_map_back_to_each_record(sandbox, org):
     connector = make_connector(sandbox, org, bulk_threshold=3)
     connector.ensure_schema("Account", ("pql", "PQL"), ACCOUNT_SPECS)
     ids = [org.insert("Account", {"Name": f"A{i}"}) for i in range(5)]
-    del org.records["Account"][ids[3]]
+    org.delete("Account", ids[3])
     writes = [
         Write(f"a{i}", {"pql_segment": "Hot", "pql_activation_rate": str(i * 10)}, crm_id=crm_id)
         for i, crm_id in enumerate(ids)
