@@ -1,6 +1,7 @@
-"""The README's demo: the app installed into HubSpot (the local sandbox by default), sample
-product events sent over HTTP to the running service exactly as a Segment SDK would, and what
-the worker made of them in HubSpot: properties, an owner learnt by webhook, a CS task."""
+"""The README's demo: the app installed into HubSpot and into Salesforce (the local sandboxes
+by default), sample product events sent over HTTP to the running service exactly as a Segment
+SDK would, and what the worker made of them in each CRM: properties (fields), an owner learnt
+back from the CRM, a CS task."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import gzip
 import http.cookiejar
 import json
 import random
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -231,10 +233,23 @@ def backfill_history(tenant_id: int, now) -> None:
         leases.release(db, tenant_id, "score", "demo", utcnow())
 
 
+SHOWN_TRAITS = (
+    "activation_rate",
+    "next_step",
+    "engagement_score",
+    "engagement_segment",
+    "trend",
+    "pql",
+    "pql_reason",
+    "lead_type",
+    "active_users",
+)
+
+
 def crm_view(tenant_id: int) -> dict:
-    """What HubSpot now shows: the companies' properties and the tasks, read back through the
-    HubSpot API."""
-    from app.hubspot_app import connector_for
+    """What the CRM now shows: the accounts' properties (HubSpot companies, Salesforce
+    Accounts) and the tasks, read back through the CRM's API."""
+    from app.crm_apps import connector_for
     from app.models import CrmRecord, CsTask
 
     svc = services()
@@ -248,45 +263,131 @@ def crm_view(tenant_id: int) -> dict:
             )
         )
         tasks = session.scalars(select(CsTask)).all()
-    shown = ["name", "domain", "hubspot_owner_id"] + [
-        f"{prefix}{f}"
-        for f in (
-            "activation_rate",
-            "next_step",
-            "engagement_score",
-            "engagement_segment",
-            "trend",
-            "pql",
-            "pql_reason",
-            "lead_type",
-            "active_users",
-        )
-    ]
-    companies = connector_for(svc, tenant_id).read("companies", ids, shown)
+    connector = connector_for(svc, tenant_id)
+    shown = ["name", "domain", "owner_id"] + [f"{prefix}{f}" for f in SHOWN_TRAITS]
+    records = connector.read(connector.account_type, ids, shown)
     return {
-        "companies": [
-            {name: c.properties.get(name) for name in shown} | {"hubspot_id": c.crm_id}
-            for c in companies
+        "accounts": [
+            {name: r.properties.get(name) for name in shown} | {"crm_id": r.crm_id} for r in records
         ],
         "tasks": [
-            {"subject": t.subject, "owner": t.owner_id, "hubspot_id": t.crm_task_id, "body": t.body}
+            {"subject": t.subject, "owner": t.owner_id, "crm_id": t.crm_task_id, "body": t.body}
             for t in tasks
         ],
     }
 
 
-@click.command("demo", help="Run the demo against a running service (web + worker).")
-@click.option("--url", "base_url", default="http://127.0.0.1:5000", show_default=True)
-@click.option("--timeout", default=180.0, show_default=True, help="seconds to wait for the worker")
-@with_appcontext
-def demo_command(base_url: str, timeout: float) -> None:
-    """Install the app into HubSpot (the local sandbox unless HUBSPOT_CLIENT_ID is set), send a
-    fortnight of product events, and show the worker turning them into HubSpot properties and
-    a CS task."""
-    from app.models import CrmRecord, CsTask
+# --- Salesforce ------------------------------------------------------------------------------
 
-    base_url = base_url.rstrip("/")
-    wait_until_ready(base_url)
+
+def _sandbox_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    bundle = services().settings.salesforce_ca_bundle
+    if bundle:
+        context.load_verify_locations(bundle)
+    return context
+
+
+def install_in_salesforce_sandbox(base_url: str) -> tuple[str, str]:
+    """The admin's browser: service → the Salesforce sandbox's consent (HTTPS) → callback.
+    Returns the write key and the org id the install page shows."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+        urllib.request.HTTPSHandler(context=_sandbox_tls()),
+    )
+    with opener.open(f"{base_url}/salesforce/install", timeout=60) as response:
+        page = response.read().decode()
+    if "<pre>" not in page:
+        raise click.ClickException(f"the Salesforce install did not complete: {page[:300]}")
+    org = page.split("Salesforce org ")[1].split("<")[0].strip()
+    return page.split("<pre>")[1].split("</pre>")[0].strip(), org
+
+
+def salesforce_tenant(org: str | None = None) -> int | None:
+    with services().db.system_session() as session:
+        query = select(Tenant.id).where(Tenant.crm == "salesforce", Tenant.status == "active")
+        if org is not None:
+            query = query.where(Tenant.external_id == org)
+        return session.scalar(query.order_by(Tenant.id.desc()).limit(1))
+
+
+def _sandbox_post(path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        f"{services().settings.salesforce_login_url}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30, context=_sandbox_tls()) as response:
+        return json.load(response)
+
+
+def assign_salesforce_owner(svc, tenant_id: int, org: str, name: str) -> str:
+    """A sales rep (a new Salesforce user) takes over an Account; the worker's next pull (every
+    PULL_INTERVAL_SECONDS) learns it; the demo runs that pull now. Returns the user's id."""
+    from app.crm_apps import pull_tenant
+    from app.models import CrmRecord
+
+    rep = _sandbox_post(
+        f"/_sandbox/orgs/{org}/change",
+        {
+            "sobject": "User",
+            "fields": {
+                "Name": "Sam Success",
+                "Email": "sam@example.com",
+                "IsActive": True,
+                "UserType": "Standard",
+            },
+        },
+    )["id"]
+    with svc.db.tenant_session(tenant_id) as session:
+        crm_id = session.scalar(
+            select(CrmRecord.crm_id)
+            .join(Account, Account.id == CrmRecord.subject_id)
+            .where(CrmRecord.object_type == "account", Account.name == name)
+        )
+    _sandbox_post(
+        f"/_sandbox/orgs/{org}/change",
+        {"sobject": "Account", "id": crm_id, "fields": {"OwnerId": rep, "Type": "Customer"}},
+    )
+    pull_tenant(svc, tenant_id)
+    click.echo(f"In Salesforce, {name} was assigned to Sam Success ({rep}); pulled back.")
+    return rep
+
+
+def _wait_for_push(svc, tenant_id: int, crm: str, now, timeout: float) -> None:
+    from app.models import CrmRecord
+
+    def pushed():
+        with svc.db.tenant_session(tenant_id) as session:
+            return session.scalar(
+                select(func.count()).where(
+                    CrmRecord.object_type == "account", CrmRecord.pushed_at.is_not(None)
+                )
+            )
+
+    click.echo(f"Waiting for the worker to score the accounts and push them to {crm} ...")
+    count = wait_for(f"the first push to {crm}", pushed, timeout)
+    click.echo(f"{count} accounts written to {crm}.")
+    return count
+
+
+def _wait_for_task(svc, tenant_id: int, crm: str, now, timeout: float) -> None:
+    from app.models import CsTask
+
+    click.echo("Backfilling last week's scores so the trend can show who is dropping ...")
+    backfill_history(tenant_id, now)
+
+    def task_made():
+        with svc.db.tenant_session(tenant_id) as session:
+            return session.scalar(select(func.count()).select_from(CsTask))
+
+    click.echo(f"Waiting for the worker to push the trend and open a task in {crm} ...")
+    wait_for(f"the CS task in {crm}", task_made, timeout)
+    click.echo(json.dumps(crm_view(tenant_id), indent=2))
+
+
+def hubspot_demo(base_url: str, timeout: float) -> None:
     svc = services()
     sandbox = svc.settings.hubspot_client_id == "sandbox-client"
     if sandbox:
@@ -305,29 +406,55 @@ def demo_command(base_url: str, timeout: float) -> None:
     sent = send_batches(base_url, key, messages)
     click.echo(f"Sent {sent} product events (identify, group, track) to {base_url}/v1/batch")
     click.echo(json.dumps(account_summary(tenant_id), indent=2))
-
-    def pushed():
-        with svc.db.tenant_session(tenant_id) as session:
-            return session.scalar(
-                select(func.count()).where(
-                    CrmRecord.object_type == "account", CrmRecord.pushed_at.is_not(None)
-                )
-            )
-
-    click.echo("Waiting for the worker to score the accounts and push them to HubSpot ...")
-    count = wait_for("the first push", pushed, timeout)
-    click.echo(f"{count} companies written to HubSpot.")
+    _wait_for_push(svc, tenant_id, "HubSpot", now, timeout)
     if sandbox:
         assign_owner_in_sandbox(svc, tenant_id, portal, "Umbrella", "101")
-    click.echo("Backfilling last week's scores so the trend can show who is dropping ...")
-    backfill_history(tenant_id, now)
-
-    def task_made():
-        with svc.db.tenant_session(tenant_id) as session:
-            return session.scalar(select(func.count()).select_from(CsTask))
-
-    click.echo("Waiting for the worker to push the trend and open a task for the drop ...")
-    wait_for("the CS task", task_made, timeout)
-    click.echo(json.dumps(crm_view(tenant_id), indent=2))
+    _wait_for_task(svc, tenant_id, "HubSpot", now, timeout)
     if sandbox:
         click.echo(f"Browse the sandbox's records at {svc.settings.hubspot_base_url}/")
+
+
+def salesforce_demo(base_url: str, timeout: float) -> None:
+    svc = services()
+    sandbox = svc.settings.salesforce_client_id == "sandbox-client"
+    if sandbox:
+        key, org = install_in_salesforce_sandbox(base_url)
+        tenant_id = salesforce_tenant(org)
+        click.echo(f"Installed into the Salesforce sandbox (org {org}): tenant {tenant_id}")
+    else:
+        click.echo(f"Open {base_url}/salesforce/install in a browser and approve the app ...")
+        tenant_id = wait_for("the install", salesforce_tenant, 600)
+        key = issue_write_key(svc.db, tenant_id, label="demo").secret
+        click.echo(f"Installed: tenant {tenant_id}")
+    now = utcnow()
+    messages = demo_messages(random.Random(f"demo-{now.date()}"), now)
+    sent = send_batches(base_url, key, messages)
+    click.echo(f"Sent the same {sent} product events to the Salesforce tenant")
+    _wait_for_push(svc, tenant_id, "Salesforce", now, timeout)
+    if sandbox:
+        assign_salesforce_owner(svc, tenant_id, org, "Umbrella")
+    _wait_for_task(svc, tenant_id, "Salesforce", now, timeout)
+
+
+@click.command("demo", help="Run the demo against a running service (web + worker).")
+@click.option("--url", "base_url", default="http://127.0.0.1:5000", show_default=True)
+@click.option("--timeout", default=180.0, show_default=True, help="seconds to wait for the worker")
+@click.option(
+    "--crm",
+    type=click.Choice(["both", "hubspot", "salesforce"]),
+    default="both",
+    show_default=True,
+)
+@with_appcontext
+def demo_command(base_url: str, timeout: float, crm: str) -> None:
+    """Install the app into HubSpot and Salesforce (the local sandboxes unless their client ids
+    are set), send a fortnight of product events, and show the worker turning them into CRM
+    properties and a CS task in each."""
+    base_url = base_url.rstrip("/")
+    wait_until_ready(base_url)
+    if crm in ("both", "hubspot"):
+        click.echo("== HubSpot")
+        hubspot_demo(base_url, timeout)
+    if crm in ("both", "salesforce"):
+        click.echo("== Salesforce")
+        salesforce_demo(base_url, timeout)

@@ -8,15 +8,19 @@ from app.crm_apps import sync_tenant
 from app.demo import (
     account_scores,
     account_summary,
+    assign_salesforce_owner,
     backfill_history,
     crm_view,
     hubspot_tenant,
+    install_in_salesforce_sandbox,
     install_in_sandbox,
+    salesforce_tenant,
     send_batches,
 )
 from app.jobs import score_tenants
 from app.sample_data import DEMO_ACCOUNTS, demo_messages
 from connectors.hubspot_sandbox import Sandbox, SandboxServer
+from connectors.salesforce_sandbox import SalesforceSandboxServer
 from tests.conftest import _empty_all_tables, config_for
 
 
@@ -27,13 +31,21 @@ def sandbox():
 
 
 @pytest.fixture
-def app(migrated_url, sandbox, unused_port):
+def salesforce(tmp_path):
+    with SalesforceSandboxServer(cert_dir=str(tmp_path)) as running:
+        yield running
+
+
+@pytest.fixture
+def app(migrated_url, sandbox, salesforce, unused_port):
     from app import create_app
 
     app = create_app(
         config_for(
             migrated_url,
             HUBSPOT_SANDBOX_URL=sandbox.url,
+            SALESFORCE_SANDBOX_URL=salesforce.url,
+            SALESFORCE_CA_BUNDLE=salesforce.ca_file,
             PUBLIC_URL=f"http://127.0.0.1:{unused_port}",
         )
     )
@@ -90,7 +102,35 @@ def test_the_demo_loop_turns_events_into_hubspot_properties_and_a_cs_task(app, d
         scores = {row["account"]: row for row in account_scores(tenant_id)}
     assert "Ice Cold" in scores["Umbrella"]["segments"]
     [task] = view["tasks"]
-    assert task["subject"] == "Engagement dropped: Umbrella" and task["hubspot_id"]
-    umbrella = next(c for c in view["companies"] if c["name"] == "Umbrella")
+    assert task["subject"] == "Engagement dropped: Umbrella" and task["crm_id"]
+    umbrella = next(c for c in view["accounts"] if c["name"] == "Umbrella")
     assert umbrella["pql_trend"] == "Ice Cold"
+    assert umbrella["pql_activation_rate"] is not None and umbrella["pql_lead_type"]
+
+
+def test_the_demo_loop_for_salesforce_fields_owner_and_task(app, db, served, salesforce):
+    svc = app.extensions["pql"]
+    with app.app_context():
+        key, org = install_in_salesforce_sandbox(served)
+        tenant_id = salesforce_tenant(org)
+        now = svc.clock()
+        messages = demo_messages(random.Random("t"), now)
+        assert send_batches(served, key, messages) == len(messages)
+
+        def worker_round():
+            return score_tenants(svc.db, svc.clock, "w", push=lambda t: sync_tenant(svc, t))
+
+        assert worker_round() == {tenant_id: "full"}
+        accounts = salesforce.sandbox.orgs[org].records["Account"]
+        assert len(accounts) == len(DEMO_ACCOUNTS)
+        rep = assign_salesforce_owner(svc, tenant_id, org, "Umbrella")
+        backfill_history(tenant_id, now)
+        worker_round()
+        view = crm_view(tenant_id)
+    [task] = view["tasks"]
+    assert task["subject"] == "Engagement dropped: Umbrella" and task["owner"] == rep
+    [sf_task] = salesforce.sandbox.orgs[org].records["Task"].values()
+    assert sf_task["OwnerId"] == rep and sf_task["WhatId"] in accounts
+    umbrella = next(a for a in view["accounts"] if a["name"] == "Umbrella")
+    assert umbrella["pql_trend"] == "Ice Cold" and umbrella["owner_id"] == rep
     assert umbrella["pql_activation_rate"] is not None and umbrella["pql_lead_type"]
