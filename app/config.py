@@ -163,12 +163,14 @@ class Settings:
 
 
 def _property_prefix(raw: str) -> str:
-    """HubSpot internal property names: lower-case letters, digits and underscores."""
+    """Names both CRMs accept: HubSpot's internal property names (lower-case letters, digits,
+    underscores) and Salesforce's custom field names (no two underscores in a row; with the
+    longest property name, 18 characters, within 40)."""
     prefix = raw.strip()
-    if not re.fullmatch(r"[a-z][a-z0-9_]{0,19}", prefix):
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,19}", prefix) or "__" in prefix:
         raise ConfigError(
             f"PROPERTY_PREFIX {raw!r} must start with a lower-case letter and hold only "
-            "lower-case letters, digits and underscores (at most 20)"
+            "lower-case letters, digits and single underscores (at most 20)"
         )
     return prefix
 

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from flask import make_response, render_template_string
 from sqlalchemy import delete, select, update
 from werkzeug.exceptions import NotFound
 
@@ -112,6 +113,22 @@ def activate(
         # The worker retries on its next sync; the install itself succeeded.
         log.warning("tenant %s: schema not created at install: %s", tenant_id, exc)
     return Installed(tenant_id, external_id, key, reinstalled)
+
+
+def installed_page(svc, crm: str, installed: Installed, cookie: str):
+    """The page an install ends on: the write key (shown once) and next steps; the install's
+    cookie is cleared."""
+    where = "portal" if crm == "hubspot" else "org"
+    page = render_template_string(
+        INSTALLED_PAGE,
+        where=f"{CRM_NAMES[crm]} {where} {installed.external_id}",
+        key=installed.write_key,
+        public_url=svc.settings.public_url,
+        fields_hint=fields_hint(crm),
+    )
+    response = make_response(page)
+    response.delete_cookie(cookie)
+    return response
 
 
 def _tenant(db: Database, tenant_id: int) -> Tenant:

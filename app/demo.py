@@ -387,6 +387,23 @@ def _wait_for_task(svc, tenant_id: int, crm: str, now, timeout: float) -> None:
     click.echo(json.dumps(crm_view(tenant_id), indent=2))
 
 
+def _installed_by_browser(base_url: str, path: str, find_tenant) -> tuple[int, str]:
+    """With a real CRM app: the admin approves in a browser; the demo waits for the tenant and
+    gives itself a write key."""
+    click.echo(f"Open {base_url}{path} in a browser and approve the app ...")
+    tenant_id = wait_for("the install", find_tenant, 600)
+    click.echo(f"Installed: tenant {tenant_id}")
+    return tenant_id, issue_write_key(services().db, tenant_id, label="demo").secret
+
+
+def _send_sample_events(base_url: str, key: str):
+    now = utcnow()
+    messages = demo_messages(random.Random(f"demo-{now.date()}"), now)
+    sent = send_batches(base_url, key, messages)
+    click.echo(f"Sent {sent} product events (identify, group, track) to {base_url}/v1/batch")
+    return now
+
+
 def hubspot_demo(base_url: str, timeout: float) -> None:
     svc = services()
     sandbox = svc.settings.hubspot_client_id == "sandbox-client"
@@ -397,14 +414,8 @@ def hubspot_demo(base_url: str, timeout: float) -> None:
         tenant_id = hubspot_tenant(portal)
         click.echo(f"Installed into the HubSpot sandbox (portal {portal}): tenant {tenant_id}")
     else:
-        click.echo(f"Open {base_url}/hubspot/install in a browser and approve the app ...")
-        tenant_id = wait_for("the install", hubspot_tenant, 600)
-        key = issue_write_key(svc.db, tenant_id, label="demo").secret
-        click.echo(f"Installed: tenant {tenant_id}")
-    now = utcnow()
-    messages = demo_messages(random.Random(f"demo-{now.date()}"), now)
-    sent = send_batches(base_url, key, messages)
-    click.echo(f"Sent {sent} product events (identify, group, track) to {base_url}/v1/batch")
+        tenant_id, key = _installed_by_browser(base_url, "/hubspot/install", hubspot_tenant)
+    now = _send_sample_events(base_url, key)
     click.echo(json.dumps(account_summary(tenant_id), indent=2))
     _wait_for_push(svc, tenant_id, "HubSpot", now, timeout)
     if sandbox:
@@ -422,14 +433,8 @@ def salesforce_demo(base_url: str, timeout: float) -> None:
         tenant_id = salesforce_tenant(org)
         click.echo(f"Installed into the Salesforce sandbox (org {org}): tenant {tenant_id}")
     else:
-        click.echo(f"Open {base_url}/salesforce/install in a browser and approve the app ...")
-        tenant_id = wait_for("the install", salesforce_tenant, 600)
-        key = issue_write_key(svc.db, tenant_id, label="demo").secret
-        click.echo(f"Installed: tenant {tenant_id}")
-    now = utcnow()
-    messages = demo_messages(random.Random(f"demo-{now.date()}"), now)
-    sent = send_batches(base_url, key, messages)
-    click.echo(f"Sent the same {sent} product events to the Salesforce tenant")
+        tenant_id, key = _installed_by_browser(base_url, "/salesforce/install", salesforce_tenant)
+    now = _send_sample_events(base_url, key)
     _wait_for_push(svc, tenant_id, "Salesforce", now, timeout)
     if sandbox:
         assign_salesforce_owner(svc, tenant_id, org, "Umbrella")

@@ -94,16 +94,7 @@ def oauth_callback():
     except CrmError as exc:
         log.warning("HubSpot install failed: %s", exc)
         return _error_page(f"HubSpot refused the install ({exc}).", 502)
-    page = render_template_string(
-        crm_apps.INSTALLED_PAGE,
-        where=f"HubSpot portal {installed.external_id}",
-        key=installed.write_key,
-        public_url=svc.settings.public_url,
-        fields_hint=crm_apps.fields_hint("hubspot"),
-    )
-    response = make_response(page)
-    response.delete_cookie(STATE_COOKIE)
-    return response
+    return crm_apps.installed_page(svc, "hubspot", installed, STATE_COOKIE)
 
 
 def complete_install(svc, code: str, redirect_uri: str) -> crm_apps.Installed:

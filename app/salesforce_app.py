@@ -121,16 +121,7 @@ def oauth_callback():
     except CrmError as exc:
         log.warning("Salesforce install failed: %s", exc)
         return _error_page(f"Salesforce refused the install ({exc}).", 502)
-    page = render_template_string(
-        crm_apps.INSTALLED_PAGE,
-        where=f"Salesforce org {installed.external_id}",
-        key=installed.write_key,
-        public_url=svc.settings.public_url,
-        fields_hint=crm_apps.fields_hint("salesforce"),
-    )
-    response = make_response(page)
-    response.delete_cookie(STATE_COOKIE)
-    return response
+    return crm_apps.installed_page(svc, "salesforce", installed, STATE_COOKIE)
 
 
 def complete_install(

@@ -71,8 +71,8 @@ def test_without_a_hubspot_app_the_local_sandbox_stands_in(tmp_path):
     assert settings.hubspot_authorize_url == "http://127.0.0.1:9/oauth/authorize"
 
 
-@pytest.mark.parametrize("prefix", ["", "Pql_", "pql-", "9pql", "a" * 21])
-def test_a_property_prefix_hubspot_would_refuse_is_a_config_error(tmp_path, prefix):
+@pytest.mark.parametrize("prefix", ["", "Pql_", "pql-", "9pql", "a" * 21, "pql__"])
+def test_a_property_prefix_a_crm_would_refuse_is_a_config_error(tmp_path, prefix):
     with pytest.raises(ConfigError, match="PROPERTY_PREFIX"):
         Settings.from_env({"PROPERTY_PREFIX": prefix}, tmp_path)
 
@@ -101,3 +101,19 @@ def test_postgres_urls_use_the_psycopg_driver(given):
 def test_non_numeric_limit_is_a_config_error():
     with pytest.raises(ConfigError, match="MAX_BATCH_BYTES must be a whole number"):
         Settings.from_env({"DATABASE_URL": "sqlite://", "MAX_BATCH_BYTES": "lots"})
+
+
+def test_salesforce_settings_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET"):
+        Settings.from_env({"SALESFORCE_CLIENT_ID": "abc"}, tmp_path)
+    with pytest.raises(ConfigError, match="SALESFORCE_API_RESERVE_PERCENT"):
+        Settings.from_env({"SALESFORCE_API_RESERVE_PERCENT": "95"}, tmp_path)
+    with pytest.raises(ConfigError, match="SALESFORCE_API_VERSION"):
+        Settings.from_env({"SALESFORCE_API_VERSION": "v62"}, tmp_path)
+    real = Settings.from_env(
+        {"SALESFORCE_CLIENT_ID": "id", "SALESFORCE_CLIENT_SECRET": "secret"}, tmp_path
+    )
+    assert real.salesforce_login_url == "https://login.salesforce.com"
+    assert real.salesforce_sandbox_login_url == "https://test.salesforce.com"
+    sandbox = Settings.from_env({}, tmp_path)
+    assert sandbox.salesforce_login_url == "https://127.0.0.1:8026" and sandbox.salesforce_enabled

@@ -16,7 +16,10 @@ from connectors.salesforce import (
     FieldsNotVisible,
     SalesforceConnector,
     classify,
+    exchange_code,
+    field_name,
     host_of,
+    refresh_tokens,
 )
 from connectors.salesforce_sandbox import SalesforceSandbox, mount
 
@@ -545,3 +548,68 @@ def test_host_of_websites():
 def test_errors_name_the_problem(mock, org, connector):
     with pytest.raises(CrmError, match="not an Account, Contact, Lead or User id"):
         connector.update("Account", [Write("x", {}, crm_id="a0X000000000001")])
+
+
+def test_token_answers_as_salesforce_sends_them(bare):
+    mock, _ = bare
+    login = "https://login.salesforce.com"
+    identity = f"{login}/id/00D5g000004ABCDEAZ/0055g00000XYZ12AAA"
+    mock.add(
+        responses.POST,
+        f"{login}/services/oauth2/token",
+        json={
+            "access_token": "00D5g!AQ4AQ",
+            "refresh_token": "5Aep861",
+            "signature": "sig",
+            "scope": "refresh_token api",
+            "instance_url": "https://acme.my.salesforce.com",
+            "id": identity,
+            "token_type": "Bearer",
+            "issued_at": "1732700000000",
+        },
+        match=[
+            responses.matchers.urlencoded_params_matcher(
+                {
+                    "grant_type": "authorization_code",
+                    "code": "c0de",
+                    "client_id": "id",
+                    "client_secret": "secret",
+                    "redirect_uri": "https://app/cb",
+                    "code_verifier": "v3rifier",
+                }
+            )
+        ],
+    )
+    tokens = exchange_code(login, "id", "secret", "c0de", "https://app/cb", "v3rifier")
+    assert (tokens.org_id, tokens.user_id) == ("00D5g000004ABCDEAZ", "0055g00000XYZ12AAA")
+    assert tokens.instance_url == "https://acme.my.salesforce.com"
+    # A refresh answer has no refresh token: the old one stays.
+    mock.add(
+        responses.POST,
+        f"{login}/services/oauth2/token",
+        json={
+            "access_token": "00D5g!NEW",
+            "instance_url": "https://acme.my.salesforce.com",
+            "id": identity,
+            "token_type": "Bearer",
+            "issued_at": "1732700100000",
+        },
+    )
+    refreshed = refresh_tokens(login, "id", "secret", "5Aep861")
+    assert refreshed.access_token == "00D5g!NEW" and refreshed.refresh_token == "5Aep861"
+    mock.add(
+        responses.POST,
+        f"{login}/services/oauth2/token",
+        status=400,
+        json={"error": "invalid_grant", "error_description": "expired access/refresh token"},
+    )
+    with pytest.raises(CrmError, match="expired access/refresh token") as refused:
+        refresh_tokens(login, "id", "secret", "5Aep861")
+    assert refused.value.status == 400  # TenantTokens turns this into needs_reauth
+
+
+def test_custom_field_names_stay_within_salesforce_rules():
+    assert field_name("pql_engagement_segment") == "pql_engagement_segment__c"
+    for bad in ("a" * 41, "pql__x", "_pql", "9pql", "pql_"):
+        with pytest.raises(ValueError):
+            field_name(bad)
