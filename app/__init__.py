@@ -58,14 +58,23 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
         instance_path.mkdir(parents=True, exist_ok=True)
 
     configure_logging(settings.log_level)
-    app.config.update(SECRET_KEY=settings.secret_key, JSON_SORT_KEYS=False)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        JSON_SORT_KEYS=False,
+        # The admin UI's session: HTTP-only, same-site, HTTPS-only in production.
+        SESSION_COOKIE_NAME="pql_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.is_production,
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=12),
+    )
     app.extensions["pql"] = Services(
         settings=settings,
         db=Database(settings.database_url),
         token_cipher=TokenCipher(settings.token_encryption_keys),
     )
 
-    from app import api, errors, health, hubspot_app, salesforce_app
+    from app import admin_ui, api, errors, health, hubspot_app, salesforce_app
     from app.cli import register_commands
     from webhooks import hubspot as hubspot_webhooks
     from webhooks import tracking_api
@@ -76,6 +85,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(hubspot_app.bp)
     app.register_blueprint(salesforce_app.bp)
+    app.register_blueprint(admin_ui.bp)
     app.register_blueprint(hubspot_webhooks.bp)
     register_commands(app)
     return app

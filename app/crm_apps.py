@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from flask import make_response, render_template_string
+from flask import make_response, redirect, render_template_string
 from sqlalchemy import delete, select, update
 from werkzeug.exceptions import NotFound
 
@@ -37,9 +37,11 @@ HTTP API) with this write key as the Basic-auth user name. It is shown once: cop
 <ol>
 <li>Point your Segment/RudderStack destination or SDK at the URL above with the key.</li>
 <li>{{ fields_hint | safe }}</li>
-<li>Adjust Activation steps, scoring profiles and PQL thresholds with
-<code>pql definitions export/import</code> or the JSON API.</li>
+<li>Adjust Activation steps, scoring profiles and PQL thresholds in the
+<a href="/app/definitions">admin pages</a> (or with <code>pql definitions export/import</code>
+or the JSON API).</li>
 </ol>
+<p><a href="/app/">Open the admin pages</a></p>
 """
 
 ERROR_PAGE = """<!doctype html><title>Install failed</title>
@@ -60,7 +62,7 @@ class Grant:
 class Installed:
     tenant_id: int
     external_id: str
-    write_key: str
+    write_key: str | None  # None: the tenant was already active (an admin signing in again)
     reinstalled: bool
 
 
@@ -77,6 +79,7 @@ def activate(
             .with_for_update()
         ).one_or_none()
         reinstalled = tenant is not None
+        already_active = reinstalled and tenant.status == "active"
         if tenant is None:
             tenant = Tenant(
                 name=f"{CRM_NAMES[crm]} {'portal' if crm == 'hubspot' else 'org'} {external_id}",
@@ -96,15 +99,25 @@ def activate(
         tenant.settings = doc
         session.flush()
         tenant_id = tenant.id
-    if reinstalled:
+    if reinstalled and not already_active:
         # What the CRM holds may have changed while we were away: push everything once more
         # (records deleted meanwhile are matched or created again).
         with svc.db.tenant_transaction(tenant_id) as session:
             session.execute(update(CrmRecord).values(pushed={}))
             for model in (AccountScore, UserScore):
                 session.execute(update(model).values(crm_pending=True))
-    key = issue_write_key(svc.db, tenant_id, label=f"{CRM_NAMES[crm]} install").secret
-    log.info("tenant %s: installed in %s %s", tenant_id, CRM_NAMES[crm], external_id)
+    key = None
+    if not already_active:
+        key = issue_write_key(
+            svc.db, tenant_id, label=f"{CRM_NAMES[crm]} install", cipher=svc.token_cipher
+        ).secret
+    log.info(
+        "tenant %s: %s %s %s",
+        tenant_id,
+        "signed in again from" if already_active else "installed in",
+        CRM_NAMES[crm],
+        external_id,
+    )
     try:
         crm_sync.ensure_schema(
             svc.db, tenant_id, connector_for(svc, tenant_id), svc.settings.property_prefix
@@ -116,8 +129,16 @@ def activate(
 
 
 def installed_page(svc, crm: str, installed: Installed, cookie: str):
-    """The page an install ends on: the write key (shown once) and next steps; the install's
-    cookie is cleared."""
+    """Where an install ends: the browser is signed in to the admin pages for this tenant;
+    a first install (or one after an uninstall) shows the write key and next steps, an admin
+    signing in again goes straight to the admin pages. The install's cookie is cleared."""
+    from app.admin_ui import sign_in
+
+    sign_in(installed.tenant_id, f"{CRM_NAMES[crm]} admin")
+    if installed.write_key is None:
+        response = redirect("/app/")
+        response.delete_cookie(cookie)
+        return response
     where = "portal" if crm == "hubspot" else "org"
     page = render_template_string(
         INSTALLED_PAGE,

@@ -118,6 +118,9 @@ class WriteKey(TenantOwned, Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # The first characters of the key, enough for an admin to tell keys apart.
     display_prefix: Mapped[str] = mapped_column(String(16))
+    # Fernet-encrypted with the token keys, for keys issued where a cipher was at hand (the
+    # install, the admin UI): the UI can show them again. Null: shown once only.
+    secret_encrypted: Mapped[str | None] = mapped_column(Text)
     label: Mapped[str] = mapped_column(String(100), default="")
     # "write": ingestion only (it ships inside customers' apps); "admin": the JSON API.
     scope: Mapped[str] = mapped_column(String(10), default="write", server_default="write")

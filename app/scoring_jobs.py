@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -656,3 +656,89 @@ def recompute(
         summary.seconds,
     )
     return summary
+
+
+def preview_definitions(
+    db: Database, tenant_id: int, defs: Definitions, now: dt.datetime
+) -> dict[str, Any]:
+    """What saving ``defs`` would change, before it is saved: every subject scored as a full
+    pass would score it, inside a transaction that is rolled back (nothing is stored, the
+    activity basis included), compared with the stored account scores. Returns how many
+    accounts would change engagement segment, enter or leave each segment, and become or stop
+    being PQLs, with a few names of each."""
+    today = now.astimezone(dt.UTC).date()
+    previous_day = today - dt.timedelta(days=defs.default_profile.time_frame_days)
+    with db.tenant_session(tenant_id) as session:
+        try:
+            before = {
+                account_id: (segment, set((names or {}).get("names", [])), pql)
+                for account_id, segment, names, pql in session.execute(
+                    select(
+                        AccountScore.account_id,
+                        AccountScore.engagement_segment,
+                        AccountScore.segments,
+                        AccountScore.pql,
+                    )
+                )
+            }
+            names = dict(session.execute(select(Account.id, Account.name)).all())
+            for kind in (activity_basis.USERS, activity_basis.ACCOUNTS):
+                activity_basis.rebuild(session, tenant_id, kind, None, defs, today)
+            users = _load_users(session, None, defs, today)
+            user_rows, percentiles = _score_rows(
+                defs,
+                users,
+                sorted(users.first_seen),
+                "u",
+                today,
+                now,
+                None,
+                _previous_scores(session, "u", None, previous_day),
+                _earlier_firsts(session, UserScore, UserScore.user_id, None),
+            )
+            # Account scores read their members' fresh scores, as in a pass.
+            _store(session, tenant_id, UserScore, "user_id", user_rows, 0, "u", today, True)
+            accounts = _load_accounts(session, None, defs, today)
+            account_rows, _ = _score_rows(
+                defs,
+                accounts,
+                sorted(accounts.first_seen),
+                "a",
+                today,
+                now,
+                percentiles,
+                _previous_scores(session, "a", None, previous_day),
+                _earlier_firsts(session, AccountScore, AccountScore.account_id, None),
+                member_stats=_member_stats(session, None, defs, today),
+            )
+        finally:
+            session.rollback()
+    moved, entered, left = [], Counter(), Counter()
+    became, stopped = [], []
+    for row in account_rows:
+        old = before.get(row["_id"])
+        name = names.get(row["_id"]) or str(row["_id"])
+        new_names = set((row.get("segments") or {}).get("names", []))
+        if old is None:
+            old = (None, set(), False)
+        if old[0] != row["engagement_segment"]:
+            moved.append(name)
+        for segment in new_names - old[1]:
+            entered[segment] += 1
+        for segment in old[1] - new_names:
+            left[segment] += 1
+        if row["pql"] and not old[2]:
+            became.append(name)
+        elif old[2] and not row["pql"]:
+            stopped.append(name)
+    return {
+        "accounts": len(account_rows),
+        "engagement_segment_changes": len(moved),
+        "examples_moved": sorted(moved)[:5],
+        "entered": dict(entered),
+        "left": dict(left),
+        "become_pql": len(became),
+        "stop_being_pql": len(stopped),
+        "examples_become_pql": sorted(became)[:5],
+        "examples_stop_being_pql": sorted(stopped)[:5],
+    }

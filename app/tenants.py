@@ -62,7 +62,9 @@ def list_tenants(db: Database) -> list[Tenant]:
         return list(session.scalars(select(Tenant).order_by(Tenant.id)))
 
 
-def _add_key(session: Session, tenant_id: int, label: str, scope: str = "write") -> IssuedKey:
+def _add_key(
+    session: Session, tenant_id: int, label: str, scope: str = "write", cipher=None
+) -> IssuedKey:
     if scope not in KEY_SCOPES:
         raise ValueError(f"scope must be one of {', '.join(KEY_SCOPES)}")
     new = generate_write_key(admin=scope == "admin")
@@ -72,6 +74,7 @@ def _add_key(session: Session, tenant_id: int, label: str, scope: str = "write")
         display_prefix=new.display_prefix,
         label=label,
         scope=scope,
+        secret_encrypted=cipher.encrypt(new.secret) if cipher is not None else None,
     )
     session.add(key)
     session.flush()
@@ -79,11 +82,13 @@ def _add_key(session: Session, tenant_id: int, label: str, scope: str = "write")
 
 
 def issue_write_key(
-    db: Database, tenant_id: int, label: str = "", scope: str = "write"
+    db: Database, tenant_id: int, label: str = "", scope: str = "write", cipher=None
 ) -> IssuedKey:
+    """A new key; with ``cipher`` (the token cipher) its secret is also kept encrypted so the
+    admin UI can show it again."""
     get_tenant(db, tenant_id)
     with db.tenant_transaction(tenant_id) as session:
-        return _add_key(session, tenant_id, label, scope)
+        return _add_key(session, tenant_id, label, scope, cipher)
 
 
 def list_write_keys(db: Database, tenant_id: int) -> list[WriteKey]:

@@ -1,0 +1,197 @@
+"""The admin web UI: signed in through the CRM install, one tenant per session, CSRF on every
+form; the pages show and change what the JSON API does."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from app.models import DefinitionsVersion, Tenant, WriteKey
+from app.scoring_jobs import recompute
+from tests.test_hubspot_app import NOW, acme, install, sandbox  # noqa: F401 (fixture)
+from tests.test_hubspot_app import app as hubspot_app_fixture
+
+app = hubspot_app_fixture
+
+
+def csrf(page) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+
+
+@pytest.fixture
+def admin(app, client, db):
+    """A browser that installed the app into portal 777 and has data to look at."""
+    page = install(client, 777)
+    assert page.status_code == 200
+    key = page.get_data(as_text=True).split("<pre>")[1].split("</pre>")[0]
+    with db.system_session() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == "777"))
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    return tenant_id, key
+
+
+def test_pages_need_a_session_from_the_install(app, client):
+    answer = client.get("/app/accounts")
+    assert answer.status_code == 302 and "/app/login" in answer.headers["Location"]
+    login = client.get("/app/login").get_data(as_text=True)
+    assert "/hubspot/install" in login and "/salesforce/install" in login
+
+
+def test_the_install_signs_the_admin_in_and_every_page_renders(admin, client):
+    for path in (
+        "/app/",
+        "/app/definitions",
+        "/app/accounts",
+        "/app/accounts/acme",
+        "/app/segments?name=Engaged&field=trait.plan",
+    ):
+        page = client.get(path)
+        assert page.status_code == 200, (path, page.get_data(as_text=True)[:300])
+    home = client.get("/app/").get_data(as_text=True)
+    assert "HubSpot portal 777" in home or "HubSpot 777" in home
+    assert 'id="events-today">8<' in home  # the eight messages acme() sent today
+
+
+def test_signing_in_again_issues_no_new_write_key(admin, client, db):
+    tenant_id, _ = admin
+    again = install(client, 777)
+    assert again.status_code == 302 and again.headers["Location"].endswith("/app/")
+    with db.tenant_session(tenant_id) as session:
+        assert len(session.scalars(select(WriteKey)).all()) == 1
+
+
+def test_every_post_needs_the_sessions_csrf_token(admin, client):
+    for path in (
+        "/app/definitions",
+        "/app/definitions/rollback",
+        "/app/logout",
+        "/app/keys/1/rotate",
+        "/app/keys/1/reveal",
+    ):
+        refused = client.post(path, data={"action": "save"})
+        assert refused.status_code == 400, path
+        assert "CSRF" in refused.get_data(as_text=True)
+        wrong = client.post(path, data={"csrf": "forged", "action": "save"})
+        assert wrong.status_code == 400, path
+
+
+def test_a_session_of_one_tenant_cannot_see_or_change_another(app, client, db, admin):
+    other_browser = app.test_client()
+    page = install(other_browser, 888)
+    assert page.status_code == 200
+    with db.system_session() as session:
+        other_id = session.scalar(select(Tenant.id).where(Tenant.external_id == "888"))
+    # Tenant 888 has no account "acme": tenant 777's account is not visible to it.
+    assert other_browser.get("/app/accounts/acme").status_code == 404
+    assert "Acme" not in other_browser.get("/app/accounts").get_data(as_text=True)
+    assert "Acme" not in other_browser.get("/app/segments?name=Engaged").get_data(as_text=True)
+    # Nor are its keys: 777's key id answers 404 in 888's session.
+    with db.tenant_session(admin[0]) as session:
+        key_id = session.scalar(select(WriteKey.id))
+    token = csrf(other_browser.get("/app/"))
+    assert other_browser.post(f"/app/keys/{key_id}/rotate", data={"csrf": token}).status_code == 404
+    assert other_browser.post(f"/app/keys/{key_id}/reveal", data={"csrf": token}).status_code == 404
+    # A definitions save lands in the session's own tenant only.
+    before = client.get("/app/definitions").get_data(as_text=True)
+    with db.tenant_session(admin[0]) as session:
+        versions = len(session.scalars(select(DefinitionsVersion)).all())
+    texts = sections_of(other_browser.get("/app/definitions"))
+    other_browser.post("/app/definitions", data={**texts, "csrf": token, "action": "save"})
+    with db.tenant_session(admin[0]) as session:
+        assert len(session.scalars(select(DefinitionsVersion)).all()) == versions
+    with db.tenant_session(other_id) as session:
+        assert len(session.scalars(select(DefinitionsVersion)).all()) == 2
+    assert client.get("/app/definitions").get_data(as_text=True) == before
+
+
+def sections_of(page) -> dict[str, str]:
+    import html
+
+    text = page.get_data(as_text=True)
+    return {
+        name: html.unescape(body)
+        for name, body in re.findall(
+            r'<textarea id="f-\w+" name="(\w+)"[^>]*>(.*?)</textarea>', text, re.S
+        )
+    }
+
+
+def test_a_definitions_error_is_shown_next_to_its_field_and_nothing_is_saved(admin, client, db):
+    tenant_id, _ = admin
+    page = client.get("/app/definitions")
+    texts = sections_of(page)
+    texts["score_bands"] = "most_engaged: 175\nengaged: 50\npassive: 25\n"
+    texts["trend"] = "points: [unclosed\n"
+    answer = client.post("/app/definitions", data={**texts, "csrf": csrf(page), "action": "save"})
+    body = answer.get_data(as_text=True)
+    assert answer.status_code == 422 and "Nothing was saved" in body
+    bands = re.search(r'<ul class="field-errors" id="e-score_bands">(.*?)</ul>', body, re.S)
+    assert bands and "most_engaged" in bands.group(1)
+    assert 'id="e-trend"' in body and "not valid YAML" in body
+    assert 'aria-invalid="true" aria-describedby="e-score_bands"' in body
+    with db.tenant_session(tenant_id) as session:
+        assert len(session.scalars(select(DefinitionsVersion)).all()) == 1
+
+
+def test_preview_then_save_then_roll_back(admin, client, db):
+    tenant_id, _ = admin
+    page = client.get("/app/definitions")
+    texts = sections_of(page)
+    # Every plan counts as a trial, the thresholds drop to 1: Acme becomes a PQL.
+    texts["pql"] = texts["pql"].replace("small: 80", "small: 1").replace("mid: 60", "mid: 1")
+    texts["pql"] = re.sub(r"(simple:\n\s+small: )\d+", r"\g<1>1", texts["pql"])
+    token = csrf(page)
+    preview = client.post("/app/definitions", data={**texts, "csrf": token, "action": "preview"})
+    body = preview.get_data(as_text=True)
+    assert preview.status_code == 200 and 'id="preview"' in body
+    assert re.search(r"<strong>1</strong> would become PQLs \(Acme\)", body), body[:2000]
+    with db.tenant_session(tenant_id) as session:
+        assert len(session.scalars(select(DefinitionsVersion)).all()) == 1  # not saved
+    saved = client.post(
+        "/app/definitions", data={**texts, "csrf": token, "action": "save", "note": "easier"}
+    )
+    assert saved.status_code == 302
+    history = client.get(saved.headers["Location"]).get_data(as_text=True)
+    assert "Saved as version 2" in history and "easier" in history
+    back = client.post("/app/definitions/rollback", data={"csrf": token, "version": "1"})
+    assert back.status_code == 302
+    assert "Saved as version 3" in client.get(back.headers["Location"]).get_data(as_text=True)
+
+
+def test_write_keys_are_revealed_and_rotated(admin, client, db):
+    tenant_id, key = admin
+    home = client.get("/app/")
+    token = csrf(home)
+    with db.tenant_session(tenant_id) as session:
+        key_id = session.scalar(select(WriteKey.id))
+    client.post(f"/app/keys/{key_id}/reveal", data={"csrf": token})
+    assert f'<code id="revealed-key">{key}</code>' in client.get("/app/").get_data(as_text=True)
+    client.post(f"/app/keys/{key_id}/rotate", data={"csrf": token})
+    page = client.get("/app/").get_data(as_text=True)
+    fresh = re.search(r'<code id="revealed-key">([^<]+)</code>', page).group(1)
+    assert fresh != key and f"Key {key_id} is revoked" in page
+    with db.tenant_session(tenant_id) as session:
+        keys = {k.id: k.revoked_at for k in session.scalars(select(WriteKey))}
+    assert keys[key_id] is not None and len(keys) == 2
+
+
+def test_accounts_sort_filter_and_detail(admin, client):
+    listing = client.get("/app/accounts?sort=name&dir=asc&q=acm").get_data(as_text=True)
+    assert "Acme" in listing and '<svg id="spectrum"' in listing
+    assert "1 accounts" in listing
+    assert "0 accounts" in client.get("/app/accounts?q=zzz").get_data(as_text=True)
+    assert "0 accounts" in client.get("/app/accounts?pql=yes").get_data(as_text=True)
+    detail = client.get("/app/accounts/acme").get_data(as_text=True)
+    assert '<svg id="history"' in detail and "Created a report" in detail
+    assert 'class="done">Created a report' in detail
+    assert "https://app.hubspot.com/contacts/777/company/" not in detail  # not synced yet
+    assert client.get("/app/accounts/nope").status_code == 404
+
+
+def test_segments_show_members_and_a_distribution(admin, client):
+    page = client.get("/app/segments?name=Most engaged&field=trait.plan").get_data(as_text=True)
+    assert "Most engaged: 1 accounts" in page
+    assert re.search(r"<td>trial</td><td>1</td>", page)
