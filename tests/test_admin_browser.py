@@ -1,0 +1,166 @@
+"""The admin UI in a real headless Chromium (Debian's ``chromium``, driven by Playwright):
+signing in through the install flow against the HubSpot sandbox, a definitions edit with a
+validation error and then a valid save, the accounts list's sort and filter, the account
+detail's chart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from app.models import Tenant
+from app.scoring_jobs import recompute
+from connectors.hubspot_sandbox import Sandbox, SandboxServer
+from tests.conftest import _empty_all_tables, config_for
+from tests.test_hubspot_app import NOW, acme, send
+
+CHROMIUM = os.environ.get("PQL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def sandbox():
+    with SandboxServer(Sandbox(requests_per_window=10_000)) as running:
+        yield running
+
+
+@pytest.fixture
+def port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app(migrated_url, sandbox, port):
+    from app import create_app
+
+    app = create_app(
+        config_for(
+            migrated_url, HUBSPOT_SANDBOX_URL=sandbox.url, PUBLIC_URL=f"http://127.0.0.1:{port}"
+        )
+    )
+    app.extensions["pql"].clock = lambda: NOW
+    yield app
+    _empty_all_tables(app)
+    app.extensions["pql"].db.dispose()
+
+
+@pytest.fixture
+def served(app, port):
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    thread.join(5)
+
+
+@pytest.fixture
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: scripts/test installs Debian's chromium")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, served, app, db):
+    """Signed in: the browser went through the install (service → sandbox consent →
+    callback), and the tenant has three scored accounts."""
+    page = browser.new_page()
+    page.goto(f"{served}/hubspot/install?hub_id=777")
+    expect(page.locator("h1")).to_have_text("Installed in HubSpot portal 777")
+    key = page.locator("pre").inner_text().strip()
+    with db.system_session() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == "777"))
+    client = app.test_client()
+    acme(client, key)
+    for group, name, reports in (("globex", "Globex", 1), ("initech", "Initech", 6)):
+        send(
+            client,
+            key,
+            [
+                {
+                    "type": "group",
+                    "userId": f"{group}-u",
+                    "groupId": group,
+                    "traits": {"name": name, "plan": "trial"},
+                },
+                *[
+                    {
+                        "type": "track",
+                        "userId": f"{group}-u",
+                        "event": "Report Created",
+                        "context": {"groupId": group},
+                    }
+                    for _ in range(reports)
+                ],
+            ],
+        )
+    recompute(db, tenant_id, NOW)
+    page.served = served
+    yield page
+    page.close()
+
+
+def test_signing_in_through_the_install_reaches_the_admin_home(page):
+    page.get_by_role("link", name="Open the admin pages").click()
+    expect(page.locator("h1")).to_have_text("HubSpot portal 777")
+    expect(page.locator("#events-today")).not_to_have_text("0")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("h1")).to_have_text("Sign in")
+    page.goto(f"{page.served}/app/accounts")
+    expect(page.locator("h1")).to_have_text("Sign in")  # the session is gone
+
+
+def test_a_definitions_error_then_a_valid_save(page):
+    page.goto(f"{page.served}/app/definitions")
+    bands = page.get_by_label("Engagement bands")
+    bands.fill("most_engaged: 150\nengaged: 50\npassive: 25\n")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#has-errors")).to_be_visible()
+    expect(page.locator("#e-score_bands")).to_contain_text("most_engaged")
+    expect(page.get_by_label("Engagement bands")).to_have_attribute("aria-invalid", "true")
+    page.get_by_label("Engagement bands").fill("most_engaged: 80\nengaged: 50\npassive: 25\n")
+    page.get_by_label("Note for the history").fill("Stricter top band")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#saved")).to_contain_text("Saved as version 2")
+    expect(page.get_by_role("table", name="Definitions history")).to_contain_text(
+        "Stricter top band"
+    )
+
+
+def test_the_accounts_list_sorts_and_filters(page):
+    page.goto(f"{page.served}/app/accounts")
+    names = page.locator("#accounts tbody tr td:first-child")
+    expect(names).to_have_count(3)
+    page.locator('a[data-sort="name"]').click()  # descending first
+    expect(names).to_have_text(["Initech", "Globex", "Acme"])
+    page.locator('a[data-sort="name"]').click()
+    expect(names).to_have_text(["Acme", "Globex", "Initech"])
+    page.get_by_label("Name").fill("glob")
+    page.get_by_role("button", name="Filter").click()
+    expect(names).to_have_text(["Globex"])
+    expect(page.locator("#count")).to_contain_text("1 accounts")
+    expect(page.locator("#spectrum circle")).to_have_count(1)
+
+
+def test_the_account_detail_chart_renders(page):
+    page.goto(f"{page.served}/app/accounts")
+    page.get_by_role("link", name="Acme", exact=True).click()
+    chart = page.locator("svg#history")
+    expect(chart).to_be_visible()
+    box = chart.bounding_box()
+    assert box and box["width"] > 300 and box["height"] > 150
+    expect(chart.locator("circle.line-a")).to_have_count(1)  # one day of history so far
+    expect(page.locator("#checklist li.done")).to_contain_text(["Created a report"])
