@@ -19,6 +19,7 @@ from werkzeug.exceptions import NotFound
 
 from app import crm_properties, crm_sync
 from app.db import Database
+from app.handoff import write_handoffs
 from app.models import AccountScore, CrmRecord, Tenant, UserScore, WriteKey
 from app.tenants import issue_write_key
 from connectors.base import AuthorizationLost, CrmError, CrmPaused
@@ -233,6 +234,7 @@ def sync_tenant(svc, tenant_id: int, dry_run: bool = False) -> crm_sync.SyncRepo
             report.tasks_created = crm_sync.create_cs_tasks(
                 svc.db, tenant_id, connector, svc.clock()
             )
+            report.handoffs_written = write_handoffs(svc.db, tenant_id, connector, svc.clock())
     except CrmPaused as exc:
         _pause(svc, tenant_id, exc)
         raise

@@ -70,6 +70,7 @@ class SyncReport:
     )
     schema_created: list[str] = field(default_factory=list)
     tasks_created: int = 0
+    handoffs_written: int = 0
     calls: dict[str, int] = field(default_factory=dict)
     # Set when the CRM's quota paused syncing: its reason, since and until.
     paused: dict[str, str] | None = None
@@ -95,6 +96,7 @@ class SyncReport:
             }
         out["schema_created"] = self.schema_created
         out["tasks_created"] = self.tasks_created
+        out["handoffs_written"] = self.handoffs_written
         return out
 
 

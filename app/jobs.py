@@ -103,3 +103,19 @@ def pull_tenants(
     return _each_under_lease(
         db, clock, holder, "pull", _active_tenants(db, crms=("hubspot", "salesforce")), work
     )
+
+
+def deliver_tenants(
+    db: Database,
+    clock: Callable[[], dt.datetime],
+    holder: str,
+    deliver: Callable[[int, dt.datetime], object],
+) -> dict[int, str]:
+    """Send every tenant's due trigger deliveries (lease "deliver": one worker per tenant, so
+    two workers never send the same delivery)."""
+
+    def work(tenant_id: int, now: dt.datetime) -> str:
+        deliver(tenant_id, now)
+        return "delivered"
+
+    return _each_under_lease(db, clock, holder, "deliver", _active_tenants(db), work)

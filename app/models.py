@@ -503,6 +503,74 @@ class CsTask(TenantOwned, Base):
     resolved_at: Mapped[dt.datetime | None]
 
 
+class Trigger(TenantOwned, Base):
+    """An admin's rule: when ``event`` happens to an account or user (with ``params``: a
+    threshold, a segment, a minimum change), run ``action`` (``action_params``: a Slack URL,
+    a webhook URL and secret), at most once per record per ``cap_hours``."""
+
+    __tablename__ = "triggers"
+    __table_args__ = (Index("ix_triggers_tenant_id_enabled", "tenant_id", "enabled"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    subject: Mapped[str] = mapped_column(String(10))  # "account" / "user"
+    event: Mapped[str] = mapped_column(String(30))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    action: Mapped[str] = mapped_column(String(20))
+    action_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    cap_hours: Mapped[int] = mapped_column(Integer, default=24)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Delivery(TenantOwned, Base):
+    """One firing of a trigger for one record, and its delivery: written in the scoring pass
+    that saw the change (an outbox row), sent by the worker, retried with backoff, logged."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index(
+            "ix_deliveries_tenant_id_trigger_id_subject_id_created_at",
+            "tenant_id",
+            "trigger_id",
+            "subject_id",
+            "created_at",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    trigger_id: Mapped[int] = mapped_column(ForeignKey("triggers.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(10))
+    subject_id: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # "pending" (waiting for its next attempt), "delivered", "failed" (gave up).
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(String(255))  # e.g. the CRM task's id
+    created_at: Mapped[dt.datetime]
+    delivered_at: Mapped[dt.datetime | None]
+
+
+class Handoff(TenantOwned, Base):
+    """The CS handoff per account: the stage it was last seen in and when the handoff note
+    was written to the CRM (once, when a trial or free account became paying)."""
+
+    __tablename__ = "handoffs"
+
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    stage: Mapped[str] = mapped_column(String(10))  # "trial" / "paid" / "other"
+    note_id: Mapped[str | None] = mapped_column(String(64))
+    written_at: Mapped[dt.datetime | None]
+
+
 class SyncCursor(TenantOwned, Base):
     """Where an incremental pull got to (e.g. the last modified time seen per object type)."""
 

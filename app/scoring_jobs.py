@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import case, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
-from app import activity_basis
+from app import activity_basis, triggers
 from app.bulk import insert_rows, upsert_history
 from app.db import Database
 from app.definitions import current_definitions
@@ -594,6 +594,7 @@ def recompute(
             _earlier_firsts(session, UserScore, UserScore.user_id, user_ids),
             progress=progress,
         )
+        triggers.fire(session, tenant_id, "user", user_rows, now)
         _store(
             session, tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today, full
         )
@@ -619,6 +620,7 @@ def recompute(
         )
         if progress:
             progress("storing", 0, 1)
+        triggers.fire(session, tenant_id, "account", account_rows, now)
         _store(
             session,
             tenant_id,

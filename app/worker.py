@@ -12,10 +12,13 @@ import signal
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from app import crm_apps
-from app.jobs import pull_tenants, score_tenants, worker_identity
+from app import crm_apps, triggers
+from app.jobs import deliver_tenants, pull_tenants, score_tenants, worker_identity
 
 log = logging.getLogger(__name__)
+
+# How often due trigger deliveries are sent (and failed ones retried when their time comes).
+DELIVERY_INTERVAL_SECONDS = 15
 
 
 def push_for(services):
@@ -26,6 +29,21 @@ def push_for(services):
             crm_apps.sync_tenant(services, tenant_id)
 
     return push
+
+
+def deliver_for(services):
+    """Send a tenant's due trigger deliveries; CRM actions get its connector when needed."""
+
+    def deliver(tenant_id: int, now: dt.datetime) -> None:
+        factory = None
+        if _crm_of(services, tenant_id) in crm_apps.CRM_NAMES:
+
+            def factory():
+                return crm_apps.connector_for(services, tenant_id)
+
+        triggers.deliver_pending(services.db, tenant_id, now, connector_factory=factory)
+
+    return deliver
 
 
 def _crm_of(services, tenant_id: int) -> str | None:
@@ -60,6 +78,14 @@ def build_scheduler(services) -> BlockingScheduler:
             lambda tenant_id: crm_apps.pull_tenant(services, tenant_id),
         ],
         id="pull",
+        **common,
+    )
+    scheduler.add_job(
+        deliver_tenants,
+        "interval",
+        seconds=DELIVERY_INTERVAL_SECONDS,
+        args=[services.db, services.clock, holder, deliver_for(services)],
+        id="deliver",
         **common,
     )
     grace = dt.timedelta(days=settings.uninstall_grace_days)

@@ -308,3 +308,8 @@ class Connector(Protocol):
 
     def create_task(self, task: TaskSpec) -> str:
         """Create a task on an account (and its person, when given); returns its CRM id."""
+
+    def create_note(
+        self, account_crm_id: str, title: str, body: str, owner_id: str | None = None
+    ) -> str:
+        """Add a note to an account's timeline; returns its CRM id."""

@@ -8,6 +8,7 @@ setting, so the same code talks to HubSpot or to the local sandbox.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,7 @@ SCOPES = (
 # HubSpot-defined association type ids (v4).
 TASK_TO_COMPANY = 192
 TASK_TO_CONTACT = 204
+NOTE_TO_COMPANY = 190
 CONTACT_TO_COMPANY = 279
 MODIFIED_PROPERTY = {"companies": "hs_lastmodifieddate", "contacts": "lastmodifieddate"}
 # The engine's pull fields (connectors.base.PULL_FIELDS) as HubSpot properties.
@@ -271,6 +273,7 @@ class HubSpotConnector:
                 "groups": lambda: crm.properties.groups_api,
                 "owners": lambda: crm.owners.owners_api,
                 "tasks": lambda: crm.objects.tasks.basic_api,
+                "notes": lambda: crm.objects.notes.basic_api,
                 "associations": lambda: crm.associations.v4.batch_api,
             }[name]()
             self._apis[name] = api
@@ -631,6 +634,39 @@ class HubSpotConnector:
                         ],
                     }
                     for crm_id, kind in associations
+                ],
+            },
+        )
+        return str(answer.id)
+
+    def create_note(
+        self, account_crm_id: str, title: str, body: str, owner_id: str | None = None
+    ) -> str:
+        """A note on the company's timeline (HubSpot notes have no title: it leads the
+        body)."""
+        properties = {
+            "hs_note_body": f"<p><strong>{html.escape(title)}</strong></p>"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in body.splitlines() if line),
+            "hs_timestamp": _ms(dt.datetime.now(dt.UTC)),
+        }
+        if owner_id:
+            properties["hubspot_owner_id"] = owner_id
+        answer = self._call(
+            "create note",
+            "notes",
+            "create",
+            simple_public_object_input_for_create={
+                "properties": properties,
+                "associations": [
+                    {
+                        "to": {"id": account_crm_id},
+                        "types": [
+                            {
+                                "associationCategory": "HUBSPOT_DEFINED",
+                                "associationTypeId": NOTE_TO_COMPANY,
+                            }
+                        ],
+                    }
                 ],
             },
         )

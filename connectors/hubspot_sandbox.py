@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 
 from flask import Flask, Response, jsonify, redirect, request
 
-OBJECT_TYPES = ("companies", "contacts", "tasks")
+OBJECT_TYPES = ("companies", "contacts", "tasks", "notes")
 BATCH_LIMIT = 100
 SEARCH_LIMIT = 200
 SEARCH_TOTAL_CAP = 10_000
@@ -65,6 +65,14 @@ BUILTIN_PROPERTIES = {
         "createdate": "datetime",
         "hs_object_id": "number",
     },
+    "notes": {
+        "hs_note_body": "string",
+        "hs_timestamp": "datetime",
+        "hubspot_owner_id": "enumeration",
+        "hs_lastmodifieddate": "datetime",
+        "createdate": "datetime",
+        "hs_object_id": "number",
+    },
     "tasks": {
         "hs_task_subject": "string",
         "hs_task_body": "string",
@@ -77,7 +85,7 @@ BUILTIN_PROPERTIES = {
         "hs_object_id": "number",
     },
 }
-OBJECT_TYPE_IDS = {"0-1": "contacts", "0-2": "companies", "0-27": "tasks"}
+OBJECT_TYPE_IDS = {"0-1": "contacts", "0-2": "companies", "0-27": "tasks", "0-46": "notes"}
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -644,7 +652,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             for association in body.get("associations") or []:
                 to_id = str((association.get("to") or {}).get("id"))
                 types = association.get("types") or [{}]
-                to_type = {192: "companies", 204: "contacts"}.get(
+                to_type = {192: "companies", 204: "contacts", 190: "companies"}.get(
                     types[0].get("associationTypeId"), "companies"
                 )
                 request.portal.associations.add((kind, record["id"], to_type, to_id))

@@ -1097,6 +1097,16 @@ class SalesforceConnector:
         answer = self._rest("create task", "POST", "sobjects/Task", json=body)
         return str(answer["id"])
 
+    def create_note(
+        self, account_crm_id: str, title: str, body: str, owner_id: str | None = None
+    ) -> str:
+        """A Note on the Account (shown in its Notes & Attachments)."""
+        note: dict[str, Any] = {"ParentId": account_crm_id, "Title": title[:80], "Body": body}
+        if owner_id and object_of(owner_id) == "User":
+            note["OwnerId"] = owner_id
+        answer = self._rest("create note", "POST", "sobjects/Note", json=note)
+        return str(answer["id"])
+
 
 def _csv_value(value: Any) -> str:
     """A Bulk API 2.0 CSV cell: ``#N/A`` clears a field (an empty cell leaves it as is)."""

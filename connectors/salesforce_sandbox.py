@@ -45,6 +45,7 @@ PREFIX = {
     "Opportunity": "006",
     "User": "005",
     "Task": "00T",
+    "Note": "002",
     "PermissionSet": "0PS",
     "PermissionSetAssignment": "0Pa",
 }
@@ -87,6 +88,12 @@ STANDARD = {
         "Priority": "picklist",
         "Status": "picklist",
     },
+    "Note": {
+        "ParentId": "reference",
+        "Title": "string",
+        "Body": "textarea",
+        "OwnerId": "reference",
+    },
     "PermissionSet": {"Name": "string"},
     "PermissionSetAssignment": {"PermissionSetId": "reference", "AssigneeId": "reference"},
 }
@@ -94,7 +101,12 @@ DEFAULTS = {
     "Lead": {"IsConverted": False, "Status": "Open - Not Contacted"},
     "Task": {"Status": "Not Started"},
 }
-REQUIRED = {"Account": ("Name",), "Contact": ("LastName",), "Lead": ("LastName", "Company")}
+REQUIRED = {
+    "Account": ("Name",),
+    "Contact": ("LastName",),
+    "Lead": ("LastName", "Company"),
+    "Note": ("ParentId", "Title"),
+}
 
 
 def _now() -> dt.datetime:

@@ -159,3 +159,103 @@ def receive():
         return error_response(400, "invalid_body", str(exc.messages))
     applied = apply_webhook_changes(svc.db, changes, svc.clock())
     return {"received": len(changes), "applied": applied}, 200
+
+
+# --- CRM card ---------------------------------------------------------------------------------
+
+CARD_OBJECTS = {"COMPANY": "account", "CONTACT": "user"}
+
+
+@bp.get("/hubspot/card")
+def crm_card():
+    """The data fetch of the app's CRM card on HubSpot company and contact records: Activation
+    with the next step, engagement score and segment, PQL status. HubSpot signs the request
+    (v3, as webhooks); unsigned, stale or forged requests get 401."""
+    svc = services()
+    query = request.query_string.decode()
+    uri = svc.settings.public_url + request.path + (f"?{query}" if query else "")
+    try:
+        verify(
+            svc.settings.hubspot_client_secret,
+            request.method,
+            uri,
+            b"",
+            request.headers.get("X-HubSpot-Signature-v3"),
+            request.headers.get("X-HubSpot-Request-Timestamp"),
+            svc.clock(),
+        )
+    except SignatureError as exc:
+        log.warning("HubSpot CRM card request refused: %s", exc)
+        return error_response(401, "invalid_signature", str(exc))
+    portal = request.args.get("portalId", "")
+    object_id = request.args.get("associatedObjectId", "")
+    subject = CARD_OBJECTS.get(request.args.get("associatedObjectType", "").upper())
+    if not portal.isdigit() or not object_id.isdigit() or subject is None:
+        return error_response(
+            400,
+            "invalid_parameter",
+            "portalId, associatedObjectId (numbers) and associatedObjectType (COMPANY or "
+            "CONTACT) are required",
+        )
+    return card_for(svc, portal, subject, object_id)
+
+
+def card_for(svc, portal: str, subject: str, object_id: str):
+    from sqlalchemy import select
+
+    from app.models import AccountScore, CrmRecord, Tenant, UserScore
+
+    with svc.db.system_session() as session:
+        tenant_id = session.scalar(
+            select(Tenant.id).where(
+                Tenant.crm == "hubspot", Tenant.external_id == portal, Tenant.status == "active"
+            )
+        )
+    if tenant_id is None:
+        return {"results": []}
+    model, key = (
+        (AccountScore, AccountScore.account_id)
+        if subject == "account"
+        else (UserScore, UserScore.user_id)
+    )
+    with svc.db.tenant_session(tenant_id) as session:
+        score = session.scalar(
+            select(model)
+            .join(CrmRecord, (CrmRecord.subject_id == key) & (CrmRecord.object_type == subject))
+            .where(CrmRecord.crm_id == object_id)
+        )
+    if score is None:
+        return {"results": []}
+    activation = f"{score.activation_rate:.0f}%"
+    if score.next_step:
+        activation += f" (next: {score.next_step})"
+    properties = [
+        {"label": "Activation", "dataType": "STRING", "value": activation},
+        {
+            "label": "Engagement score",
+            "dataType": "NUMERIC",
+            "value": round(score.engagement_score, 1),
+        },
+        {"label": "Engagement segment", "dataType": "STRING", "value": score.engagement_segment},
+    ]
+    if subject == "account":
+        properties.append(
+            {
+                "label": "PQL",
+                "dataType": "STATUS",
+                "value": "Product-qualified lead" if score.pql else "Not a PQL",
+                "optionType": "SUCCESS" if score.pql else "DEFAULT",
+            }
+        )
+        properties.append({"label": "Why", "dataType": "STRING", "value": score.pql_reason})
+    title = "Product usage" if subject == "account" else "Product usage (this user)"
+    return {
+        "results": [{"objectId": int(object_id), "title": title, "properties": properties}],
+        "primaryAction": {
+            "type": "IFRAME",
+            "width": 890,
+            "height": 748,
+            "uri": f"{svc.settings.public_url}/app/",
+            "label": "Open the PQL engine",
+        },
+    }

@@ -1,0 +1,344 @@
+"""Triggers: admins' rules on score changes, and the delivery of what they ask for.
+
+A scoring pass compares each rescored record with its stored scores (``fire``, in the pass's
+own transaction) and writes one ``Delivery`` per rule that fires, unless the rule fired for the
+same record within its frequency cap: the outbox. The worker's ``deliver`` job then sends them
+(CRM task or note through the tenant's connector, Slack incoming webhook, signed webhook),
+retrying with exponential backoff and logging every attempt on the row. Sending is at least
+once: a crash after a send and before its row is marked repeats that one send.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.db import Database
+from app.models import (
+    Account,
+    AccountMembership,
+    AccountScore,
+    CrmRecord,
+    Delivery,
+    Tenant,
+    Trigger,
+    User,
+    UserScore,
+)
+from connectors.base import CrmError, TaskSpec
+from scoring.triggers import ACTIONS, Snapshot, check, fires
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 6
+FIRST_RETRY = dt.timedelta(minutes=1)
+HTTP_TIMEOUT = (5.0, 10.0)
+BATCH = 100
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+
+def check_trigger(values: dict[str, Any]) -> dict[str, str]:
+    """Problems with a trigger's settings, by field."""
+    problems = check(values.get("subject", ""), values.get("event", ""), values.get("params", {}))
+    if not str(values.get("name") or "").strip():
+        problems["name"] = "give the trigger a name"
+    action = values.get("action")
+    action_params = values.get("action_params") or {}
+    if action not in ACTIONS:
+        problems["action"] = f"must be one of {', '.join(ACTIONS)}"
+    if action in ("slack", "webhook"):
+        url = str(action_params.get("url") or "")
+        if not url.startswith("https://") and not url.startswith("http://127.0.0.1"):
+            problems["url"] = "an https:// URL"
+    if action == "webhook" and len(str(action_params.get("secret") or "")) < 16:
+        problems["secret"] = "at least 16 characters, to sign the requests"
+    cap = values.get("cap_hours")
+    if not isinstance(cap, int) or not 0 <= cap <= 24 * 90:
+        problems["cap_hours"] = "hours from 0 (no cap) to 2160"
+    return problems
+
+
+# --- firing (inside a scoring pass) -----------------------------------------------------------
+
+
+def fire(session: Session, tenant_id: int, subject: str, rows: list[dict], now: dt.datetime) -> int:
+    """Compare the new score rows with the stored ones (before they are replaced) and queue a
+    delivery for every enabled rule that fires. Returns how many were queued."""
+    rules = session.scalars(
+        select(Trigger).where(Trigger.subject == subject, Trigger.enabled.is_(True))
+    ).all()
+    if not rules or not rows:
+        return 0
+    model, key = (
+        (AccountScore, AccountScore.account_id)
+        if subject == "account"
+        else (UserScore, UserScore.user_id)
+    )
+    ids = [r["_id"] for r in rows]
+    before: dict[int, Snapshot] = {}
+    columns = [key, model.engagement_score, model.activation_rate, model.segments]
+    if subject == "account":
+        columns.append(AccountScore.pql)
+    for start in range(0, len(ids), 5000):
+        for found in session.execute(select(*columns).where(key.in_(ids[start : start + 5000]))):
+            before[found[0]] = Snapshot(
+                float(found[1]),
+                float(found[2]),
+                frozenset((found[3] or {}).get("names", [])),
+                bool(found[4]) if subject == "account" else False,
+            )
+    queued: list[tuple[Trigger, int, str, Snapshot]] = []
+    for row in rows:
+        after = Snapshot.of(row)
+        for rule in rules:
+            reason = fires(rule.event, rule.params, before.get(row["_id"]), after)
+            if reason:
+                queued.append((rule, row["_id"], reason, after))
+    if not queued:
+        return 0
+    recent = _recent_firings(session, rules, {sid for _, sid, _, _ in queued}, now)
+    names = _names(session, subject, {sid for _, sid, _, _ in queued})
+    added = 0
+    for rule, sid, reason, after in queued:
+        if rule.cap_hours and (rule.id, sid) in recent:
+            last = recent[(rule.id, sid)]
+            if now - last < dt.timedelta(hours=rule.cap_hours):
+                continue
+        external_id, name = names.get(sid, (str(sid), None))
+        session.add(
+            Delivery(
+                tenant_id=tenant_id,
+                trigger_id=rule.id,
+                subject=subject,
+                subject_id=sid,
+                payload={
+                    "trigger": rule.name,
+                    "event": rule.event,
+                    "reason": reason,
+                    "subject": subject,
+                    "id": external_id,
+                    "name": name or external_id,
+                    "engagement_score": round(after.engagement_score, 1),
+                    "activation_rate": round(after.activation_rate, 1),
+                    "segments": sorted(after.segments),
+                    "pql": after.pql,
+                    "at": now.isoformat(),
+                },
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+        recent[(rule.id, sid)] = now
+        added += 1
+    log.info("tenant %s: %s trigger deliveries queued", tenant_id, added)
+    return added
+
+
+def _recent_firings(session, rules, subject_ids, now) -> dict[tuple[int, int], dt.datetime]:
+    longest = max(r.cap_hours for r in rules)
+    if not longest:
+        return {}
+    out = {}
+    ids = sorted(subject_ids)
+    for start in range(0, len(ids), 5000):
+        for trigger_id, sid, last in session.execute(
+            select(Delivery.trigger_id, Delivery.subject_id, func.max(Delivery.created_at))
+            .where(
+                Delivery.trigger_id.in_([r.id for r in rules]),
+                Delivery.subject_id.in_(ids[start : start + 5000]),
+                Delivery.created_at >= now - dt.timedelta(hours=longest),
+            )
+            .group_by(Delivery.trigger_id, Delivery.subject_id)
+        ):
+            out[(trigger_id, sid)] = last
+    return out
+
+
+def _names(session, subject: str, ids: set[int]) -> dict[int, tuple[str, str | None]]:
+    model = Account if subject == "account" else User
+    label = Account.name if subject == "account" else func.coalesce(User.name, User.email)
+    return {
+        sid: (ext, name)
+        for sid, ext, name in session.execute(
+            select(model.id, model.external_id, label).where(model.id.in_(sorted(ids)))
+        )
+    }
+
+
+# --- delivery (the worker) ----------------------------------------------------------------------
+
+
+def message(payload: dict[str, Any]) -> str:
+    kind = "Account" if payload["subject"] == "account" else "User"
+    return (
+        f"{kind} {payload['name']}: {payload['reason']} "
+        f"(engagement {payload['engagement_score']:.0f}, Activation "
+        f'{payload["activation_rate"]:.0f}%) — trigger "{payload["trigger"]}"'
+    )
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The webhook signature: hex HMAC-SHA256 of ``timestamp.body`` with the trigger's
+    secret, sent as ``X-PQL-Signature: v1=<hex>`` beside ``X-PQL-Timestamp``."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "v1=" + digest.hexdigest()
+
+
+class DeliveryError(Exception):
+    """This attempt failed; the delivery is retried later."""
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> str:
+    try:
+        answer = requests.post(url, data=body, headers=headers, timeout=HTTP_TIMEOUT)
+    except requests.RequestException as exc:
+        raise DeliveryError(f"no answer from {url}: {exc.__class__.__name__}") from exc
+    if not 200 <= answer.status_code < 300:
+        raise DeliveryError(f"{url} answered {answer.status_code}: {answer.text[:200]}")
+    return f"HTTP {answer.status_code}"
+
+
+def send_slack(rule: Trigger, payload: dict[str, Any]) -> str:
+    body = json.dumps({"text": message(payload)}).encode()
+    return _post(rule.action_params["url"], body, {"Content-Type": "application/json"})
+
+
+def send_webhook(rule: Trigger, payload: dict[str, Any]) -> str:
+    body = json.dumps(payload, sort_keys=True).encode()
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "X-PQL-Timestamp": timestamp,
+        "X-PQL-Signature": sign(rule.action_params["secret"], timestamp, body),
+        "User-Agent": "pql-engine-triggers",
+    }
+    return _post(rule.action_params["url"], body, headers)
+
+
+def _crm_target(db: Database, tenant_id: int, delivery: Delivery) -> tuple[str, str | None, dict]:
+    """The account's CRM id (the user's account for users), the user's CRM id, and the
+    account's pulled CRM fields (its owner)."""
+    with db.tenant_session(tenant_id) as session:
+        account_id = delivery.subject_id
+        user_crm = None
+        if delivery.subject == "user":
+            user_crm = session.scalar(
+                select(CrmRecord.crm_id).where(
+                    CrmRecord.object_type == "user", CrmRecord.subject_id == delivery.subject_id
+                )
+            )
+            account_id = session.scalar(
+                select(User.current_account_id).where(User.id == delivery.subject_id)
+            ) or session.scalar(
+                select(AccountMembership.account_id)
+                .where(AccountMembership.user_id == delivery.subject_id)
+                .limit(1)
+            )
+        record = session.scalar(
+            select(CrmRecord).where(
+                CrmRecord.object_type == "account", CrmRecord.subject_id == account_id
+            )
+        )
+        if record is None or not record.crm_id:
+            raise DeliveryError("the account is not in the CRM yet (the next sync puts it there)")
+        return record.crm_id, user_crm, dict(record.crm_fields or {})
+
+
+def deliver_pending(
+    db: Database,
+    tenant_id: int,
+    now: dt.datetime,
+    connector_factory: Callable[[], Any] | None = None,
+    senders: dict[str, Callable[[Trigger, dict], str]] | None = None,
+) -> dict[str, int]:
+    """Send this tenant's due deliveries (oldest first, a batch per call). Each attempt is
+    recorded on its row; failures are retried after 1, 2, 4, 8, 16 minutes, then given up."""
+    senders = senders or {"slack": send_slack, "webhook": send_webhook}
+    counts = {"delivered": 0, "retrying": 0, "failed": 0}
+    with db.tenant_session(tenant_id) as session:
+        due = session.execute(
+            select(Delivery, Trigger)
+            .join(Trigger, Trigger.id == Delivery.trigger_id)
+            .where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
+            .order_by(Delivery.next_attempt_at, Delivery.id)
+            .limit(BATCH)
+        ).all()
+        settings = dict(session.get(Tenant, tenant_id).settings or {}) if due else {}
+        session.expunge_all()
+    connector = None
+    for delivery, rule in due:
+        try:
+            if rule.action in senders:
+                result = senders[rule.action](rule, delivery.payload)
+            else:
+                if connector is None:
+                    if connector_factory is None:
+                        raise DeliveryError("the tenant is not connected to a CRM")
+                    connector = connector_factory()
+                account_crm, user_crm, fields = _crm_target(db, tenant_id, delivery)
+                owner = fields.get("owner_id") or settings.get("default_cs_owner_id")
+                text = message(delivery.payload)
+                if rule.action == "crm_task":
+                    result = connector.create_task(
+                        TaskSpec(
+                            f"{delivery.payload['name']}: {delivery.payload['reason']}"[:250],
+                            text,
+                            account_crm,
+                            owner,
+                            now + dt.timedelta(days=1),
+                            priority="MEDIUM",
+                            user_crm_id=user_crm,
+                        )
+                    )
+                else:
+                    result = connector.create_note(account_crm, rule.name, text, owner)
+        except (DeliveryError, CrmError) as exc:
+            _attempted(db, tenant_id, delivery.id, now, error=str(exc))
+            counts["failed" if delivery.attempts + 1 >= MAX_ATTEMPTS else "retrying"] += 1
+            log.warning(
+                "tenant %s: delivery %s (%s) failed: %s", tenant_id, delivery.id, rule.action, exc
+            )
+            continue
+        _attempted(db, tenant_id, delivery.id, now, result=str(result)[:255])
+        counts["delivered"] += 1
+    return counts
+
+
+def _attempted(
+    db: Database,
+    tenant_id: int,
+    delivery_id: int,
+    now: dt.datetime,
+    result: str | None = None,
+    error: str | None = None,
+) -> None:
+    with db.tenant_transaction(tenant_id) as session:
+        row = session.get(Delivery, delivery_id)
+        row.attempts += 1
+        if error is None:
+            row.status, row.result, row.delivered_at, row.last_error = (
+                "delivered",
+                result,
+                now,
+                None,
+            )
+        else:
+            row.last_error = error[:2000]
+            if row.attempts >= MAX_ATTEMPTS:
+                row.status = "failed"
+            else:
+                row.next_attempt_at = now + FIRST_RETRY * 2 ** (row.attempts - 1)
