@@ -1,0 +1,325 @@
+"""Triggers fire in the scoring pass (once per record within the cap), deliveries go out with
+retries and a log; the CS handoff note; the HubSpot CRM card."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from urllib.parse import urlencode
+
+import requests
+import responses
+from sqlalchemy import select
+
+from app import crm_apps
+from app.models import AccountScore, CrmRecord, Delivery, Handoff, Trigger
+from app.scoring_jobs import recompute
+from app.triggers import MAX_ATTEMPTS, deliver_pending, sign
+from scoring.triggers import Snapshot, check, fires
+from tests import test_hubspot_app as hubspot_tests
+from tests.test_hubspot_app import HUB, NOW, PUBLIC_URL, acme, portal
+from webhooks.hubspot import signature_v3
+
+# The HubSpot app's fixtures: a sandbox portal, the app on it, an installed tenant.
+sandbox, app, installed = hubspot_tests.sandbox, hubspot_tests.app, hubspot_tests.installed
+
+# --- the rules ------------------------------------------------------------------------------
+
+
+def snap(engagement=50.0, activation=40.0, segments=(), pql=False):
+    return Snapshot(engagement, activation, frozenset(segments), pql)
+
+
+def test_rules_fire_on_the_change_they_name_and_only_then():
+    assert fires("new", {}, None, snap()) == "first seen"
+    assert fires("new", {}, snap(), snap()) is None
+    assert fires("score_change", {"min_change": 10}, snap(50), snap(61)).startswith(
+        "engagement score rose from 50 to 61"
+    )
+    assert "fell" in fires("score_change", {"min_change": 10}, snap(50), snap(39))
+    assert fires("score_change", {"min_change": 10}, snap(50), snap(59)) is None
+    crossed = fires(
+        "activation_crossed", {"threshold": 80}, snap(activation=60), snap(activation=80)
+    )
+    assert crossed == "Activation reached 80% (threshold 80%)"
+    assert (
+        fires("activation_crossed", {"threshold": 80}, snap(activation=85), snap(activation=90))
+        is None
+    )
+    assert fires("segment_entered", {"segment": "Hot"}, snap(), snap(segments=["Hot"]))
+    assert (
+        fires("segment_entered", {"segment": "Hot"}, snap(segments=["Hot"]), snap(segments=["Hot"]))
+        is None
+    )
+    assert fires("became_pql", {}, snap(), snap(pql=True))
+    assert fires("became_pql", {}, snap(pql=True), snap(pql=True)) is None
+    assert check("user", "became_pql", {}) == {"event": "only accounts become PQLs"}
+    assert "threshold" in check("account", "activation_crossed", {"threshold": 150})
+
+
+# --- firing in the scoring pass -------------------------------------------------------------
+
+
+def add_trigger(db, tenant_id, **values):
+    base = {
+        "name": "Hot account",
+        "subject": "account",
+        "event": "new",
+        "params": {},
+        "action": "slack",
+        "action_params": {"url": "https://hooks.slack.test/T1/B1/x"},
+        "cap_hours": 24,
+    }
+    with db.tenant_transaction(tenant_id) as session:
+        rule = Trigger(tenant_id=tenant_id, enabled=True, **{**base, **values})
+        session.add(rule)
+        session.flush()
+        return rule.id
+
+
+def deliveries(db, tenant_id):
+    with db.tenant_session(tenant_id) as session:
+        return session.scalars(select(Delivery).order_by(Delivery.id)).all()
+
+
+def test_a_pass_queues_one_delivery_per_firing_and_the_cap_holds(app, client, db, installed):
+    tenant_id, key = installed
+    add_trigger(db, tenant_id, event="new")
+    changed = add_trigger(
+        db, tenant_id, name="Moved", event="score_change", params={"min_change": 5}, cap_hours=24
+    )
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    [first] = deliveries(db, tenant_id)
+    assert first.payload["reason"] == "first seen" and first.payload["name"] == "Acme"
+    assert first.status == "pending"
+    recompute(db, tenant_id, NOW)  # nothing changed: nothing fires
+    assert len(deliveries(db, tenant_id)) == 1
+    # The score moves twice within the cap: one delivery.
+    for value in (5.0, 95.0):
+        with db.tenant_transaction(tenant_id) as session:
+            session.scalars(select(AccountScore)).one().engagement_score = value
+        recompute(db, tenant_id, NOW + dt.timedelta(hours=1))
+    moved = [d for d in deliveries(db, tenant_id) if d.trigger_id == changed]
+    assert len(moved) == 1 and "engagement score rose" in moved[0].payload["reason"]
+    # After the cap, the next change fires again.
+    with db.tenant_transaction(tenant_id) as session:
+        session.scalars(select(AccountScore)).one().engagement_score = 5.0
+    recompute(db, tenant_id, NOW + dt.timedelta(hours=30))
+    assert len([d for d in deliveries(db, tenant_id) if d.trigger_id == changed]) == 2
+
+
+def test_disabled_triggers_and_other_tenants_rules_do_not_fire(app, client, db, installed):
+    tenant_id, key = installed
+    rule = add_trigger(db, tenant_id)
+    with db.tenant_transaction(tenant_id) as session:
+        session.get(Trigger, rule).enabled = False
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    assert deliveries(db, tenant_id) == []
+
+
+# --- delivery ---------------------------------------------------------------------------------
+
+
+def test_slack_and_signed_webhook_deliveries_with_retries_and_a_log(app, client, db, installed):
+    tenant_id, key = installed
+    add_trigger(db, tenant_id)
+    secret = "s" * 24
+    add_trigger(
+        db,
+        tenant_id,
+        name="To our CRM bridge",
+        action="webhook",
+        action_params={"url": "https://bridge.test/pql", "secret": secret},
+    )
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, "https://hooks.slack.test/T1/B1/x", status=500)
+        mock.add(responses.POST, "https://bridge.test/pql", status=200)
+        counts = deliver_pending(db, tenant_id, NOW)
+        assert counts == {"delivered": 1, "retrying": 1, "failed": 0}
+        hook = next(c for c in mock.calls if c.request.url == "https://bridge.test/pql")
+        body, headers = hook.request.body, hook.request.headers
+        assert headers["X-PQL-Signature"] == sign(secret, headers["X-PQL-Timestamp"], body)
+        assert json.loads(body)["name"] == "Acme"
+    slack = next(d for d in deliveries(db, tenant_id) if d.payload["trigger"] == "Hot account")
+    assert (slack.status, slack.attempts) == ("pending", 1) and "answered 500" in slack.last_error
+    assert slack.next_attempt_at == NOW + dt.timedelta(minutes=1)
+    # Not due yet: nothing is sent; when due, it goes out.
+    with responses.RequestsMock() as mock:
+        assert deliver_pending(db, tenant_id, NOW)["delivered"] == 0
+        mock.add(responses.POST, "https://hooks.slack.test/T1/B1/x", status=200)
+        assert deliver_pending(db, tenant_id, NOW + dt.timedelta(minutes=2))["delivered"] == 1
+        assert "Acme: first seen" in json.loads(mock.calls[0].request.body)["text"]
+
+
+def test_a_delivery_that_keeps_failing_is_given_up_after_the_last_attempt(
+    app, client, db, installed
+):
+    tenant_id, key = installed
+    add_trigger(db, tenant_id)
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    moment = NOW
+    with responses.RequestsMock() as mock:
+        mock.add(
+            responses.POST,
+            "https://hooks.slack.test/T1/B1/x",
+            body=requests.ConnectionError("down"),
+        )
+        for _ in range(MAX_ATTEMPTS):
+            deliver_pending(db, tenant_id, moment)
+            moment += dt.timedelta(hours=1)
+    [row] = deliveries(db, tenant_id)
+    assert (row.status, row.attempts) == ("failed", MAX_ATTEMPTS)
+    assert "no answer" in row.last_error
+
+
+def test_crm_task_and_note_actions_go_to_the_account_owner(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    add_trigger(db, tenant_id, name="Call them", action="crm_task", action_params={})
+    add_trigger(db, tenant_id, name="Log it", action="crm_note", action_params={})
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    svc = app.extensions["pql"]
+    # Before the account is in HubSpot: retried later, not lost.
+    factory = lambda: crm_apps.connector_for(svc, tenant_id)  # noqa: E731
+    assert deliver_pending(db, tenant_id, NOW, connector_factory=factory)["retrying"] == 2
+    crm_apps.sync_tenant(svc, tenant_id)
+    with db.tenant_transaction(tenant_id) as session:
+        record = session.scalars(select(CrmRecord).where(CrmRecord.object_type == "account")).one()
+        record.crm_fields = {**record.crm_fields, "owner_id": "101"}
+    later = NOW + dt.timedelta(minutes=5)
+    assert deliver_pending(db, tenant_id, later, connector_factory=factory)["delivered"] == 2
+    [task] = portal(sandbox).objects["tasks"].values()
+    assert task["properties"]["hubspot_owner_id"] == "101"
+    assert "Acme: first seen" in task["properties"]["hs_task_subject"]
+    [note] = portal(sandbox).objects["notes"].values()
+    assert "Log it" in note["properties"]["hs_note_body"]
+    assert ("notes", note["id"], "companies", record.crm_id) in portal(sandbox).associations
+
+
+def test_the_triggers_page_creates_lists_and_logs(app, client, db, installed):
+    tenant_id, key = installed
+    page = client.get("/app/triggers")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+    bad = client.post(
+        "/app/triggers",
+        data={
+            "csrf": token,
+            "name": "",
+            "subject": "account",
+            "event": "activation_crossed",
+            "threshold": "150",
+            "action": "webhook",
+            "url": "ftp://x",
+            "secret": "short",
+            "cap_hours": "24",
+        },
+    )
+    body = bad.get_data(as_text=True)
+    assert bad.status_code == 422
+    for field in ("name", "threshold", "url", "secret"):
+        assert f'id="p-{field}"' in body, field
+    good = client.post(
+        "/app/triggers",
+        data={
+            "csrf": token,
+            "name": "Activated",
+            "subject": "account",
+            "event": "activation_crossed",
+            "threshold": "20",
+            "action": "slack",
+            "url": "https://hooks.slack.test/a",
+            "cap_hours": "12",
+        },
+    )
+    assert good.status_code == 302
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    listing = client.get("/app/triggers").get_data(as_text=True)
+    assert "Activated" in listing and "Activation reached" in listing and "pending" in listing
+
+
+# --- handoff ----------------------------------------------------------------------------------
+
+
+def test_the_handoff_note_is_written_once_when_a_trial_becomes_paying(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    svc = app.extensions["pql"]
+    acme(client, key)  # a trial
+    recompute(db, tenant_id, NOW)
+    assert crm_apps.sync_tenant(svc, tenant_id).handoffs_written == 0
+    acme(client, key, plan="paid")
+    recompute(db, tenant_id, NOW)
+    report = crm_apps.sync_tenant(svc, tenant_id)
+    assert report.handoffs_written == 1
+    [note] = portal(sandbox).objects["notes"].values()
+    text = note["properties"]["hs_note_body"]
+    assert "Handoff to Customer Success" in text and "Acme is now a paying customer" in text
+    assert "Used: Report Created" in text and "Not used yet:" in text
+    assert "Who engaged:" in text and "Left to onboard:" in text
+    assert crm_apps.sync_tenant(svc, tenant_id).handoffs_written == 0
+    with db.tenant_session(tenant_id) as session:
+        assert session.scalars(select(Handoff)).one().note_id == note["id"]
+
+
+def test_accounts_already_paying_when_first_seen_get_no_handoff(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    svc = app.extensions["pql"]
+    acme(client, key, plan="paid")
+    recompute(db, tenant_id, NOW)
+    crm_apps.sync_tenant(svc, tenant_id)
+    assert crm_apps.sync_tenant(svc, tenant_id).handoffs_written == 0
+    assert portal(sandbox).objects["notes"] == {}
+
+
+# --- CRM card ---------------------------------------------------------------------------------
+
+
+def card(client, svc, query: dict, secret: str | None = None, timestamp: int | None = None):
+    path = "/hubspot/card?" + urlencode(query)
+    stamp = str(timestamp if timestamp is not None else int(time.time() * 1000))
+    signature = signature_v3(
+        secret or svc.settings.hubspot_client_secret, "GET", PUBLIC_URL + path, b"", stamp
+    )
+    return client.get(
+        path, headers={"X-HubSpot-Signature-v3": signature, "X-HubSpot-Request-Timestamp": stamp}
+    )
+
+
+def test_the_crm_card_shows_activation_score_segment_and_pql(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    svc = app.extensions["pql"]
+    svc.clock = lambda: dt.datetime.now(dt.UTC)
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    crm_apps.sync_tenant(svc, tenant_id)
+    [company_id] = portal(sandbox).objects["companies"]
+    query = {
+        "portalId": HUB,
+        "associatedObjectId": company_id,
+        "associatedObjectType": "COMPANY",
+        "userId": 1,
+    }
+    answer = card(client, svc, query)
+    assert answer.status_code == 200
+    [result] = answer.get_json()["results"]
+    labels = {p["label"]: p["value"] for p in result["properties"]}
+    assert labels["Activation"].startswith("20%") and "next:" in labels["Activation"]
+    assert labels["Engagement segment"] and labels["PQL"] in ("Product-qualified lead", "Not a PQL")
+    # Forged, stale or unsigned: 401. Unknown records: no results. Bad parameters: 400.
+    assert card(client, svc, query, secret="wrong").status_code == 401
+    stale = int((time.time() - 600) * 1000)
+    assert card(client, svc, query, timestamp=stale).status_code == 401
+    assert client.get("/hubspot/card?" + urlencode(query)).status_code == 401
+    assert card(client, svc, {**query, "associatedObjectId": 999999}).get_json() == {"results": []}
+    assert card(client, svc, {**query, "associatedObjectType": "DEAL"}).status_code == 400
