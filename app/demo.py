@@ -423,6 +423,10 @@ def hubspot_demo(base_url: str, timeout: float) -> None:
     _wait_for_task(svc, tenant_id, "HubSpot", now, timeout)
     if sandbox:
         click.echo(f"Browse the sandbox's records at {svc.settings.hubspot_base_url}/")
+        click.echo(
+            f"Admin pages for this portal: open {base_url}/hubspot/install?hub_id={portal} "
+            "(it signs you in and lands on /app/)"
+        )
 
 
 def salesforce_demo(base_url: str, timeout: float) -> None:
@@ -439,6 +443,11 @@ def salesforce_demo(base_url: str, timeout: float) -> None:
     if sandbox:
         assign_salesforce_owner(svc, tenant_id, org, "Umbrella")
     _wait_for_task(svc, tenant_id, "Salesforce", now, timeout)
+    if sandbox:
+        click.echo(
+            f"Admin pages for this org: open {base_url}/salesforce/install?org={org} "
+            "(it signs you in and lands on /app/)"
+        )
 
 
 @click.command("demo", help="Run the demo against a running service (web + worker).")

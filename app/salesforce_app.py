@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+from urllib.parse import urlencode
 
 import requests
 from flask import Blueprint, make_response, redirect, render_template_string, request
@@ -76,8 +77,8 @@ def install():
         state,
         challenge,
     )
-    if request.args.get("org"):  # the local sandbox's org choice
-        target += "&org=" + request.args["org"]
+    if request.args.get("org") and settings.salesforce_client_id == "sandbox-client":
+        target += "&" + urlencode({"org": request.args["org"]})  # the local sandbox's org
     response = make_response(redirect(target))
     response.set_cookie(
         STATE_COOKIE,

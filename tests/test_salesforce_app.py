@@ -409,3 +409,15 @@ def test_reinstalling_the_same_org_reactivates_its_tenant(app, client, db, insta
     # records it already has.
     report = sync(app, tenant_id)
     assert report.subjects["account"].updated == 1 and len(org.records["Account"]) == 1
+
+
+def test_the_handoff_note_lands_on_the_salesforce_account(app, client, db, installed, org_server):
+    tenant_id, key, org = installed
+    scored_and_synced(app, client, db, tenant_id, key)  # a trial
+    acme(client, key, plan="paid")
+    recompute(db, tenant_id, NOW)
+    assert sync(app, tenant_id).handoffs_written == 1
+    [account_id] = org.records["Account"]
+    [note] = org.records["Note"].values()
+    assert note["ParentId"] == account_id and note["Title"] == "Handoff to Customer Success"
+    assert "Acme is now a paying customer" in note["Body"] and "Left to onboard" in note["Body"]
