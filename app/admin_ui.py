@@ -347,10 +347,10 @@ def _number(text: str) -> float | None:
 def accounts():
     filters = _filters()
     sort = request.args.get("sort", "engagement_score")
-    if sort not in SORTS:
+    if sort not in SORTS and sort not in ("owner", "stage"):
         sort = "engagement_score"
     direction = "asc" if request.args.get("dir") == "asc" else "desc"
-    column = SORTS[sort]
+    column = SORTS.get(sort, AccountScore.engagement_score)
     with _db().tenant_session(g.tenant_id) as db_session:
         query = (
             select(Account, AccountScore, CrmRecord.crm_fields)
@@ -400,6 +400,13 @@ def accounts():
                 "stage": crm.get("lifecycle_stage"),
             }
         )
+    if sort in ("owner", "stage"):
+        # CRM values live in a JSON document: sorted here, records without one last.
+        out.sort(key=lambda r: (r[sort] is None, str(r[sort] or "").lower()))
+        if direction == "desc":
+            out = [r for r in out if r[sort] is not None][::-1] + [
+                r for r in out if r[sort] is None
+            ]
     chart = scatter_plot(
         [
             (

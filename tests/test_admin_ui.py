@@ -191,6 +191,44 @@ def test_accounts_sort_filter_and_detail(admin, client):
     assert client.get("/app/accounts/nope").status_code == 404
 
 
+def test_accounts_sort_by_the_crm_owner_and_stage(admin, client, db):
+    from app.models import Account, CrmOwner, CrmRecord
+
+    tenant_id, _ = admin
+    with db.tenant_transaction(tenant_id) as session:
+        for external_id, name in (("globex", "Globex"), ("initech", "Initech")):
+            session.add(
+                Account(
+                    tenant_id=tenant_id,
+                    external_id=external_id,
+                    name=name,
+                    traits={},
+                    trait_times={},
+                    first_seen_at=NOW,
+                    last_seen_at=NOW,
+                    changed_at=NOW,
+                )
+            )
+        acme_id = session.scalar(select(Account.id).where(Account.external_id == "acme"))
+        session.add(CrmOwner(tenant_id=tenant_id, owner_id="7", email="zed@x.test", name="Zed"))
+        session.add(
+            CrmRecord(
+                tenant_id=tenant_id,
+                object_type="account",
+                subject_id=acme_id,
+                crm_id="1",
+                pushed={},
+                failures=0,
+                crm_fields={"owner_id": "7", "lifecycle_stage": "customer"},
+            )
+        )
+    page = client.get("/app/accounts?sort=owner&dir=asc").get_data(as_text=True)
+    assert "Zed" in page and 'data-sort="owner"' in page
+    filtered = client.get("/app/accounts?owner=7&stage=customer").get_data(as_text=True)
+    assert "1 accounts" in filtered and "Acme" in filtered
+    assert "0 accounts" in client.get("/app/accounts?stage=lead").get_data(as_text=True)
+
+
 def test_segments_show_members_and_a_distribution(admin, client):
     page = client.get("/app/segments?name=Most engaged&field=trait.plan").get_data(as_text=True)
     assert "Most engaged: 1 accounts" in page
