@@ -195,7 +195,7 @@ def _key(key_id: int) -> WriteKey:
         return key
 
 
-@bp.post("/keys/<int:key_id>/reveal")
+@bp.post("/keys/<int(max=2147483647):key_id>/reveal")
 def reveal_key(key_id: int):
     key = _key(key_id)
     if not key.secret_encrypted or key.revoked_at:
@@ -206,7 +206,7 @@ def reveal_key(key_id: int):
     return redirect(url_for("admin_ui.home"))
 
 
-@bp.post("/keys/<int:key_id>/rotate")
+@bp.post("/keys/<int(max=2147483647):key_id>/rotate")
 def rotate_key(key_id: int):
     key = _key(key_id)
     if key.revoked_at:
@@ -322,6 +322,8 @@ def save_definitions_form():
 def rollback_form():
     try:
         version = int(request.form.get("version", ""))
+        if not 1 <= version < 2**31:
+            raise ValueError(version)
         saved = rollback_definitions(_db(), g.tenant_id, version, g.actor)
     except (ValueError, LookupError):
         abort(404, description="No such definitions version.")
@@ -669,7 +671,7 @@ def create_trigger():
     return redirect(url_for("admin_ui.triggers_page"))
 
 
-@bp.post("/triggers/<int:trigger_id>/<any(enable, disable, delete):change>")
+@bp.post("/triggers/<int(max=2147483647):trigger_id>/<any(enable, disable, delete):change>")
 def change_trigger(trigger_id: int, change: str):
     from app.models import Trigger
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
@@ -72,7 +73,17 @@ def admin_required(view):
 def _json_body() -> dict[str, Any]:
     if (request.content_length or 0) > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"request body exceeds {MAX_BODY} bytes")
-    body = request.get_json(silent=True)
+    raw = request.stream.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"request body exceeds {MAX_BODY} bytes")
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", "request body is not UTF-8 text") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "invalid_json", "request body is nested too deeply") from exc
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     return body
@@ -133,7 +144,7 @@ def list_definition_versions():
     return jsonify(versions=definitions_history(services().db, g.tenant_id))
 
 
-@bp.get("/definitions/versions/<int:version>")
+@bp.get("/definitions/versions/<int(max=2147483647):version>")
 @admin_required
 def get_definition_version(version: int):
     stored = definitions_version(services().db, g.tenant_id, version)
@@ -146,8 +157,8 @@ def get_definition_version(version: int):
 @admin_required
 def rollback():
     version = _json_body().get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ApiError(400, "invalid_parameter", "version must be a whole number")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**31:
+        raise ApiError(400, "invalid_parameter", "version must be a whole number from 1")
     try:
         stored = rollback_definitions(services().db, g.tenant_id, version, g.actor)
     except LookupError as exc:

@@ -103,6 +103,8 @@ class CrmChange:
 def parse(body: bytes) -> list[CrmChange]:
     try:
         document = json.loads(body)
+    except RecursionError as exc:
+        raise ValidationError("body is nested too deeply") from exc
     except ValueError as exc:
         raise ValidationError(f"body is not JSON: {exc}") from exc
     if not isinstance(document, list):
