@@ -44,6 +44,10 @@ def configure_logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # APScheduler logs every run of every job; our jobs log what they did instead.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # Client libraries that log whole requests at DEBUG, credentials included (zeep: the
+    # Metadata API's SOAP envelopes with the Salesforce session id): never below WARNING.
+    for name in ("zeep", "hubspot", "simple_salesforce"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def create_app(config: Mapping[str, str] | None = None) -> Flask:

@@ -1,0 +1,107 @@
+"""Write keys, admin keys, OAuth codes and CRM tokens never reach the logs: every flow that
+handles them runs at DEBUG with the log captured, and the capture is searched for each secret
+(including the access tokens the sandboxes hand out)."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+from sqlalchemy import select
+
+from app import crm_apps
+from app.models import Tenant
+from app.scoring_jobs import recompute
+from app.tenants import issue_write_key
+from tests import test_hubspot_app as hubspot_tests
+from tests import test_salesforce_app as salesforce_tests
+from tests.test_hubspot_app import NOW, acme, install
+from tests.tracking import post
+
+sandbox, app = hubspot_tests.sandbox, hubspot_tests.app
+
+
+def _secrets_of_tenant(app, tenant_id: int) -> list[str]:
+    svc = app.extensions["pql"]
+    with svc.db.system_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        out = [svc.token_cipher.decrypt(tenant.refresh_token_encrypted)]
+        if tenant.access_token_encrypted:
+            out.append(svc.token_cipher.decrypt(tenant.access_token_encrypted))
+    return out
+
+
+def _assert_absent(caplog, secrets: list[str]) -> None:
+    text = "\n".join(f"{r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in caplog.records)
+    assert caplog.records, "nothing was logged: the check would prove nothing"
+    for secret in secrets:
+        assert secret and secret not in text, f"a secret ({secret[:6]}…) is in the logs"
+
+
+def test_hubspot_flows_log_no_secret(app, client, db, sandbox, caplog):
+    caplog.set_level(logging.DEBUG)
+    page = install(client, 4242)
+    key = page.get_data(as_text=True).split("<pre>")[1].split("</pre>")[0]
+    with db.system_session() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == "4242"))
+    admin = issue_write_key(db, tenant_id, scope="admin").secret
+    acme(client, key)
+    post(client, "batch", {"batch": [{"type": "track"}]}, key)  # a rejected message
+    client.post(
+        "/v1/track",
+        data=b"{",
+        headers={"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()},
+    )
+    client.get("/api/v1/crm", headers={"Authorization": f"Bearer {admin}"})
+    client.get("/api/v1/crm", headers={"Authorization": f"Bearer {admin}x"})  # refused
+    recompute(db, tenant_id, NOW)
+    svc = app.extensions["pql"]
+    secrets = _secrets_of_tenant(app, tenant_id)
+    sandbox.sandbox.expire_access_tokens()  # the sync refreshes first
+    crm_apps.sync_tenant(svc, tenant_id)
+    crm_apps.pull_tenant(svc, tenant_id)
+    secrets += _secrets_of_tenant(app, tenant_id)  # after any refresh
+    crm_apps.uninstall(svc, tenant_id)
+    _assert_absent(caplog, [key, admin, *secrets, svc.settings.hubspot_client_secret])
+
+
+# The Salesforce flow reuses that module's org (the sandbox under ``responses``).
+org_server = salesforce_tests.org_server
+
+
+def test_salesforce_install_sync_refresh_and_uninstall_log_no_secret(
+    migrated_url, org_server, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    from app import create_app
+    from tests.conftest import _empty_all_tables, config_for
+
+    app = create_app(
+        config_for(
+            migrated_url,
+            PUBLIC_URL=hubspot_tests.PUBLIC_URL,
+            SALESFORCE_LOGIN_URL=salesforce_tests.LOGIN,
+            SALESFORCE_SANDBOX_LOGIN_URL=salesforce_tests.LOGIN,
+            LOG_LEVEL="DEBUG",
+        )
+    )
+    app.extensions["pql"].clock = lambda: NOW
+    try:
+        client = app.test_client()
+        page, _org = salesforce_tests.install(client, org_server)
+        key = page.get_data(as_text=True).split("<pre>")[1].split("</pre>")[0]
+        db = app.extensions["pql"].db
+        with db.system_session() as session:
+            tenant_id = session.scalar(select(Tenant.id).where(Tenant.crm == "salesforce"))
+        secrets = _secrets_of_tenant(app, tenant_id)
+        acme(client, key)
+        recompute(db, tenant_id, NOW)
+        org_server.expire_sessions()
+        svc = app.extensions["pql"]
+        crm_apps.sync_tenant(svc, tenant_id)
+        secrets += _secrets_of_tenant(app, tenant_id)
+        crm_apps.uninstall(svc, tenant_id)
+        _assert_absent(caplog, [key, *secrets, svc.settings.salesforce_client_secret])
+    finally:
+        _empty_all_tables(app)
+        app.extensions["pql"].db.dispose()
