@@ -23,11 +23,12 @@ from app.definitions import (
     rollback_definitions,
     save_definitions,
 )
-from app.errors import error_response
+from app.errors import NUL_MESSAGE, error_response
 from app.models import Account, AccountMembership, AccountScore, User, UserScore
 from app.scoring_jobs import recompute
 from app.tenants import resolve_write_key
 from scoring.engine import trait_distribution
+from webhooks.segment import has_nul
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_BODY = 1024 * 1024
@@ -86,6 +87,8 @@ def _json_body() -> dict[str, Any]:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    if b"\\u0000" in raw and has_nul(body):
+        raise ApiError(400, "invalid_characters", f"request body {NUL_MESSAGE}")
     return body
 
 

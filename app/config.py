@@ -93,6 +93,9 @@ class Settings:
     salesforce_api_reserve_percent: int = 20
     # How long a sync waits after the org's API allowance stopped it.
     salesforce_pause_minutes: int = 60
+    # Messages one write key may send per 10 seconds (Segment allows about 1,000 requests a
+    # second per source); more answer 429 with Retry-After. 0: no limit.
+    ingest_messages_per_10s: int = 50_000
     property_prefix: str = "pql_"
     pull_interval_seconds: int = 300
     uninstall_grace_days: int = 30
@@ -153,6 +156,7 @@ class Settings:
             public_url=env.get("PUBLIC_URL", "http://127.0.0.1:5000").rstrip("/"),
             max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 32 * 1024, minimum=1024),
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", 500 * 1024, minimum=1024),
+            ingest_messages_per_10s=_int(env, "INGEST_MESSAGES_PER_10S", 50_000, minimum=0),
             scoring_interval_seconds=_int(env, "SCORING_INTERVAL_SECONDS", 30, minimum=5),
             **_hubspot(env, production),
             **_salesforce(env, production),

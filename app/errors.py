@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,21 @@ def _code_for(exc: HTTPException) -> str:
     return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
 
 
+NUL_MESSAGE = "contains a NUL character (U+0000), which cannot be stored"
+
+
 def register(app: Flask) -> None:
+    @app.before_request
+    def _refuse_nul_in_the_url():
+        """PostgreSQL cannot hold U+0000: a path or query with one is refused at the door
+        (bodies are checked where they are parsed)."""
+        if "\x00" in request.path or b"%00" in request.query_string.lower():
+            return error_response(400, "invalid_characters", f"the URL {NUL_MESSAGE}")
+        admin_form = request.method == "POST" and request.path.startswith("/app/")
+        if admin_form and any("\x00" in v for v in request.form.values()):
+            return error_response(400, "invalid_characters", f"the form {NUL_MESSAGE}")
+        return None
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         response = error_response(exc.code or 500, _code_for(exc), exc.description or "")

@@ -583,6 +583,19 @@ class SyncCursor(TenantOwned, Base):
     value: Mapped[str] = mapped_column(String(255))
 
 
+class IngestWindow(Base):
+    """How many messages one write key sent in one 10-second window (``window_start``: epoch
+    seconds, a multiple of 10): the per-key ingestion limit, shared by every web process."""
+
+    __tablename__ = "ingest_windows"
+
+    key_id: Mapped[int] = mapped_column(
+        ForeignKey("write_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class RateWindow(Base):
     """The request times granted within the last window for one rate-limited key (a HubSpot
     portal), shared by every process: a grant happens under this row's lock."""

@@ -13,6 +13,7 @@ import signal
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from app import crm_apps, triggers
+from app.ingest import forget_ingest_windows
 from app.jobs import deliver_tenants, pull_tenants, score_tenants, worker_identity
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,13 @@ def build_scheduler(services) -> BlockingScheduler:
         **common,
     )
     grace = dt.timedelta(days=settings.uninstall_grace_days)
+
+    def purge() -> None:
+        crm_apps.purge_uninstalled(services.db, services.clock(), grace)
+        forget_ingest_windows(services.db, services.clock())
+
     scheduler.add_job(
-        lambda: crm_apps.purge_uninstalled(services.db, services.clock(), grace),
+        purge,
         "interval",
         hours=1,
         id="purge",

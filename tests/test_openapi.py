@@ -180,6 +180,15 @@ def _deep(depth: int) -> bytes:
             "definitions are not valid",
         ),
         ("/api/v1/scoring/run", "POST", b'{"full": "yes"}', {}, 400, "full must be"),
+        (
+            "/api/v1/definitions",
+            "PUT",
+            b'{"document": {"key_features": ["a\\u0000"]}}',
+            {},
+            400,
+            "NUL character",
+        ),
+        ("/api/v1/accounts/a%00b", "GET", b"", {}, 400, "NUL character"),
     ],
 )
 def test_bad_input_gets_a_4xx_that_names_the_problem(

@@ -323,3 +323,23 @@ def test_write_keys_never_reach_the_logs(client, db, tenant_key, caplog):
     post(client, "track", {"type": "track", "event": "E"}, key)
     assert caplog.records, "expected the requests to log something"
     assert key not in caplog.text
+
+
+def test_a_nul_character_is_refused_by_name_not_a_server_error(client, db, tenant_key):
+    """PostgreSQL text and JSONB cannot hold U+0000 (found by fuzzing: it answered 500)."""
+    tenant_id, key = tenant_key
+    single = post(client, "track", track(user="\x00"), key)
+    assert single.status_code == 400 and "NUL character" in single.get_data(as_text=True)
+    batch = post(
+        client,
+        "batch",
+        {"batch": [track(properties={"k\x00": 1}), track(event="Fine")]},
+        key,
+    )
+    assert batch.status_code == 200
+    [rejected] = batch.get_json()["rejected"]
+    assert rejected["index"] == 0 and "NUL" in str(rejected["errors"])
+    with db.tenant_session(tenant_id) as session:
+        from app.models import Event
+
+        assert [e.name for e in session.scalars(select(Event))] == ["Fine"]

@@ -23,6 +23,7 @@ from app import services
 from app.crm_sync import apply_webhook_changes
 from app.errors import error_response
 from connectors.hubspot import FIELD_OF_PROPERTY
+from webhooks.segment import has_nul
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ def parse(body: bytes) -> list[CrmChange]:
         raise ValidationError(f"body is not JSON: {exc}") from exc
     if not isinstance(document, list):
         raise ValidationError("body must be a JSON array of events")
+    if b"\\u0000" in body and has_nul(document):
+        raise ValidationError("body contains a NUL character (U+0000), which cannot be stored")
     events = _EventSchema(many=True).load(document)
     changes = []
     for event in events:

@@ -242,7 +242,23 @@ _schema = MessageSchema()
 
 
 def _message_size(item: dict[str, Any]) -> int:
-    return len(json.dumps(item, separators=(",", ":"), default=str).encode("utf-8"))
+    return len(_serialized(item).encode("utf-8"))
+
+
+def _serialized(item: dict[str, Any]) -> str:
+    return json.dumps(item, separators=(",", ":"), default=str)
+
+
+def has_nul(value: Any) -> bool:
+    """A NUL character (U+0000) anywhere in keys or strings: PostgreSQL text and JSONB cannot
+    hold it."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
 
 
 def _auto_message_id(item: dict[str, Any]) -> str:
@@ -367,7 +383,18 @@ def parse_messages(
         if forced_type is not None:
             merged["type"] = forced_type
         message_id = merged.get("messageId") if isinstance(merged.get("messageId"), str) else None
-        size = _message_size(merged)
+        serialized = _serialized(merged)
+        if "\\u0000" in serialized and has_nul(merged):
+            rejections.append(
+                Rejection(
+                    index,
+                    None if message_id is None or "\x00" in message_id else message_id,
+                    {"_schema": ["contains a NUL character (U+0000), which cannot be stored"]},
+                    serialized[:200],
+                )
+            )
+            continue
+        size = len(serialized.encode("utf-8"))
         if size > max_message_bytes:
             if forced_type is not None:
                 raise RequestError(

@@ -7,12 +7,13 @@ hand the messages to ``app.ingest``, answer exactly 200 once they are committed.
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Blueprint, Response, jsonify, request
 
 from app import services
 from app.errors import error_response
-from app.ingest import ingest
+from app.ingest import admit, ingest
 from app.tenants import resolve_write_key
 from webhooks.segment import (
     BATCH_PATHS,
@@ -96,6 +97,19 @@ def receive(path: str):
     except RequestError as exc:
         return error_response(exc.status, exc.code, exc.message, **exc.details)
 
+    count = len(messages) + len(rejections)
+    wait = admit(svc.db, resolved.key_id, count, settings.ingest_messages_per_10s, received_at)
+    if wait is not None:
+        limit = settings.ingest_messages_per_10s
+        response = error_response(
+            429,
+            "rate_limited",
+            f"this write key may send {limit} messages per 10 seconds; retry after "
+            f"{math.ceil(wait)} s (nothing of this request was stored)",
+            limit_per_10s=limit,
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
     ingest(svc.db, resolved.tenant_id, messages, rejections, received_at)
     if rejections:
         log.info(
