@@ -428,6 +428,30 @@ def crm_sync_now():
     return jsonify(report.as_dict())
 
 
+@bp.post("/privacy/deletions")
+@admin_required
+def privacy_deletion():
+    """Forget a person everywhere the app keeps them: ``{"user_id": …}`` or ``{"email": …}``
+    (idempotent: asking again finds nobody and says so)."""
+    from app.privacy import forget_user
+
+    body = _json_body()
+    user_id, email = body.get("user_id"), body.get("email")
+    for name, value in (("user_id", user_id), ("email", email)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ApiError(400, "invalid_parameter", f"{name} must be a non-empty string")
+    if not user_id and not email:
+        raise ApiError(400, "invalid_parameter", "name the person: user_id or email")
+    svc = services()
+    done = forget_user(svc.db, g.tenant_id, svc.clock(), external_id=user_id, email=email)
+    return jsonify(
+        users_deleted=done.users,
+        events_deleted=done.events,
+        accounts_rescored=done.accounts_rescored,
+        rejected_messages_deleted=done.rejected_messages,
+    )
+
+
 @bp.post("/crm/uninstall")
 @admin_required
 def crm_uninstall():

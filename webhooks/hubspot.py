@@ -38,6 +38,7 @@ HANDLED = {
     "contact.propertyChange",
     "company.deletion",
     "contact.deletion",
+    "contact.privacyDeletion",
 }
 
 
@@ -162,8 +163,31 @@ def receive():
         changes = parse(body)
     except ValidationError as exc:
         return error_response(400, "invalid_body", str(exc.messages))
-    applied = apply_webhook_changes(svc.db, changes, svc.clock())
-    return {"received": len(changes), "applied": applied}, 200
+    applied = apply_webhook_changes(
+        svc.db, [c for c in changes if c.kind != "privacyDeletion"], svc.clock()
+    )
+    forgotten = _privacy_deletions(svc, [c for c in changes if c.kind == "privacyDeletion"])
+    return {"received": len(changes), "applied": applied + forgotten}, 200
+
+
+def _privacy_deletions(svc, changes: list[CrmChange]) -> int:
+    """HubSpot deleted a contact for privacy (GDPR): forget that person here too."""
+    from sqlalchemy import select
+
+    from app.models import Tenant
+    from app.privacy import forget_user
+
+    done = 0
+    for change in changes:
+        with svc.db.system_session() as session:
+            tenant_id = session.scalar(
+                select(Tenant.id).where(
+                    Tenant.crm == "hubspot", Tenant.external_id == change.portal
+                )
+            )
+        if tenant_id is not None:
+            done += forget_user(svc.db, tenant_id, svc.clock(), crm_id=change.crm_id).users
+    return done
 
 
 # --- CRM card ---------------------------------------------------------------------------------
