@@ -118,6 +118,11 @@ class Faults:
     next_statuses: list[int] = field(default_factory=list)
     # Values of any property that make that input invalid (a whole-batch 400, as HubSpot does).
     invalid_values: set[str] = field(default_factory=set)
+    # Per portal: statuses for its next requests (429 answered with Retry-After), and delays
+    # (seconds) before answering its next requests (a slow API, or a timeout when longer than
+    # the client waits).
+    portal_statuses: dict[int, list[int]] = field(default_factory=dict)
+    portal_delays: dict[int, list[float]] = field(default_factory=dict)
 
 
 class Sandbox:
@@ -189,14 +194,23 @@ class Sandbox:
             "token_type": "bearer",
         }
 
-    def expire_access_tokens(self) -> None:
+    def expire_access_tokens(self, hub_id: int | None = None) -> None:
         with self.lock:
-            for token, (hub_id, _) in list(self.access_tokens.items()):
-                self.access_tokens[token] = (hub_id, self.clock() - 1)
+            for token, (owner, _) in list(self.access_tokens.items()):
+                if hub_id is None or owner == hub_id:
+                    self.access_tokens[token] = (owner, self.clock() - 1)
 
-    def revoke_refresh_tokens(self) -> None:
+    def revoke_refresh_tokens(self, hub_id: int | None = None) -> None:
+        """The portal's admin uninstalled the app (or HubSpot revoked it): its refresh tokens
+        stop working, and its access tokens with them."""
         with self.lock:
-            self.refresh_tokens.clear()
+            for token, owner in list(self.refresh_tokens.items()):
+                if hub_id is None or owner == hub_id:
+                    del self.refresh_tokens[token]
+            if hub_id is not None:
+                for token, (owner, _) in list(self.access_tokens.items()):
+                    if owner == hub_id:
+                        del self.access_tokens[token]
 
     def create_object(self, hub_id: int, object_type: str, properties: dict) -> dict:
         with self.lock:
@@ -344,6 +358,19 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
         portal, failure = authorised()
         if failure is not None:
             return failure
+        with sandbox.lock:
+            statuses = sandbox.faults.portal_statuses.get(portal.hub_id) or []
+            status = statuses.pop(0) if statuses else None
+            delays = sandbox.faults.portal_delays.get(portal.hub_id) or []
+            delay = delays.pop(0) if delays else 0.0
+        if delay:
+            time.sleep(delay)
+        if status is not None:
+            sandbox.stats[f"forced_{status}"] += 1
+            answer = _error(status, f"Injected {status}", "SANDBOX_FAULT")
+            if status == 429:
+                answer.headers["Retry-After"] = "1"
+            return answer
         limited = rate_limited(portal, request.path.endswith("/search"))
         if limited is not None:
             return limited
