@@ -19,7 +19,9 @@ from connectors.base import AuthorizationLost, CrmUnavailable
 
 log = logging.getLogger(__name__)
 
-SCORING_LEASE = dt.timedelta(minutes=30)
+# How long a job's lease lasts without renewal: the holder renews it every third of this
+# while it works, so it bounds how long a crashed worker holds a tenant up.
+SCORING_LEASE = dt.timedelta(seconds=60)
 
 
 def worker_identity() -> str:
@@ -46,23 +48,21 @@ def _each_under_lease(
     One tenant's failure is logged and does not stop the round."""
     outcome: dict[int, str] = {}
     for tenant_id in tenant_ids:
-        now = clock()
-        if not leases.acquire(db, tenant_id, job, holder, SCORING_LEASE, now):
-            outcome[tenant_id] = "busy"
-            continue
-        try:
-            outcome[tenant_id] = work(tenant_id, now)
-        except AuthorizationLost:
-            log.warning("tenant %s: CRM authorisation lost; waiting for a reinstall", tenant_id)
-            outcome[tenant_id] = "needs_reauth"
-        except CrmUnavailable as exc:
-            log.warning("tenant %s: CRM unavailable, next round retries: %s", tenant_id, exc)
-            outcome[tenant_id] = "crm_unavailable"
-        except Exception:
-            log.exception("tenant %s: %s failed", tenant_id, job)
-            outcome[tenant_id] = "failed"
-        finally:
-            leases.release(db, tenant_id, job, holder, clock())
+        with leases.held(db, tenant_id, job, holder, SCORING_LEASE, clock) as taken:
+            if not taken:
+                outcome[tenant_id] = "busy"
+                continue
+            try:
+                outcome[tenant_id] = work(tenant_id, clock())
+            except AuthorizationLost:
+                log.warning("tenant %s: CRM authorisation lost; waiting for a reinstall", tenant_id)
+                outcome[tenant_id] = "needs_reauth"
+            except CrmUnavailable as exc:
+                log.warning("tenant %s: CRM unavailable, next round retries: %s", tenant_id, exc)
+                outcome[tenant_id] = "crm_unavailable"
+            except Exception:
+                log.exception("tenant %s: %s failed", tenant_id, job)
+                outcome[tenant_id] = "failed"
     return outcome
 
 

@@ -7,12 +7,18 @@ SQLite and PostgreSQL make atomic, so exactly one of several racing workers gets
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import update
 
 from app.bulk import dialect_insert
 from app.db import Database
 from app.models import JobLease
+
+log = logging.getLogger(__name__)
 
 
 def acquire(
@@ -46,3 +52,40 @@ def release(db: Database, tenant_id: int, job: str, holder: str, now: dt.datetim
             .where(table.c.tenant_id == tenant_id, table.c.job == job, table.c.holder == holder)
             .values(leased_until=now)
         )
+
+
+@contextmanager
+def held(
+    db: Database,
+    tenant_id: int,
+    job: str,
+    holder: str,
+    ttl: dt.timedelta,
+    clock: Callable[[], dt.datetime],
+) -> Iterator[bool]:
+    """Hold the lease while the block runs: yields whether it was taken, renews it every
+    third of ``ttl`` from a thread of its own, releases it at the end. A holder that dies
+    (SIGKILL, a lost machine) stops renewing, so its lease lapses within ``ttl`` and another
+    worker carries on: a short ``ttl`` bounds how long a crash holds a tenant up."""
+    if not acquire(db, tenant_id, job, holder, ttl, clock()):
+        yield False
+        return
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(ttl.total_seconds() / 3):
+            try:
+                if not acquire(db, tenant_id, job, holder, ttl, clock()):
+                    log.warning("tenant %s: lease %s lost to another holder", tenant_id, job)
+                    return
+            except Exception:  # the database is away: the next renewal tries again
+                log.exception("tenant %s: lease %s not renewed", tenant_id, job)
+
+    renewer = threading.Thread(target=renew, name=f"lease-{job}-{tenant_id}", daemon=True)
+    renewer.start()
+    try:
+        yield True
+    finally:
+        stop.set()
+        renewer.join(timeout=5)
+        release(db, tenant_id, job, holder, clock())

@@ -136,3 +136,38 @@ def test_the_worker_process_scores_and_stops_cleanly_on_sigterm(migrated_url, db
             process.kill()
     assert process.returncode == 0, output
     assert "worker stopped" in output
+
+
+def test_a_working_holder_keeps_its_lease_and_a_dead_one_loses_it_within_the_ttl(db):
+    """A SIGKILLed worker cannot release its lease: it must lapse soon (not after the
+    longest job), while a live holder renews it for as long as it works."""
+    import threading
+    import time
+
+    from app import leases
+    from app.tenants import create_tenant
+
+    tenant = create_tenant(db, "Leased")
+    ttl = dt.timedelta(seconds=0.6)
+
+    def clock():
+        return dt.datetime.now(dt.UTC)
+
+    seen = []
+
+    def other_worker():
+        time.sleep(1.0)  # past the ttl: only renewal keeps the first holder's lease
+        seen.append(leases.acquire(db, tenant.id, "score", "w2", ttl, clock()))
+
+    contender = threading.Thread(target=other_worker)
+    with leases.held(db, tenant.id, "score", "w1", ttl, clock) as taken:
+        assert taken
+        contender.start()
+        time.sleep(1.5)
+    contender.join()
+    assert seen == [False]
+    # A holder that dies without releasing (no renewals either):
+    assert leases.acquire(db, tenant.id, "score", "dead", ttl, clock())
+    assert not leases.acquire(db, tenant.id, "score", "w2", ttl, clock())
+    time.sleep(0.7)
+    assert leases.acquire(db, tenant.id, "score", "w2", ttl, clock())
