@@ -819,6 +819,17 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
     def stats():
         return jsonify(dict(sandbox.stats))
 
+    @app.get("/_sandbox/portals/<int:hub_id>")
+    def portal_records(hub_id: int):
+        """Every record of a portal with all its properties (benchmarks compare portals)."""
+        with sandbox.lock:
+            portal = sandbox.portals.get(hub_id)
+            if portal is None:
+                return _error(404, f"no portal {hub_id}")
+            return jsonify(
+                {"objects": {kind: dict(records) for kind, records in portal.objects.items()}}
+            )
+
     @app.get("/")
     def page():
         rows = []
