@@ -74,6 +74,22 @@ def verify(
         raise SignatureError("signature does not match")
 
 
+def verify_request(svc, body: bytes) -> None:
+    """Check the current request's v3 signature: HubSpot signs the URL it called (the app's
+    public URL, path and query), the method, the body and the timestamp."""
+    query = request.query_string.decode()
+    uri = svc.settings.public_url + request.path + (f"?{query}" if query else "")
+    verify(
+        svc.settings.hubspot_client_secret,
+        request.method,
+        uri,
+        body,
+        request.headers.get("X-HubSpot-Signature-v3"),
+        request.headers.get("X-HubSpot-Request-Timestamp"),
+        svc.clock(),
+    )
+
+
 class _EventSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -144,18 +160,8 @@ def receive():
     body = request.get_data(cache=False)
     if len(body) > MAX_BODY_BYTES:
         return error_response(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
-    query = request.query_string.decode()
-    uri = svc.settings.public_url + request.path + (f"?{query}" if query else "")
     try:
-        verify(
-            svc.settings.hubspot_client_secret,
-            request.method,
-            uri,
-            body,
-            request.headers.get("X-HubSpot-Signature-v3"),
-            request.headers.get("X-HubSpot-Request-Timestamp"),
-            svc.clock(),
-        )
+        verify_request(svc, body)
     except SignatureError as exc:
         log.warning("HubSpot webhook refused: %s", exc)
         return error_response(401, "invalid_signature", str(exc))
@@ -201,18 +207,8 @@ def crm_card():
     with the next step, engagement score and segment, PQL status. HubSpot signs the request
     (v3, as webhooks); unsigned, stale or forged requests get 401."""
     svc = services()
-    query = request.query_string.decode()
-    uri = svc.settings.public_url + request.path + (f"?{query}" if query else "")
     try:
-        verify(
-            svc.settings.hubspot_client_secret,
-            request.method,
-            uri,
-            b"",
-            request.headers.get("X-HubSpot-Signature-v3"),
-            request.headers.get("X-HubSpot-Request-Timestamp"),
-            svc.clock(),
-        )
+        verify_request(svc, b"")
     except SignatureError as exc:
         log.warning("HubSpot CRM card request refused: %s", exc)
         return error_response(401, "invalid_signature", str(exc))
