@@ -402,6 +402,41 @@ def _score_rows(
     return rows, percentiles
 
 
+def _score_subjects(
+    session: Session,
+    defs: Definitions,
+    data: _Subjects,
+    ids: list[int],
+    subject: str,
+    today: dt.date,
+    now: dt.datetime,
+    percentiles: dict[str, float] | None,
+    subset: list[int] | None,
+    progress: Progress | None = None,
+) -> tuple[list[dict], dict[str, float]]:
+    """``_score_rows`` with what it needs read for ``subset`` (None: everyone): the scores of
+    the previous period, earlier firsts, and (accounts) their members' statistics."""
+    previous_day = today - dt.timedelta(days=defs.default_profile.time_frame_days)
+    model, key = (
+        (UserScore, UserScore.user_id)
+        if subject == "u"
+        else (AccountScore, AccountScore.account_id)
+    )
+    return _score_rows(
+        defs,
+        data,
+        ids,
+        subject,
+        today,
+        now,
+        percentiles,
+        _previous_scores(session, subject, subset, previous_day),
+        _earlier_firsts(session, model, key, subset),
+        member_stats=_member_stats(session, subset, defs, today) if subject == "a" else None,
+        progress=progress,
+    )
+
+
 def _touched_since(session: Session, since: dt.datetime) -> tuple[set[int], set[int]]:
     users = set(session.scalars(select(Event.user_id).where(Event.received_at >= since).distinct()))
     accounts = set(
@@ -581,18 +616,8 @@ def recompute(
             if user_ids is None
             else [u for u in user_ids if u in users.first_seen]
         )
-        previous_day = today - dt.timedelta(days=defs.default_profile.time_frame_days)
-        user_rows, percentiles = _score_rows(
-            defs,
-            users,
-            uids,
-            "u",
-            today,
-            now,
-            percentiles,
-            _previous_scores(session, "u", user_ids, previous_day),
-            _earlier_firsts(session, UserScore, UserScore.user_id, user_ids),
-            progress=progress,
+        user_rows, percentiles = _score_subjects(
+            session, defs, users, uids, "u", today, now, percentiles, user_ids, progress
         )
         triggers.fire(session, tenant_id, "user", user_rows, now)
         _store(
@@ -605,18 +630,8 @@ def recompute(
             if account_ids is None
             else [a for a in account_ids if a in accounts.first_seen]
         )
-        account_rows, percentiles = _score_rows(
-            defs,
-            accounts,
-            aids,
-            "a",
-            today,
-            now,
-            percentiles,
-            _previous_scores(session, "a", account_ids, previous_day),
-            _earlier_firsts(session, AccountScore, AccountScore.account_id, account_ids),
-            member_stats=_member_stats(session, account_ids, defs, today),
-            progress=progress,
+        account_rows, percentiles = _score_subjects(
+            session, defs, accounts, aids, "a", today, now, percentiles, account_ids, progress
         )
         if progress:
             progress("storing", 0, 1)
@@ -669,7 +684,6 @@ def preview_definitions(
     accounts would change engagement segment, enter or leave each segment, and become or stop
     being PQLs, with a few names of each."""
     today = now.astimezone(dt.UTC).date()
-    previous_day = today - dt.timedelta(days=defs.default_profile.time_frame_days)
     with db.tenant_session(tenant_id) as session:
         try:
             before = {
@@ -687,21 +701,14 @@ def preview_definitions(
             for kind in (activity_basis.USERS, activity_basis.ACCOUNTS):
                 activity_basis.rebuild(session, tenant_id, kind, None, defs, today)
             users = _load_users(session, None, defs, today)
-            user_rows, percentiles = _score_rows(
-                defs,
-                users,
-                sorted(users.first_seen),
-                "u",
-                today,
-                now,
-                None,
-                _previous_scores(session, "u", None, previous_day),
-                _earlier_firsts(session, UserScore, UserScore.user_id, None),
+            user_rows, percentiles = _score_subjects(
+                session, defs, users, sorted(users.first_seen), "u", today, now, None, None
             )
             # Account scores read their members' fresh scores, as in a pass.
             _store(session, tenant_id, UserScore, "user_id", user_rows, 0, "u", today, True)
             accounts = _load_accounts(session, None, defs, today)
-            account_rows, _ = _score_rows(
+            account_rows, _ = _score_subjects(
+                session,
                 defs,
                 accounts,
                 sorted(accounts.first_seen),
@@ -709,9 +716,7 @@ def preview_definitions(
                 today,
                 now,
                 percentiles,
-                _previous_scores(session, "a", None, previous_day),
-                _earlier_firsts(session, AccountScore, AccountScore.account_id, None),
-                member_stats=_member_stats(session, None, defs, today),
+                None,
             )
         finally:
             session.rollback()
