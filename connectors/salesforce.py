@@ -470,8 +470,8 @@ class SalesforceConnector:
         try:
             return self.caller(label, lambda token: work(self._client(token)))
         except CrmPaused as exc:
-            if exc.resume_after == self.limit.pause_seconds:
-                raise
+            if exc.category == "API_RESERVE":
+                raise  # the reserve's own pause
             # The org's limit is spent: wait as long as for the reserve.
             raise CrmPaused(str(exc), self.limit.pause_seconds, exc.category) from exc
 

@@ -241,10 +241,6 @@ class MessageSchema(Schema):
 _schema = MessageSchema()
 
 
-def _message_size(item: dict[str, Any]) -> int:
-    return len(_serialized(item).encode("utf-8"))
-
-
 def _serialized(item: dict[str, Any]) -> str:
     return json.dumps(item, separators=(",", ":"), default=str)
 
