@@ -5,31 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
-from flask import Flask, current_app
+from flask import Flask
 
+from app import errors
+from app.cli import register_commands
 from app.config import Settings
 from app.db import Database
-from app.models import utcnow
 from app.security import TokenCipher
-
-
-@dataclass
-class Services:
-    """What request handlers, jobs and CLI commands need, built once per app."""
-
-    settings: Settings
-    db: Database
-    token_cipher: TokenCipher
-    # Injected so that tests control time; everything that stamps "now" asks this.
-    clock: Callable[[], dt.datetime] = field(default=utcnow)
-
-
-def services() -> Services:
-    return current_app.extensions["pql"]
+from app.services import Services
+from app.web import admin, api, health
+from connectors import registry
+from webhooks import tracking_api
 
 
 def configure_logging(level: str) -> None:
@@ -78,18 +67,11 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
         token_cipher=TokenCipher(settings.token_encryption_keys),
     )
 
-    from app import admin_ui, api, errors, health, hubspot_app, salesforce_app
-    from app.cli import register_commands
-    from webhooks import hubspot as hubspot_webhooks
-    from webhooks import tracking_api
-
     errors.register(app)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(tracking_api.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(hubspot_app.bp)
-    app.register_blueprint(salesforce_app.bp)
-    app.register_blueprint(admin_ui.bp)
-    app.register_blueprint(hubspot_webhooks.bp)
+    for blueprint in (health.bp, tracking_api.bp, api.bp, admin.bp):
+        app.register_blueprint(blueprint)
+    for provider in registry.providers():
+        for blueprint in provider.blueprints:
+            app.register_blueprint(blueprint)
     register_commands(app)
     return app

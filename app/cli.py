@@ -13,13 +13,14 @@ from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from app import migrate, services
+from app import migrate
 from app.security import new_encryption_key
+from app.services import services
 from app.tenants import (
-    CRM_KINDS,
     KEY_SCOPES,
     NotFound,
     create_tenant,
+    crm_kinds,
     get_tenant,
     issue_write_key,
     list_tenants,
@@ -91,7 +92,7 @@ def tenant_group() -> None:
 
 @tenant_group.command("create", help="Create a tenant and print its first write key.")
 @click.option("--name", required=True, help="Display name, e.g. the customer's company.")
-@click.option("--crm", type=click.Choice(CRM_KINDS), default="none", show_default=True)
+@click.option("--crm", type=click.Choice(crm_kinds()), default="none", show_default=True)
 @click.option("--external-id", default=None, help="HubSpot portal id or Salesforce org id.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
@@ -247,7 +248,7 @@ def definitions_group() -> None:
 def definitions_export(tenant_id: int, version: int | None, output) -> None:
     import yaml
 
-    from app.definitions import current_definitions, definitions_version
+    from app.scores.definitions_store import current_definitions, definitions_version
 
     _require_schema()
     _tenant_or_fail(tenant_id)
@@ -274,7 +275,7 @@ def definitions_import(tenant_id: int, note: str, file) -> None:
     import yaml
     from marshmallow import ValidationError
 
-    from app.definitions import save_definitions
+    from app.scores.definitions_store import save_definitions
 
     _require_schema()
     _tenant_or_fail(tenant_id)
@@ -294,7 +295,7 @@ def definitions_import(tenant_id: int, note: str, file) -> None:
 @click.option("--tenant", "tenant_id", type=int, required=True)
 @with_appcontext
 def definitions_history_command(tenant_id: int) -> None:
-    from app.definitions import current_definitions, definitions_history
+    from app.scores.definitions_store import current_definitions, definitions_history
 
     _require_schema()
     _tenant_or_fail(tenant_id)
@@ -310,7 +311,7 @@ def definitions_history_command(tenant_id: int) -> None:
 @click.argument("version", type=int)
 @with_appcontext
 def definitions_rollback(tenant_id: int, version: int) -> None:
-    from app.definitions import rollback_definitions
+    from app.scores.definitions_store import rollback_definitions
 
     _require_schema()
     _tenant_or_fail(tenant_id)
@@ -362,7 +363,7 @@ class _ProgressBars:
 def score_command(tenant_id: int, incremental: bool, as_of) -> None:
     import datetime as dt
 
-    from app.scoring_jobs import recompute
+    from app.scores.scoring_pass import recompute
 
     _require_schema()
     _tenant_or_fail(tenant_id)
@@ -438,7 +439,7 @@ def _print_report(report) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
 def sync_command(tenant_id: int, dry_run: bool, as_json: bool) -> None:
-    from app.crm_apps import sync_tenant
+    from app.sync.lifecycle import sync_tenant
 
     _require_schema()
     _tenant_or_fail(tenant_id)
@@ -453,7 +454,7 @@ def sync_command(tenant_id: int, dry_run: bool, as_json: bool) -> None:
 @click.option("--tenant", "tenant_id", type=int, required=True)
 @with_appcontext
 def pull_command(tenant_id: int) -> None:
-    from app.crm_apps import paused, pull_tenant
+    from app.sync.lifecycle import paused, pull_tenant
 
     _require_schema()
     _tenant_or_fail(tenant_id)
@@ -472,7 +473,7 @@ def pull_command(tenant_id: int) -> None:
 @click.argument("tenant_id", type=int)
 @with_appcontext
 def tenant_uninstall(tenant_id: int) -> None:
-    from app.crm_apps import uninstall
+    from app.sync.lifecycle import uninstall
 
     _require_schema()
     _tenant_or_fail(tenant_id)
@@ -572,14 +573,12 @@ def secrets_rotate_tokens() -> None:
 @click.command("worker", help="Run the background worker (scheduled scoring and sync jobs).")
 @with_appcontext
 def worker_command() -> None:
-    from app.worker import run_worker
+    from app.jobs.worker import run_worker
 
     run_worker(services())
 
 
 def register_commands(app: Flask) -> None:
-    from app.demo import demo_command
-
     for command in (
         db_group,
         tenant_group,
@@ -590,7 +589,6 @@ def register_commands(app: Flask) -> None:
         definitions_group,
         score_command,
         worker_command,
-        demo_command,
     ):
         app.cli.add_command(command)
 

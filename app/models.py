@@ -179,7 +179,7 @@ class User(TenantOwned, Base):
         ForeignKey("accounts.id", ondelete="SET NULL")
     )
     first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    # Kept to within an hour (see app.ingest.LAST_SEEN_RESOLUTION).
+    # Kept to within an hour (see app.tracking.ingest.LAST_SEEN_RESOLUTION).
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     # When ingestion last changed the user's traits.
     changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)

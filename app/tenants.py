@@ -7,18 +7,23 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import NotFound as HTTPNotFound
 
 from app.db import Database
 from app.models import Tenant, WriteKey, utcnow
 from app.security import generate_write_key, hash_write_key
+from connectors import registry
 
-CRM_KINDS = ("hubspot", "salesforce", "none")
 KEY_SCOPES = ("write", "admin")
 TENANT_STATUSES = ("active", "needs_reauth", "uninstalled")
 
 
-class NotFound(LookupError):
-    """The tenant or key asked for does not exist (in this tenant)."""
+class NotFound(HTTPNotFound, LookupError):
+    """The tenant or key asked for does not exist (in this tenant): a 404 on the web, a
+    message on the command line."""
+
+    def __str__(self) -> str:
+        return str(self.description)
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,8 @@ class ResolvedKey:
 def create_tenant(
     db: Database, name: str, crm: str = "none", external_id: str | None = None
 ) -> Tenant:
-    if crm not in CRM_KINDS:
-        raise ValueError(f"crm must be one of {', '.join(CRM_KINDS)}")
+    if crm not in crm_kinds():
+        raise ValueError(f"crm must be one of {', '.join(crm_kinds())}")
     if not name.strip():
         raise ValueError("name must not be empty")
     with db.system_transaction() as session:
@@ -55,6 +60,26 @@ def get_tenant(db: Database, tenant_id: int) -> Tenant:
         if tenant is None:
             raise NotFound(f"no tenant with id {tenant_id}")
         return tenant
+
+
+def crm_kinds() -> tuple[str, ...]:
+    """What ``tenants.crm`` may hold: a registered provider's key, or "none"."""
+    return (*registry.keys(), "none")
+
+
+def tenant_settings(db: Database, tenant_id: int) -> dict:
+    """A copy of the tenant's settings document."""
+    return dict(get_tenant(db, tenant_id).settings or {})
+
+
+def installation(db: Database, crm: str, external_id: str, active: bool = True) -> int | None:
+    """The tenant of one CRM installation (a HubSpot portal, a Salesforce org), if any; with
+    ``active`` only while it is installed."""
+    query = select(Tenant.id).where(Tenant.crm == crm, Tenant.external_id == external_id)
+    if active:
+        query = query.where(Tenant.status == "active")
+    with db.system_session() as session:
+        return session.scalar(query)
 
 
 def list_tenants(db: Database) -> list[Tenant]:

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from app import migrate  # noqa: E402
-from app.ingest import LAST_SEEN_RESOLUTION  # noqa: E402
+from app.tracking.ingest import LAST_SEEN_RESOLUTION  # noqa: E402
 from bench.ingest import drop_database, free_port, fresh_database  # noqa: E402
 from bench.soak import install, wait_ready  # noqa: E402
 
@@ -274,7 +274,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "connectors.hubspot_sandbox",
+            "sandbox.hubspot",
             "--port",
             str(sandbox_port),
             "--requests-per-10s",

@@ -39,8 +39,8 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from app import migrate  # noqa: E402
 from app.db import Database  # noqa: E402
-from app.sample_data import load_batches  # noqa: E402
 from app.tenants import create_tenant, issue_write_key  # noqa: E402
+from sandbox.sample_data import load_batches  # noqa: E402
 
 PG_ADMIN = os.environ.get("PQL_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 PLACEHOLDER = "@@REQ@@"

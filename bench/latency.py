@@ -32,16 +32,16 @@ sys.path.insert(0, str(ROOT))
 from werkzeug.serving import make_server  # noqa: E402
 
 from app import create_app, migrate  # noqa: E402
-from app.hubspot_app import complete_install  # noqa: E402
-from app.sample_data import (  # noqa: E402
+from app.jobs.worker import build_scheduler  # noqa: E402
+from bench.ingest import drop_database, free_port, fresh_database  # noqa: E402
+from connectors.hubspot.install import complete_install  # noqa: E402
+from sandbox.hubspot import Sandbox, SandboxServer  # noqa: E402
+from sandbox.sample_data import (  # noqa: E402
     SampleAccount,
     group,
     identify,
     track,
 )
-from app.worker import build_scheduler  # noqa: E402
-from bench.ingest import drop_database, free_port, fresh_database  # noqa: E402
-from connectors.hubspot_sandbox import Sandbox, SandboxServer  # noqa: E402
 
 HUB = 4242
 

@@ -39,11 +39,12 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import text  # noqa: E402
 
 from app import create_app, migrate  # noqa: E402
-from app.crm_sync import push_changed_traits  # noqa: E402
-from app.salesforce_app import complete_install, connector_for  # noqa: E402
+from app.sync.push import push_changed_traits  # noqa: E402
 from bench.ingest import drop_database, free_port, fresh_database  # noqa: E402
 from bench.sync import seed  # noqa: E402
-from connectors.salesforce import pkce_pair  # noqa: E402
+from connectors.salesforce.client import pkce_pair  # noqa: E402
+from connectors.salesforce.install import complete_install  # noqa: E402
+from connectors.salesforce.provider import connector_for  # noqa: E402
 
 
 def stats(url: str, ca: str) -> dict:
@@ -84,7 +85,7 @@ def start_sandbox(cert_dir: str) -> tuple[subprocess.Popen, str, str]:
         [
             sys.executable,
             "-m",
-            "connectors.salesforce_sandbox",
+            "sandbox.salesforce",
             "--port",
             str(port),
             "--cert-dir",

@@ -30,11 +30,11 @@ from sqlalchemy import text  # noqa: E402
 
 from app import migrate  # noqa: E402
 from app.db import Database  # noqa: E402
-from app.ingest import ingest  # noqa: E402
-from app.sample_data import PRODUCT_EVENTS, track  # noqa: E402
-from app.scoring_jobs import recompute  # noqa: E402
+from app.scores.scoring_pass import recompute  # noqa: E402
 from app.tenants import create_tenant  # noqa: E402
+from app.tracking.ingest import ingest  # noqa: E402
 from bench.ingest import drop_database, fresh_database  # noqa: E402
+from sandbox.sample_data import PRODUCT_EVENTS, track  # noqa: E402
 from webhooks.segment import parse_messages  # noqa: E402
 
 

@@ -41,6 +41,7 @@ from bench.ingest import (  # noqa: E402
     templates,
     worker_pids,
 )
+from sandbox.browser import install_page, write_key_on  # noqa: E402
 
 SAMPLE_SECONDS = 30
 
@@ -60,15 +61,8 @@ def wait_ready(port: int, timeout: float = 60) -> None:
 
 
 def install(port: int, hub_id: int) -> str:
-    import http.cookiejar
-    import urllib.request
-
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-    )
-    with opener.open(f"http://127.0.0.1:{port}/hubspot/install?hub_id={hub_id}") as answer:
-        page = answer.read().decode()
-    return page.split("<pre>")[1].split("</pre>")[0].strip()
+    page = install_page(f"http://127.0.0.1:{port}/hubspot/install", {"hub_id": str(hub_id)})
+    return write_key_on(page)
 
 
 class Paced(Load):
@@ -166,7 +160,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "connectors.hubspot_sandbox",
+                "sandbox.hubspot",
                 "--port",
                 str(sandbox_port),
                 "--requests-per-10s",

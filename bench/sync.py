@@ -37,9 +37,10 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import text  # noqa: E402
 
 from app import create_app, migrate  # noqa: E402
-from app.crm_sync import push_changed_traits  # noqa: E402
-from app.hubspot_app import complete_install, connector_for  # noqa: E402
+from app.sync.push import push_changed_traits  # noqa: E402
 from bench.ingest import drop_database, free_port, fresh_database  # noqa: E402
+from connectors.hubspot.install import complete_install  # noqa: E402
+from connectors.hubspot.provider import connector_for  # noqa: E402
 
 WINDOW = 10.0
 
@@ -117,7 +118,7 @@ def start_sandbox(limit: int) -> tuple[subprocess.Popen, str]:
         [
             sys.executable,
             "-m",
-            "connectors.hubspot_sandbox",
+            "sandbox.hubspot",
             "--port",
             str(port),
             "--requests-per-10s",

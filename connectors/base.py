@@ -98,6 +98,21 @@ class Owner:
 
 
 @dataclass(frozen=True)
+class CrmChange:
+    """One notification: a property change (``name``/``value``; ``name`` is the engine's pull
+    field, None for properties the engine does not pull) or a deletion."""
+
+    event_id: str
+    portal: str
+    subject: str  # "account" / "user"
+    crm_id: str
+    kind: str  # "propertyChange" / "deletion"
+    occurred_at: dt.datetime
+    name: str | None = None
+    value: str | None = None
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     subject: str
     body: str

@@ -1,7 +1,7 @@
 """A tenant's definitions: what Activation, engagement, segments, PQL and lead types mean.
 
-Plain frozen values; validation lives at the edge (``app.definitions``). Every default here is
-DOMAIN.md's, and every one is a tenant setting.
+Plain frozen values; validation lives at the edge (``app.scores.definitions_store``).
+Every default here is DOMAIN.md's, and every one is a tenant setting.
 """
 
 from __future__ import annotations

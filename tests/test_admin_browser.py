@@ -15,8 +15,8 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from app.models import Tenant
-from app.scoring_jobs import recompute
-from connectors.hubspot_sandbox import Sandbox, SandboxServer
+from app.scores.scoring_pass import recompute
+from sandbox.hubspot import Sandbox, SandboxServer
 from tests.conftest import _empty_all_tables, config_for
 from tests.test_hubspot_app import NOW, acme, send
 
@@ -74,11 +74,13 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, served, app, db):
+def page(browser, served, app, db, sandbox):
     """Signed in: the browser went through the install (service → sandbox consent →
     callback), and the tenant has three scored accounts."""
     page = browser.new_page()
-    page.goto(f"{served}/hubspot/install?hub_id=777")
+    sandbox.sandbox.portal(777)  # an account of the admin's, offered on the consent screen
+    page.goto(f"{served}/hubspot/install")
+    page.get_by_role("link", name="Portal 777").click()
     expect(page.locator("h1")).to_have_text("Installed in HubSpot portal 777")
     key = page.locator("pre").inner_text().strip()
     with db.system_session() as session:

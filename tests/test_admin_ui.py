@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from app.models import DefinitionsVersion, Tenant, WriteKey
-from app.scoring_jobs import recompute
+from app.scores.scoring_pass import recompute
 from tests.test_hubspot_app import NOW, acme, install, sandbox  # noqa: F401 (fixture)
 from tests.test_hubspot_app import app as hubspot_app_fixture
 

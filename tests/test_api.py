@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from app.definitions import current_definitions, to_document
-from app.scoring_jobs import recompute
+from app.scores.definitions_store import current_definitions, to_document
+from app.scores.scoring_pass import recompute
 from app.tenants import create_tenant, issue_write_key
 from tests.test_scoring_jobs import NOW, acme_trial, ev, group, send
 

@@ -9,11 +9,11 @@ import datetime as dt
 
 from sqlalchemy import select
 
-from app import crm_apps
-from app.jobs import score_tenants
+from app.jobs.tenant_jobs import score_tenants
 from app.models import Tenant
-from app.scoring_jobs import recompute
-from connectors import hubspot
+from app.scores.scoring_pass import recompute
+from app.sync import lifecycle
+from connectors.hubspot import client as hubspot
 from tests import test_hubspot_app as hubspot_tests
 from tests.test_hubspot_app import NOW, acme, install
 
@@ -53,8 +53,8 @@ def test_429_storms_and_5xx_on_one_portal_degrade_and_recover_alone(app, db, san
     ids = installed_pair(app, db)
     svc = app.extensions["pql"]
     sandbox.sandbox.faults.portal_statuses[SUFFERING] = [429, 429, 429, 502, 503, 500]
-    suffering = crm_apps.sync_tenant(svc, ids[SUFFERING])
-    healthy = crm_apps.sync_tenant(svc, ids[HEALTHY])
+    suffering = lifecycle.sync_tenant(svc, ids[SUFFERING])
+    healthy = lifecycle.sync_tenant(svc, ids[HEALTHY])
     assert suffering.calls["429"] == 3 and suffering.calls["server_errors"] == 3
     assert "429" not in healthy.calls and "server_errors" not in healthy.calls
     for report in (suffering, healthy):
@@ -71,9 +71,9 @@ def test_timeouts_and_a_slow_api_are_waited_out(app, db, sandbox, monkeypatch):
     monkeypatch.setattr(hubspot, "TIMEOUT", (2.0, 0.4))
     # Two answers slower than the client waits (timeouts), then a slow but patient API.
     sandbox.sandbox.faults.portal_delays[SUFFERING] = [1.0, 1.0, 0.2, 0.2, 0.2, 0.2]
-    report = crm_apps.sync_tenant(svc, ids[SUFFERING])
+    report = lifecycle.sync_tenant(svc, ids[SUFFERING])
     assert report.calls["timeouts"] == 2
-    crm_apps.sync_tenant(svc, ids[HEALTHY])
+    lifecycle.sync_tenant(svc, ids[HEALTHY])
     assert crm_state(sandbox, SUFFERING) == crm_state(sandbox, HEALTHY)
 
 
@@ -96,7 +96,7 @@ def test_a_token_revoked_mid_sync_stops_that_tenant_only_and_loses_nothing(
 
     def push(tenant_id):
         if tenant_id == ids[SUFFERING]:
-            crm_apps.sync_tenant(svc, tenant_id)
+            lifecycle.sync_tenant(svc, tenant_id)
 
     outcome = score_tenants(db, lambda: NOW + dt.timedelta(minutes=1), "w1", push=push)
     assert outcome[ids[SUFFERING]] == "needs_reauth"
@@ -106,9 +106,9 @@ def test_a_token_revoked_mid_sync_stops_that_tenant_only_and_loses_nothing(
     portal = sandbox.sandbox.portals[SUFFERING]
     assert len(portal.objects["companies"]) == 1 and portal.objects["contacts"] == {}
     # The other tenant syncs as usual meanwhile.
-    assert crm_apps.sync_tenant(svc, ids[HEALTHY]).subjects["user"].created == 2
+    assert lifecycle.sync_tenant(svc, ids[HEALTHY]).subjects["user"].created == 2
     # The admin reinstalls: what waited is written, and the company is not created twice.
     assert install(app.test_client(), SUFFERING).status_code == 200
-    report = crm_apps.sync_tenant(svc, ids[SUFFERING])
+    report = lifecycle.sync_tenant(svc, ids[SUFFERING])
     assert report.subjects["user"].created == 2 and report.subjects["account"].created == 0
     assert crm_state(sandbox, SUFFERING) == crm_state(sandbox, HEALTHY)

@@ -1,12 +1,12 @@
 import datetime as dt
 from types import SimpleNamespace
 
-from app import crm_properties
+from app.sync import properties
 from scoring.defaults import default_definitions
 
 
 def test_every_property_is_prefixed_typed_and_the_key_is_unique_and_hidden():
-    specs = crm_properties.specs("acme_", "account", default_definitions())
+    specs = properties.specs("acme_", "account", default_definitions())
     assert all(s.name.startswith("acme_") for s in specs)
     key = specs[0]
     assert (key.name, key.unique, key.hidden) == ("acme_account_key", True, True)
@@ -17,24 +17,24 @@ def test_every_property_is_prefixed_typed_and_the_key_is_unique_and_hidden():
     assert kinds["acme_lead_type"] == "enumeration"
     options = {s.name: s.options for s in specs}
     assert "Heartbreaker" in options["acme_lead_type"]
-    assert options["acme_engagement_segment"] == crm_properties.ENGAGEMENT_SEGMENTS
+    assert options["acme_engagement_segment"] == properties.ENGAGEMENT_SEGMENTS
 
 
 def test_contacts_get_the_user_traits_only():
-    names = {s.name for s in crm_properties.specs("pql_", "user", default_definitions())}
+    names = {s.name for s in properties.specs("pql_", "user", default_definitions())}
     assert "pql_user_key" in names and "pql_engagement_score" in names
     assert "pql_lead_type" not in names and "pql_active_users" not in names
 
 
 def test_values_are_strings_hubspot_accepts():
     moment = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
-    assert crm_properties.crm_value("bool", True) == "true"
-    assert crm_properties.crm_value("bool", False) == "false"
-    assert crm_properties.crm_value("datetime", moment) == str(int(moment.timestamp() * 1000))
-    assert crm_properties.crm_value("number", 40.0) == "40"
-    assert crm_properties.crm_value("number", 33.333) == "33.33"
-    assert crm_properties.crm_value("number", None) == ""
-    assert crm_properties.crm_value("enumeration", "Red Hot") == "Red Hot"
+    assert properties.crm_value("bool", True) == "true"
+    assert properties.crm_value("bool", False) == "false"
+    assert properties.crm_value("datetime", moment) == str(int(moment.timestamp() * 1000))
+    assert properties.crm_value("number", 40.0) == "40"
+    assert properties.crm_value("number", 33.333) == "33.33"
+    assert properties.crm_value("number", None) == ""
+    assert properties.crm_value("enumeration", "Red Hot") == "Red Hot"
 
 
 def test_values_of_a_score_row_cover_every_field():
@@ -50,8 +50,8 @@ def test_values_of_a_score_row_cover_every_field():
         adoption_rate=40.0,
         last_active_at=dt.datetime(2026, 11, 24, tzinfo=dt.UTC),
     )
-    values = crm_properties.values("pql_", "user", score)
+    values = properties.values("pql_", "user", score)
     assert values["pql_activation_rate"] == "60"
     assert values["pql_trend"] == ""  # cleared, not left stale
     assert values["pql_engagement_score"] == "72.5"
-    assert set(values) == {f"pql_{f.name}" for f in crm_properties.USER_FIELDS}
+    assert set(values) == {f"pql_{f.name}" for f in properties.USER_FIELDS}

@@ -3,7 +3,7 @@ import copy
 import pytest
 from marshmallow import ValidationError
 
-from app.definitions import (
+from app.scores.definitions_store import (
     current_definitions,
     definitions_history,
     parse_document,

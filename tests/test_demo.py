@@ -4,8 +4,9 @@ import random
 
 import pytest
 
-from app.crm_apps import sync_tenant
-from app.demo import (
+from app.jobs.tenant_jobs import score_tenants
+from app.sync.lifecycle import sync_tenant
+from sandbox.demo import (
     account_scores,
     account_summary,
     assign_salesforce_owner,
@@ -17,10 +18,9 @@ from app.demo import (
     salesforce_tenant,
     send_batches,
 )
-from app.jobs import score_tenants
-from app.sample_data import DEMO_ACCOUNTS, demo_messages
-from connectors.hubspot_sandbox import Sandbox, SandboxServer
-from connectors.salesforce_sandbox import SalesforceSandboxServer
+from sandbox.hubspot import Sandbox, SandboxServer
+from sandbox.salesforce import SalesforceSandboxServer
+from sandbox.sample_data import DEMO_ACCOUNTS, demo_messages
 from tests.conftest import _empty_all_tables, config_for
 
 

@@ -10,14 +10,16 @@ import pytest
 import urllib3
 from sqlalchemy import select
 
-from app import crm_sync
-from app.crm_access import SharedRateBudget, TenantTokens
-from app.crm_apps import pull_tenant, purge_uninstalled, sync_tenant, uninstall
-from app.hubspot_app import connector_for
-from app.models import Account, AccountScore, CrmRecord, CsTask, Tenant
-from app.scoring_jobs import recompute
+from app.models import Account, AccountScore, CrmRecord, CsTask, Tenant, UserScore
+from app.scores.scoring_pass import recompute
+from app.sync.access import SharedRateBudget, TenantTokens
+from app.sync.lifecycle import pull_tenant, purge_uninstalled, sync_tenant, uninstall
+from app.sync.pull import pull
+from app.sync.push import push_changed_traits
+from app.sync.schema import ensure_schema
 from connectors.base import AuthorizationLost, CrmUnavailable
-from connectors.hubspot_sandbox import Sandbox, SandboxServer
+from connectors.hubspot.provider import connector_for
+from sandbox.hubspot import Sandbox, SandboxServer
 from tests.conftest import _empty_all_tables, config_for
 from tests.tracking import post
 from webhooks.hubspot import signature_v3
@@ -47,9 +49,11 @@ def app(migrated_url, sandbox):
 
 
 def install(client, hub_id: int = HUB):
-    started = client.get(f"/hubspot/install?hub_id={hub_id}")
+    started = client.get("/hubspot/install")
     assert started.status_code == 302
-    consent = urllib3.PoolManager().request("GET", started.headers["Location"], redirect=False)
+    # The admin picks the portal on HubSpot's consent screen.
+    chosen = f"{started.headers['Location']}&hub_id={hub_id}"
+    consent = urllib3.PoolManager().request("GET", chosen, redirect=False)
     assert consent.status == 302
     back = urlsplit(consent.headers["Location"])
     return client.get(f"{back.path}?{back.query}")
@@ -264,7 +268,7 @@ def test_a_record_deleted_in_hubspot_fails_alone_and_is_created_again_later(
     gone = next(c for c in contacts.values() if c["properties"]["email"] == "ada@acme.example")
     del contacts[gone["id"]]
     with db.tenant_transaction(tenant_id) as session:
-        for score in session.scalars(select(crm_sync.UserScore)):
+        for score in session.scalars(select(UserScore)):
             score.engagement_score, score.crm_pending = 55.0, True
     report = sync_tenant(app.extensions["pql"], tenant_id)
     assert (report.subjects["user"].updated, report.subjects["user"].failed) == (1, 1)
@@ -287,7 +291,7 @@ def test_a_batch_interrupted_by_an_outage_resumes_without_duplicates(
     services = app.extensions["pql"]
     connector = connector_for(services, tenant_id)
     connector.caller.sleep = lambda s: None
-    crm_sync.ensure_schema(db, tenant_id, connector, "pql_")
+    ensure_schema(db, tenant_id, connector, "pql_")
     original = connector.create
 
     def create_then_fail(object_type, writes):
@@ -297,7 +301,7 @@ def test_a_batch_interrupted_by_an_outage_resumes_without_duplicates(
 
     connector.create = create_then_fail
     with pytest.raises(CrmUnavailable):
-        crm_sync.push_changed_traits(db, tenant_id, connector, "pql_", NOW)
+        push_changed_traits(db, tenant_id, connector, "pql_", NOW)
     sandbox.sandbox.faults.next_statuses = []
     report = sync_tenant(services, tenant_id)
     assert report.subjects["account"].created == 0  # landed before the outage
@@ -374,7 +378,7 @@ def test_an_expired_token_is_refreshed_once_for_all_workers(installed, app, db):
     calls = []
 
     def refresh(token):
-        from connectors.hubspot import Tokens
+        from connectors.hubspot.client import Tokens
 
         calls.append(token)
         return Tokens(f"fresh-{len(calls)}", token, 1800)
@@ -433,7 +437,7 @@ def test_pull_reads_owners_and_each_records_owner_and_stage(app, client, db, ins
         notes_last_contacted=str(int((NOW - dt.timedelta(days=2)).timestamp() * 1000)),
     )
     svc = app.extensions["pql"]
-    counts = crm_sync.pull(db, tenant_id, connector_for(svc, tenant_id), NOW)
+    counts = pull(db, tenant_id, connector_for(svc, tenant_id), NOW)
     assert counts["owners"] == 3
     with db.tenant_session(tenant_id) as session:
         record = session.scalars(select(CrmRecord).where(CrmRecord.object_type == "account")).one()
@@ -443,7 +447,7 @@ def test_pull_reads_owners_and_each_records_owner_and_stage(app, client, db, ins
     recompute(db, tenant_id, NOW)
     # Nothing changed since: the next pull reads only what changed (none).
     before = requests_made(sandbox)
-    crm_sync.pull(db, tenant_id, connector_for(svc, tenant_id), NOW)
+    pull(db, tenant_id, connector_for(svc, tenant_id), NOW)
     assert requests_made(sandbox) - before == 3  # owners, one search per object type
 
 
@@ -679,7 +683,7 @@ def test_an_admin_can_uninstall_through_the_api(app, client, db, installed):
 def test_pulled_owner_and_stage_feed_custom_segments_and_lead_types(
     app, client, db, installed, sandbox
 ):
-    from app.definitions import current_definitions, save_definitions, to_document
+    from app.scores.definitions_store import current_definitions, save_definitions, to_document
 
     tenant_id, key = installed
     scored_and_synced(app, client, db, tenant_id, key)
@@ -700,7 +704,7 @@ def test_pulled_owner_and_stage_feed_custom_segments_and_lead_types(
         lifecyclestage="opportunity",
         notes_last_contacted=str(int((NOW - dt.timedelta(days=2)).timestamp() * 1000)),
     )
-    crm_sync.pull(db, tenant_id, connector_for(app.extensions["pql"], tenant_id), NOW)
+    pull(db, tenant_id, connector_for(app.extensions["pql"], tenant_id), NOW)
     recompute(db, tenant_id, NOW)
     with db.tenant_session(tenant_id) as session:
         score = session.scalars(select(AccountScore)).one()

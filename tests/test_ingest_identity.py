@@ -4,8 +4,8 @@ import datetime as dt
 
 from sqlalchemy import func, select
 
-from app.ingest import domain_of
 from app.models import Account, AccountEventDay, AccountMembership, Event, User, UserEventDay
+from app.tracking.ingest import domain_of
 from tests.tracking import post, track
 
 

@@ -10,7 +10,7 @@ import yaml
 from sqlalchemy import func, select
 
 from app.models import DefinitionsVersion, Event
-from app.scoring_jobs import recompute
+from app.scores.scoring_pass import recompute
 from app.tenants import create_tenant, issue_write_key
 from tests.test_openapi import SPEC
 from tests.tracking import post, track

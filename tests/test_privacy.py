@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from app import crm_apps
 from app.models import (
     AccountEventDay,
     AccountScore,
@@ -17,7 +16,8 @@ from app.models import (
     UserEventDay,
     UserScore,
 )
-from app.scoring_jobs import recompute
+from app.scores.scoring_pass import recompute
+from app.sync import lifecycle
 from app.tenants import issue_write_key
 from tests import test_hubspot_app as hubspot_tests
 from tests.test_hubspot_app import HUB, NOW, acme, portal, send, webhook
@@ -65,7 +65,7 @@ def test_a_deletion_request_forgets_the_person_everywhere(app, client, db, insta
     acme(client, key)
     send(client, key, [{"type": "alias", "userId": "ada", "previousId": "ada-anon"}])
     recompute(db, tenant_id, NOW)
-    crm_apps.sync_tenant(app.extensions["pql"], tenant_id)
+    lifecycle.sync_tenant(app.extensions["pql"], tenant_id)
     ada = ids_of(db, tenant_id, "ada")
     bob = ids_of(db, tenant_id, "bob")
     assert all(v > 0 for k, v in counts(db, tenant_id, ada).items() if k != "basis")
@@ -105,7 +105,7 @@ def test_hubspots_privacy_deletion_of_a_contact_forgets_the_person(
     tenant_id, key = installed
     acme(client, key)
     recompute(db, tenant_id, NOW)
-    crm_apps.sync_tenant(app.extensions["pql"], tenant_id)
+    lifecycle.sync_tenant(app.extensions["pql"], tenant_id)
     ada = ids_of(db, tenant_id, "ada")
     with db.tenant_session(tenant_id) as session:
         contact_id = session.scalar(

@@ -12,12 +12,12 @@ import pytest
 import responses
 from sqlalchemy import select
 
-from app import crm_apps
 from app.models import AccountScore, CrmRecord, CsTask, Tenant
-from app.scoring_jobs import recompute
+from app.scores.scoring_pass import recompute
+from app.sync import lifecycle
 from app.tenants import issue_write_key
 from connectors.base import CrmPaused
-from connectors.salesforce_sandbox import SalesforceSandbox, mount
+from sandbox.salesforce import SalesforceSandbox, mount
 from tests.conftest import _empty_all_tables, config_for
 from tests.test_hubspot_app import NOW, PUBLIC_URL, acme, dropping, send
 
@@ -81,7 +81,7 @@ def installed(app, client, db, org_server):
 
 
 def sync(app, tenant_id):
-    return crm_apps.sync_tenant(app.extensions["pql"], tenant_id)
+    return lifecycle.sync_tenant(app.extensions["pql"], tenant_id)
 
 
 def scored_and_synced(app, client, db, tenant_id, key):
@@ -308,7 +308,7 @@ def test_a_revoked_refresh_token_asks_for_reauthorisation(app, client, db, insta
     org_server.expire_sessions()
     acme(client, key)
     recompute(db, tenant_id, NOW)
-    with pytest.raises(crm_apps.AuthorizationLost):
+    with pytest.raises(lifecycle.AuthorizationLost):
         sync(app, tenant_id)
     assert crm_status(client, db, tenant_id)["needs_reauthorisation"] is True
 
@@ -320,7 +320,7 @@ def test_fields_hidden_from_the_integration_user_are_granted_again(
     org.permission_sets["PQL_Engine"] = set()  # an admin emptied the permission set
     acme(client, key)
     recompute(db, tenant_id, NOW)
-    with pytest.raises(crm_apps.CrmError, match="permission set PQL_Engine"):
+    with pytest.raises(lifecycle.CrmError, match="permission set PQL_Engine"):
         sync(app, tenant_id)
     assert "permission set" in crm_status(client, db, tenant_id)["last_sync_error"]["error"]
     report = sync(app, tenant_id)  # the schema check grants the fields again
@@ -346,7 +346,7 @@ def test_pull_brings_owners_types_lead_status_and_opportunity_stages(
         "Opportunity",
         {"Name": "Expansion", "AccountId": account_id, "StageName": "Proposal/Price Quote"},
     )
-    counts = crm_apps.pull_tenant(app.extensions["pql"], tenant_id)
+    counts = lifecycle.pull_tenant(app.extensions["pql"], tenant_id)
     assert counts["owners"] == 2
     with db.tenant_session(tenant_id) as session:
         fields = session.scalars(
@@ -367,7 +367,7 @@ def test_a_paying_accounts_drop_creates_one_task_with_account_contact_and_owner(
         {"Name": "Rita Rep", "Email": "rita@acme.test", "IsActive": True, "UserType": "Standard"},
     )
     org.change("Account", account_id, OwnerId=rep)
-    crm_apps.pull_tenant(app.extensions["pql"], tenant_id)
+    lifecycle.pull_tenant(app.extensions["pql"], tenant_id)
     dropping(db, tenant_id)
     assert sync(app, tenant_id).tasks_created == 1
     [task] = org.records["Task"].values()
@@ -399,7 +399,7 @@ def test_uninstall_revokes_the_tokens_at_salesforce(app, client, db, installed, 
 def test_reinstalling_the_same_org_reactivates_its_tenant(app, client, db, installed, org_server):
     tenant_id, key, org = installed
     scored_and_synced(app, client, db, tenant_id, key)
-    crm_apps.uninstall(app.extensions["pql"], tenant_id)
+    lifecycle.uninstall(app.extensions["pql"], tenant_id)
     page, _ = install(client, org_server, org=org)
     assert page.status_code == 200
     with db.system_session() as session:

@@ -5,10 +5,10 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from app import activity_basis
-from app.definitions import current_definitions, save_definitions, to_document
 from app.models import Account, AccountScore, ScoreHistory, User, UserScore
-from app.scoring_jobs import recompute
+from app.scores import activity_basis
+from app.scores.definitions_store import current_definitions, save_definitions, to_document
+from app.scores.scoring_pass import recompute
 from app.tenants import create_tenant, issue_write_key
 from tests.tracking import post
 
@@ -209,8 +209,8 @@ def test_scoring_one_tenant_leaves_another_alone(client, db):
 
 
 def test_activity_read_from_rollups_equals_the_engines_own_summary(client, db, tenant_key):
-    """The grouped SQL in app.scoring_jobs must mean what scoring.engine.summarize means."""
-    from app.scoring_jobs import _load_users
+    """The grouped SQL in app.scores.scoring_pass must mean what scoring.engine.summarize means."""
+    from app.scores.scoring_pass import _load_users
     from scoring.engine import summarize
 
     tenant_id, key = tenant_key

@@ -9,9 +9,9 @@ import logging
 
 from sqlalchemy import select
 
-from app import crm_apps
 from app.models import Tenant
-from app.scoring_jobs import recompute
+from app.scores.scoring_pass import recompute
+from app.sync import lifecycle
 from app.tenants import issue_write_key
 from tests import test_hubspot_app as hubspot_tests
 from tests import test_salesforce_app as salesforce_tests
@@ -58,10 +58,10 @@ def test_hubspot_flows_log_no_secret(app, client, db, sandbox, caplog):
     svc = app.extensions["pql"]
     secrets = _secrets_of_tenant(app, tenant_id)
     sandbox.sandbox.expire_access_tokens()  # the sync refreshes first
-    crm_apps.sync_tenant(svc, tenant_id)
-    crm_apps.pull_tenant(svc, tenant_id)
+    lifecycle.sync_tenant(svc, tenant_id)
+    lifecycle.pull_tenant(svc, tenant_id)
     secrets += _secrets_of_tenant(app, tenant_id)  # after any refresh
-    crm_apps.uninstall(svc, tenant_id)
+    lifecycle.uninstall(svc, tenant_id)
     _assert_absent(caplog, [key, admin, *secrets, svc.settings.hubspot_client_secret])
 
 
@@ -98,9 +98,9 @@ def test_salesforce_install_sync_refresh_and_uninstall_log_no_secret(
         recompute(db, tenant_id, NOW)
         org_server.expire_sessions()
         svc = app.extensions["pql"]
-        crm_apps.sync_tenant(svc, tenant_id)
+        lifecycle.sync_tenant(svc, tenant_id)
         secrets += _secrets_of_tenant(app, tenant_id)
-        crm_apps.uninstall(svc, tenant_id)
+        lifecycle.uninstall(svc, tenant_id)
         _assert_absent(caplog, [key, *secrets, svc.settings.salesforce_client_secret])
     finally:
         _empty_all_tables(app)

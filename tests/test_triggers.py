@@ -13,10 +13,10 @@ import requests
 import responses
 from sqlalchemy import select
 
-from app import crm_apps
+from app.jobs.deliveries import MAX_ATTEMPTS, deliver_pending, sign
 from app.models import AccountScore, CrmRecord, Delivery, Handoff, Trigger
-from app.scoring_jobs import recompute
-from app.triggers import MAX_ATTEMPTS, deliver_pending, sign
+from app.scores.scoring_pass import recompute
+from app.sync import lifecycle
 from scoring.triggers import Snapshot, check, fires
 from tests import test_hubspot_app as hubspot_tests
 from tests.test_hubspot_app import HUB, NOW, PUBLIC_URL, acme, portal
@@ -187,9 +187,9 @@ def test_crm_task_and_note_actions_go_to_the_account_owner(app, client, db, inst
     recompute(db, tenant_id, NOW)
     svc = app.extensions["pql"]
     # Before the account is in HubSpot: retried later, not lost.
-    factory = lambda: crm_apps.connector_for(svc, tenant_id)  # noqa: E731
+    factory = lambda: lifecycle.connector_for(svc, tenant_id)  # noqa: E731
     assert deliver_pending(db, tenant_id, NOW, connector_factory=factory)["retrying"] == 2
-    crm_apps.sync_tenant(svc, tenant_id)
+    lifecycle.sync_tenant(svc, tenant_id)
     with db.tenant_transaction(tenant_id) as session:
         record = session.scalars(select(CrmRecord).where(CrmRecord.object_type == "account")).one()
         record.crm_fields = {**record.crm_fields, "owner_id": "101"}
@@ -255,17 +255,17 @@ def test_the_handoff_note_is_written_once_when_a_trial_becomes_paying(
     svc = app.extensions["pql"]
     acme(client, key)  # a trial
     recompute(db, tenant_id, NOW)
-    assert crm_apps.sync_tenant(svc, tenant_id).handoffs_written == 0
+    assert lifecycle.sync_tenant(svc, tenant_id).handoffs_written == 0
     acme(client, key, plan="paid")
     recompute(db, tenant_id, NOW)
-    report = crm_apps.sync_tenant(svc, tenant_id)
+    report = lifecycle.sync_tenant(svc, tenant_id)
     assert report.handoffs_written == 1
     [note] = portal(sandbox).objects["notes"].values()
     text = note["properties"]["hs_note_body"]
     assert "Handoff to Customer Success" in text and "Acme is now a paying customer" in text
     assert "Used: Report Created" in text and "Not used yet:" in text
     assert "Who engaged:" in text and "Left to onboard:" in text
-    assert crm_apps.sync_tenant(svc, tenant_id).handoffs_written == 0
+    assert lifecycle.sync_tenant(svc, tenant_id).handoffs_written == 0
     with db.tenant_session(tenant_id) as session:
         assert session.scalars(select(Handoff)).one().note_id == note["id"]
 
@@ -277,8 +277,8 @@ def test_accounts_already_paying_when_first_seen_get_no_handoff(
     svc = app.extensions["pql"]
     acme(client, key, plan="paid")
     recompute(db, tenant_id, NOW)
-    crm_apps.sync_tenant(svc, tenant_id)
-    assert crm_apps.sync_tenant(svc, tenant_id).handoffs_written == 0
+    lifecycle.sync_tenant(svc, tenant_id)
+    assert lifecycle.sync_tenant(svc, tenant_id).handoffs_written == 0
     assert portal(sandbox).objects["notes"] == {}
 
 
@@ -302,7 +302,7 @@ def test_the_crm_card_shows_activation_score_segment_and_pql(app, client, db, in
     svc.clock = lambda: dt.datetime.now(dt.UTC)
     acme(client, key)
     recompute(db, tenant_id, NOW)
-    crm_apps.sync_tenant(svc, tenant_id)
+    lifecycle.sync_tenant(svc, tenant_id)
     [company_id] = portal(sandbox).objects["companies"]
     query = {
         "portalId": HUB,

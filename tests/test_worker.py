@@ -5,11 +5,11 @@ import threading
 
 from sqlalchemy import select
 
-from app import leases
-from app.jobs import score_tenants
+from app.jobs import leases
+from app.jobs.tenant_jobs import score_tenants
+from app.jobs.worker import build_scheduler
 from app.models import ScoringRun, Tenant
 from app.tenants import create_tenant
-from app.worker import build_scheduler
 from tests.test_scoring_jobs import NOW, acme_trial
 
 MINUTE = dt.timedelta(minutes=1)
@@ -80,7 +80,7 @@ def test_the_worker_schedules_scoring_pull_deliveries_and_purge_once_at_a_time(a
 
 
 def test_a_scoring_round_pushes_each_tenant_after_its_pass(db, tenant_key):
-    from app.jobs import score_tenants
+    from app.jobs.tenant_jobs import score_tenants
 
     tenant_id, _ = tenant_key
     pushed = []
@@ -90,7 +90,7 @@ def test_a_scoring_round_pushes_each_tenant_after_its_pass(db, tenant_key):
 
 
 def test_a_tenant_whose_crm_access_is_lost_does_not_stop_the_round(db):
-    from app.jobs import score_tenants
+    from app.jobs.tenant_jobs import score_tenants
     from app.tenants import create_tenant
     from connectors.base import AuthorizationLost
 
@@ -144,7 +144,7 @@ def test_a_working_holder_keeps_its_lease_and_a_dead_one_loses_it_within_the_ttl
     import threading
     import time
 
-    from app import leases
+    from app.jobs import leases
     from app.tenants import create_tenant
 
     tenant = create_tenant(db, "Leased")

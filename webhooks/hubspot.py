@@ -3,7 +3,7 @@
 HubSpot signs ``method + URI + body + timestamp`` with the app's client secret (HMAC-SHA256,
 base64) and sends the timestamp (epoch ms) beside it; requests older than five minutes are
 refused, as HubSpot's own client does. Deliveries are retried by HubSpot, so events are
-deduplicated by ``eventId`` where they are applied (``app.crm_sync.apply_webhook_events``).
+deduplicated by ``eventId`` where they are applied (``app.sync.webhook_changes``).
 """
 
 from __future__ import annotations
@@ -14,15 +14,21 @@ import hashlib
 import hmac
 import json
 import logging
-from dataclasses import dataclass
+from collections import defaultdict
 
 from flask import Blueprint, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from sqlalchemy import select
 
-from app import services
-from app.crm_sync import apply_webhook_changes
 from app.errors import error_response
-from connectors.hubspot import FIELD_OF_PROPERTY
+from app.models import AccountScore, CrmRecord, UserScore
+from app.services import services
+from app.sync.webhook_changes import apply_webhook_changes
+from app.tenants import installation
+from app.tracking.privacy import forget_user
+from connectors.base import CrmChange
+from connectors.hubspot import KEY
+from connectors.hubspot.client import FIELD_OF_PROPERTY
 from webhooks.segment import has_nul
 
 log = logging.getLogger(__name__)
@@ -103,21 +109,6 @@ class _EventSchema(Schema):
     propertyValue = fields.String(load_default=None, allow_none=True)
 
 
-@dataclass(frozen=True)
-class CrmChange:
-    """One notification: a property change (``name``/``value``; ``name`` is the engine's pull
-    field, None for properties the engine does not pull) or a deletion."""
-
-    event_id: str
-    portal: str
-    subject: str  # "account" / "user"
-    crm_id: str
-    kind: str  # "propertyChange" / "deletion"
-    occurred_at: dt.datetime
-    name: str | None = None
-    value: str | None = None
-
-
 def parse(body: bytes) -> list[CrmChange]:
     try:
         document = json.loads(body)
@@ -169,30 +160,31 @@ def receive():
         changes = parse(body)
     except ValidationError as exc:
         return error_response(400, "invalid_body", str(exc.messages))
-    applied = apply_webhook_changes(
-        svc.db, [c for c in changes if c.kind != "privacyDeletion"], svc.clock()
-    )
-    forgotten = _privacy_deletions(svc, [c for c in changes if c.kind == "privacyDeletion"])
-    return {"received": len(changes), "applied": applied + forgotten}, 200
-
-
-def _privacy_deletions(svc, changes: list[CrmChange]) -> int:
-    """HubSpot deleted a contact for privacy (GDPR): forget that person here too."""
-    from sqlalchemy import select
-
-    from app.models import Tenant
-    from app.privacy import forget_user
-
-    done = 0
+    by_portal: dict[str, list[CrmChange]] = defaultdict(list)
     for change in changes:
-        with svc.db.system_session() as session:
-            tenant_id = session.scalar(
-                select(Tenant.id).where(
-                    Tenant.crm == "hubspot", Tenant.external_id == change.portal
-                )
-            )
-        if tenant_id is not None:
+        by_portal[change.portal].append(change)
+    applied = 0
+    for portal, portal_changes in by_portal.items():
+        applied += _apply(svc, portal, portal_changes)
+    return {"received": len(changes), "applied": applied}, 200
+
+
+def _apply(svc, portal: str, changes: list[CrmChange]) -> int:
+    """One portal's changes; a privacy deletion (GDPR) forgets that person here too, even
+    while the app is uninstalled and its data waits for deletion."""
+    done = 0
+    deletions = [c for c in changes if c.kind == "privacyDeletion"]
+    if deletions:
+        tenant_id = installation(svc.db, KEY, portal, active=False)
+        for change in deletions if tenant_id is not None else ():
             done += forget_user(svc.db, tenant_id, svc.clock(), crm_id=change.crm_id).users
+    others = [c for c in changes if c.kind != "privacyDeletion"]
+    if others:
+        tenant_id = installation(svc.db, KEY, portal)
+        if tenant_id is None:
+            log.info("webhook for unknown or inactive portal %s ignored", portal)
+            return done
+        done += apply_webhook_changes(svc.db, tenant_id, others, svc.clock())
     return done
 
 
@@ -226,16 +218,7 @@ def crm_card():
 
 
 def card_for(svc, portal: str, subject: str, object_id: str):
-    from sqlalchemy import select
-
-    from app.models import AccountScore, CrmRecord, Tenant, UserScore
-
-    with svc.db.system_session() as session:
-        tenant_id = session.scalar(
-            select(Tenant.id).where(
-                Tenant.crm == "hubspot", Tenant.external_id == portal, Tenant.status == "active"
-            )
-        )
+    tenant_id = installation(svc.db, KEY, portal)
     if tenant_id is None:
         return {"results": []}
     model, key = (

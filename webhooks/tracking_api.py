@@ -1,7 +1,7 @@
 """HTTP routes of the Segment-compatible tracking API (``/v1/...``).
 
 Thin: read the body within limits, parse it (``webhooks.segment``), authenticate the write key,
-hand the messages to ``app.ingest``, answer exactly 200 once they are committed.
+hand the messages to ``app.tracking.ingest``, answer exactly 200 once they are committed.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import math
 
 from flask import Blueprint, Response, jsonify, request
 
-from app import services
 from app.errors import error_response
-from app.ingest import admit, ingest
+from app.services import services
 from app.tenants import resolve_write_key
+from app.tracking.ingest import admit, ingest
 from webhooks.segment import (
     BATCH_PATHS,
     PATH_TYPES,

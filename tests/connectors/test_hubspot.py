@@ -16,8 +16,8 @@ from connectors.base import (
     UnlimitedBudget,
     Write,
 )
-from connectors.hubspot import HubSpotConnector, classify
-from connectors.hubspot_sandbox import Sandbox, SandboxServer
+from connectors.hubspot.client import HubSpotConnector, classify
+from sandbox.hubspot import Sandbox, SandboxServer
 
 HUB = 555
 KEYS = {"companies": "pql_account_key", "contacts": "pql_user_key"}
@@ -243,7 +243,7 @@ def test_a_429_storm_is_waited_out_and_an_endless_one_ends_the_round(server, con
 def test_a_timeout_is_retried_like_a_5xx():
     import urllib3
 
-    from connectors.hubspot import classify
+    from connectors.hubspot.client import classify
 
     failure = classify(urllib3.exceptions.ReadTimeoutError(None, "/crm", "read timed out"))
     assert failure.status is None and "no answer" in failure.message

@@ -11,7 +11,7 @@ import pytest
 import responses
 
 from connectors.base import Caller, CrmError, CrmPaused, PropertySpec, TaskSpec, Write
-from connectors.salesforce import (
+from connectors.salesforce.client import (
     DailyLimit,
     FieldsNotVisible,
     SalesforceConnector,
@@ -21,7 +21,7 @@ from connectors.salesforce import (
     host_of,
     refresh_tokens,
 )
-from connectors.salesforce_sandbox import SalesforceSandbox, mount
+from sandbox.salesforce import SalesforceSandbox, mount
 
 INSTANCE = "https://acme.my.salesforce.test"
 API = f"{INSTANCE}/services/data/v62.0"

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlencode, urlparse
 
 from flask import Flask, Response, jsonify, redirect, request
+from markupsafe import escape
 
 API_PREFIX = "/services/data/v"
 QUERY_PAGE = 2000
@@ -481,7 +482,16 @@ class SalesforceSandbox:
             args = request.args
             if args.get("client_id") != sandbox.client_id:
                 return "unknown client", 400
-            org = sandbox.org(args.get("org") or None)
+            # Which org's user logs in: ``org`` (an org id, or "new" for a new org); with none
+            # given, a login page lists the orgs (a new org when there are none yet).
+            if not args.get("org") and sandbox.orgs:
+                links = "".join(
+                    f'<li><a href="{escape(request.full_path)}&amp;org={org}">{org}</a></li>'
+                    for org in [*sorted(sandbox.orgs), "new"]
+                )
+                return f"<!doctype html><title>Log in</title><h1>Log in to</h1><ul>{links}</ul>"
+            chosen = args.get("org", "")
+            org = sandbox.org(None if chosen in ("", "new") else chosen)
             code = sandbox.grant_code(org, args.get("code_challenge"), args.get("redirect_uri"))
             query = {"code": code, "state": args.get("state", "")}
             return redirect(f"{args['redirect_uri']}?{urlencode(query)}")
@@ -1293,7 +1303,7 @@ class SalesforceSandboxServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m connectors.salesforce_sandbox --port 8026 --cert-dir instance``"""
+    """``python -m sandbox.salesforce --port 8026 --cert-dir instance``"""
     import argparse
     import contextlib
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, func, or_, select, update
 
-from app import activity_basis
 from app.db import Database
 from app.models import (
     Account,
@@ -29,6 +28,7 @@ from app.models import (
     ScoreHistory,
     User,
 )
+from app.scores import activity_basis
 
 log = logging.getLogger(__name__)
 

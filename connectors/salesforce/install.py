@@ -10,24 +10,21 @@ complete someone else's install.
 from __future__ import annotations
 
 import logging
-import random
 import secrets
-from urllib.parse import urlencode
 
-import requests
-from flask import Blueprint, make_response, redirect, render_template_string, request
+from flask import Blueprint, make_response, redirect, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from werkzeug.exceptions import NotFound
 
-from app import crm_apps, crm_properties, services
-from app.crm_access import TenantTokens
-from app.models import Tenant
-from connectors import salesforce
-from connectors.base import AuthorizationLost, Caller, CrmError
+from app.services import services
+from app.sync import lifecycle
+from app.web import install_pages
+from connectors.base import CrmError
+from connectors.salesforce import KEY
+from connectors.salesforce import client as salesforce
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("salesforce", __name__, url_prefix="/salesforce")
+bp = Blueprint(KEY, __name__, url_prefix="/salesforce")
 
 STATE_MAX_AGE = 600
 STATE_COOKIE = "pql_sf_install"
@@ -51,8 +48,7 @@ def login_url(settings, environment: str) -> str:
 
 
 def _error_page(message: str, status: int):
-    page = render_template_string(crm_apps.ERROR_PAGE, message=message, retry="/salesforce/install")
-    return page, status
+    return install_pages.error_page(message, status, retry="/salesforce/install")
 
 
 @bp.get("/install")
@@ -77,8 +73,6 @@ def install():
         state,
         challenge,
     )
-    if request.args.get("org") and settings.salesforce_client_id == "sandbox-client":
-        target += "&" + urlencode({"org": request.args["org"]})  # the local sandbox's org
     response = make_response(redirect(target))
     response.set_cookie(
         STATE_COOKIE,
@@ -122,12 +116,12 @@ def oauth_callback():
     except CrmError as exc:
         log.warning("Salesforce install failed: %s", exc)
         return _error_page(f"Salesforce refused the install ({exc}).", 502)
-    return crm_apps.installed_page(svc, "salesforce", installed, STATE_COOKIE)
+    return install_pages.installed_page(svc, KEY, installed, STATE_COOKIE)
 
 
 def complete_install(
     svc, code: str, redirect_uri: str, verifier: str, environment: str = "production"
-) -> crm_apps.Installed:
+) -> lifecycle.Installed:
     """Exchange the code (with the PKCE verifier) at the login host the install started on;
     the token answer names the org, the integration user and the instance URL."""
     settings = svc.settings
@@ -141,10 +135,10 @@ def complete_install(
         verifier,
         verify=verify_tls(settings),
     )
-    grant = crm_apps.Grant(tokens.access_token, tokens.refresh_token, tokens.expires_in)
-    return crm_apps.activate(
+    grant = lifecycle.Grant(tokens.access_token, tokens.refresh_token, tokens.expires_in)
+    return lifecycle.activate(
         svc,
-        "salesforce",
+        KEY,
         tokens.org_id,
         grant,
         {
@@ -160,68 +154,3 @@ def verify_tls(settings) -> str | bool:
     """What requests checks Salesforce's certificate against: the system's CAs, or the
     local sandbox's own certificate."""
     return settings.salesforce_ca_bundle or True
-
-
-def _session(settings) -> requests.Session:
-    if settings.salesforce_ca_bundle:
-        return salesforce.PinnedSession(settings.salesforce_ca_bundle)
-    return requests.Session()
-
-
-def connector_for(
-    svc, tenant_id: int, rng: random.Random | None = None
-) -> salesforce.SalesforceConnector:
-    settings = svc.settings
-    with svc.db.system_session() as session:
-        tenant = session.get(Tenant, tenant_id)
-        if tenant is None or tenant.crm != "salesforce":
-            raise NotFound(f"tenant {tenant_id} is not a Salesforce installation")
-        if tenant.status != "active":
-            raise AuthorizationLost(f"tenant {tenant_id} is {tenant.status}")
-        doc = dict(tenant.settings or {})
-    login = doc.get("login_url") or settings.salesforce_login_url
-
-    def refresh(refresh_token: str):
-        return salesforce.refresh_tokens(
-            login,
-            settings.salesforce_client_id,
-            settings.salesforce_client_secret,
-            refresh_token,
-            verify=verify_tls(settings),
-        )
-
-    limit = salesforce.DailyLimit(
-        reserve_fraction=settings.salesforce_api_reserve_percent / 100,
-        pause_seconds=settings.salesforce_pause_minutes * 60,
-    )
-    caller = Caller(
-        budget=limit,
-        tokens=TenantTokens(svc.db, tenant_id, svc.token_cipher, refresh, svc.clock),
-        classify=salesforce.classify,
-        rng=rng or random.Random(),
-    )
-    prefix = settings.property_prefix
-    return salesforce.SalesforceConnector(
-        doc["instance_url"],
-        caller,
-        {
-            "account": crm_properties.key_property(prefix, "account"),
-            "user": crm_properties.key_property(prefix, "user"),
-        },
-        crm_properties.kinds(prefix),
-        limit,
-        integration_user_id=doc.get("integration_user_id"),
-        bulk_threshold=settings.salesforce_bulk_threshold,
-        api_version=settings.salesforce_api_version,
-        session=_session(settings),
-    )
-
-
-def revoke_tokens(svc, tenant: Tenant) -> bool:
-    """Revoke the refresh token at Salesforce (its access tokens go with it). Best effort: an
-    unreachable Salesforce does not stop the uninstall, the tokens are deleted here anyway."""
-    login = (tenant.settings or {}).get("login_url") or svc.settings.salesforce_login_url
-    token = svc.token_cipher.decrypt(tenant.refresh_token_encrypted)
-    revoked = salesforce.revoke(login, token, verify=verify_tls(svc.settings))
-    log.info("tenant %s: Salesforce tokens %s", tenant.id, "revoked" if revoked else "not revoked")
-    return revoked

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, jsonify, redirect, request
+from markupsafe import escape
 
 OBJECT_TYPES = ("companies", "contacts", "tasks", "notes")
 BATCH_LIMIT = 100
@@ -388,12 +389,17 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
 
     @app.get("/oauth/authorize")
     def authorize():
-        """Stands in for HubSpot's consent screen: approves at once for a portal (hub_id query
-        parameter, default 1234567) and sends the browser back with a code."""
+        """Stands in for HubSpot's consent screen. The admin picks the account to install into
+        (``hub_id``, what the account picker adds to this URL): with none chosen, the page
+        lists the sandbox's portals to choose from (the first install goes to 1234567); then it
+        approves at once and sends the browser back with a code."""
         if request.args.get("client_id") != sandbox.client_id:
             return _error(400, "Unknown client_id")
         redirect_uri = request.args.get("redirect_uri", "")
-        hub_id = int(request.args.get("hub_id", "1234567"))
+        chosen = request.args.get("hub_id", "")
+        if not chosen.isdigit() and sandbox.portals:
+            return _account_picker(sandbox.portals)
+        hub_id = int(chosen or "1234567")
         code = sandbox.issue_code(hub_id, redirect_uri)
         query = {"code": code}
         if request.args.get("state"):
@@ -887,7 +893,7 @@ class SandboxServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m connectors.hubspot_sandbox --port 8025 [--webhook-target URL]``"""
+    """``python -m sandbox.hubspot --port 8025 [--webhook-target URL]``"""
     import argparse
 
     parser = argparse.ArgumentParser(description="A local HubSpot-compatible sandbox.")
@@ -905,3 +911,14 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _account_picker(portals) -> str:
+    """HubSpot's "choose an account" step: one link per portal, this URL with its hub_id."""
+    links = "".join(
+        f'<li><a href="{escape(request.full_path)}&amp;hub_id={hub}">Portal {hub}</a></li>'
+        for hub in sorted(portals)
+    )
+    return (
+        f"<!doctype html><title>Choose an account</title><h1>Choose an account</h1><ul>{links}</ul>"
+    )

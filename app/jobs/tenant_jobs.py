@@ -11,10 +11,11 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from app import leases
 from app.db import Database
+from app.jobs import leases
 from app.models import Tenant
-from app.scoring_jobs import recompute
+from app.scores.scoring_pass import recompute
+from connectors import registry
 from connectors.base import AuthorizationLost, CrmUnavailable
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def pull_tenants(
         return "pulled"
 
     return _each_under_lease(
-        db, clock, holder, "pull", _active_tenants(db, crms=("hubspot", "salesforce")), work
+        db, clock, holder, "pull", _active_tenants(db, crms=registry.keys()), work
     )
 
 

@@ -21,15 +21,6 @@ from marshmallow import ValidationError
 from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
-from app import services
-from app.charts import line_chart, scatter_plot
-from app.definitions import (
-    current_definitions,
-    definitions_history,
-    parse_document,
-    rollback_definitions,
-    save_definitions,
-)
 from app.models import (
     Account,
     AccountEventDay,
@@ -43,8 +34,18 @@ from app.models import (
     UserScore,
     WriteKey,
 )
+from app.scores.definitions_store import (
+    current_definitions,
+    definitions_history,
+    parse_document,
+    rollback_definitions,
+    save_definitions,
+)
 from app.security import constant_time_equals
+from app.services import services
 from app.tenants import issue_write_key, revoke_write_key
+from app.web.charts import line_chart, scatter_plot
+from connectors import registry
 from scoring.engine import trait_distribution
 
 bp = Blueprint("admin_ui", __name__, url_prefix="/app", template_folder="templates")
@@ -298,7 +299,7 @@ def save_definitions_form():
             saved = save_definitions(_db(), g.tenant_id, document, g.actor, note)
             return redirect(url_for("admin_ui.definitions", saved=saved.version))
         if not errors:
-            from app.scoring_jobs import preview_definitions
+            from app.scores.scoring_pass import preview_definitions
 
             preview = preview_definitions(_db(), g.tenant_id, candidate, services().clock())
     status = 422 if errors else 200
@@ -460,13 +461,11 @@ def _segment_names() -> list[str]:
 def _crm_link(record: CrmRecord | None) -> str | None:
     if record is None or not record.crm_id:
         return None
-    tenant = g.tenant
-    if tenant.crm == "hubspot":
-        return f"https://app.hubspot.com/contacts/{tenant.external_id}/company/{record.crm_id}"
-    if tenant.crm == "salesforce":
-        instance = (tenant.settings or {}).get("instance_url", "")
-        return f"{instance}/lightning/r/Account/{record.crm_id}/view"
-    return None
+    try:
+        provider = registry.get(g.tenant.crm)
+    except registry.UnknownProvider:
+        return None
+    return provider.account_url(g.tenant, record.crm_id)
 
 
 @bp.get("/accounts/<path:external_id>")
@@ -622,7 +621,7 @@ def _trigger_form() -> tuple[dict[str, Any], dict[str, str]]:
         "action_params": action_params,
         "cap_hours": cap,
     }
-    from app.triggers import check_trigger
+    from app.jobs.deliveries import check_trigger
 
     return values, {**check_trigger(values), **problems}
 

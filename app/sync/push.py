@@ -1,4 +1,4 @@
-"""The sync engine: push changed traits to the CRM, pull owners and stages back, create CS tasks.
+"""Push changed traits to the CRM.
 
 CRM-neutral: it speaks to a ``connectors.base.Connector``. Per record it keeps the values the
 CRM last accepted (``CrmRecord.pushed``), so unchanged traits cost no call and a push sends only
@@ -19,31 +19,23 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from app import crm_properties
 from app.bulk import dialect_insert
 from app.db import Database
-from app.definitions import current_definitions
 from app.models import (
     Account,
     AccountScore,
-    CrmOwner,
     CrmRecord,
-    CrmWebhookEvent,
-    CsTask,
-    SyncCursor,
-    Tenant,
     User,
     UserScore,
 )
-from connectors.base import PULL_FIELDS, Connector, CrmObject, TaskSpec, Write, batches
-from scoring.definitions import Definitions
+from app.sync import properties
+from app.tenants import tenant_settings
+from connectors.base import Connector, Write, batches
 
 log = logging.getLogger(__name__)
 
+
 SUBJECTS = ("account", "user")
-# Pulled into crm_fields (connectors.base.PULL_FIELDS) for segments, task routing, lead types.
-TIME_FIELDS = {"last_contacted_at", "last_sales_activity_at"}
-FIRST_PULL_DAYS = 3650
 
 
 @dataclass
@@ -112,36 +104,6 @@ class _Row:
     company_subject_id: int | None = None
 
 
-def _tenant_settings(db: Database, tenant_id: int) -> dict[str, Any]:
-    with db.system_session() as session:
-        tenant = session.get(Tenant, tenant_id)
-        return dict(tenant.settings or {})
-
-
-def ensure_schema(
-    db: Database, tenant_id: int, connector: Connector, prefix: str, force: bool = False
-) -> list[str]:
-    """Create the property group and properties when the definitions changed since the last
-    time (or never ran): enumeration options follow the definitions."""
-    stored = current_definitions(db, tenant_id)
-    settings = _tenant_settings(db, tenant_id)
-    if not force and settings.get("schema_version") == stored.version:
-        return []
-    created = []
-    group = (crm_properties.group_name(prefix), crm_properties.GROUP_LABEL)
-    for subject, object_type in (
-        ("account", connector.account_type),
-        ("user", connector.user_type),
-    ):
-        specs = crm_properties.specs(prefix, subject, stored.definitions)
-        created += connector.ensure_schema(object_type, group, specs)
-    with db.system_transaction() as session:
-        tenant = session.get(Tenant, tenant_id, with_for_update=True)
-        tenant.settings = {**(tenant.settings or {}), "schema_version": stored.version}
-    log.info("tenant %s: CRM schema ensured (%s created)", tenant_id, len(created))
-    return created
-
-
 @dataclass(frozen=True)
 class _Known:
     """What we know of a record in the CRM."""
@@ -153,7 +115,7 @@ class _Known:
 def _load_rows(db: Database, tenant_id: int, subject: str, prefix: str) -> list[_Row]:
     """The score rows written since the push last looked, with what the CRM holds of them.
     Plain column rows, not ORM objects: this runs over every pending subject."""
-    key_property = crm_properties.key_property(prefix, subject)
+    key_property = properties.key_property(prefix, subject)
     score_model, score_key = (
         (AccountScore, AccountScore.account_id)
         if subject == "account"
@@ -200,7 +162,7 @@ def _load_rows(db: Database, tenant_id: int, subject: str, prefix: str) -> list[
                 )
             )
         for score in session.execute(query):
-            desired = crm_properties.values(prefix, subject, score)
+            desired = properties.values(prefix, subject, score)
             desired[key_property] = score.external_id
             if subject == "account":
                 standard = {"name": score.display_name or score.external_id}
@@ -422,7 +384,7 @@ def push_changed_traits(
     """Write every account's and user's changed traits; accounts first, so users can be
     associated with their company."""
     report = SyncReport(dry_run=dry_run)
-    create_missing = _tenant_settings(db, tenant_id).get("create_missing", True)
+    create_missing = tenant_settings(db, tenant_id).get("create_missing", True)
     for subject in SUBJECTS:
         object_type = connector.account_type if subject == "account" else connector.user_type
         stats = report.subjects[subject]
@@ -522,341 +484,3 @@ def _company_crm_ids(db: Database, tenant_id: int) -> dict[int, str]:
                 )
             ).all()
         )
-
-
-# --- pull ------------------------------------------------------------------------------------
-
-
-def _moment(value: Any) -> dt.datetime:
-    """Epoch milliseconds, an ISO datetime or an ISO date (taken as midnight UTC)."""
-    text = str(value)
-    if text.isdigit():
-        return dt.datetime.fromtimestamp(int(text) / 1000, dt.UTC)
-    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
-def _crm_fields(obj: CrmObject, now: dt.datetime) -> dict[str, Any]:
-    """The pulled fields the connector returned, in stored form (fields it left out are left
-    as they are)."""
-    fields: dict[str, Any] = {"pulled_at": now.isoformat()}
-    for key in PULL_FIELDS:
-        if key not in obj.properties:
-            continue
-        value = obj.properties[key]
-        if value in (None, ""):
-            fields[key] = None
-        elif key in TIME_FIELDS:
-            fields[key] = _moment(value).isoformat()
-        elif key == "sales_activities":
-            fields[key] = int(float(value))
-        else:
-            fields[key] = str(value)
-    return fields
-
-
-def apply_crm_values(
-    db: Database,
-    tenant_id: int,
-    subject: str,
-    values: dict[str, dict[str, Any]],
-    now: dt.datetime,
-) -> int:
-    """Merge pulled values into the records (``values`` keyed by CRM id); the subjects are
-    marked changed so the next scoring pass re-evaluates their segments. Returns how many
-    records matched."""
-    if not values:
-        return 0
-    model = Account if subject == "account" else User
-    touched = []
-    with db.tenant_transaction(tenant_id) as session:
-        for record in session.scalars(
-            select(CrmRecord).where(
-                CrmRecord.object_type == subject, CrmRecord.crm_id.in_(list(values))
-            )
-        ):
-            fields = {**(record.crm_fields or {}), **values[record.crm_id]}
-            if fields != record.crm_fields:
-                record.crm_fields = fields
-                touched.append(record.subject_id)
-            record.pulled_at = now
-        if touched:
-            session.execute(
-                update(model).where(model.id.in_(touched)).values(changed_at=now),
-                execution_options={"synchronize_session": False},
-            )
-    return len(touched)
-
-
-def _cursor(db: Database, tenant_id: int, name: str) -> str | None:
-    with db.tenant_session(tenant_id) as session:
-        row = session.get(SyncCursor, (tenant_id, name))
-        return row.value if row else None
-
-
-def _set_cursor(db: Database, tenant_id: int, name: str, value: str) -> None:
-    with db.tenant_transaction(tenant_id) as session:
-        row = session.get(SyncCursor, (tenant_id, name))
-        if row is None:
-            session.add(SyncCursor(tenant_id=tenant_id, name=name, value=value))
-        else:
-            row.value = value
-
-
-def pull(db: Database, tenant_id: int, connector: Connector, now: dt.datetime) -> dict[str, int]:
-    """Owners, then the owner, lifecycle stage and sales activity of every record we sync:
-    first those never pulled (read by id), then whatever changed since the last pull."""
-    counts: dict[str, int] = {}
-    owners = connector.owners()
-    with db.tenant_transaction(tenant_id) as session:
-        known = {o.owner_id: o for o in session.scalars(select(CrmOwner))}
-        for owner in owners:
-            row = known.pop(owner.owner_id, None)
-            if row is None:
-                session.add(
-                    CrmOwner(
-                        tenant_id=tenant_id,
-                        owner_id=owner.owner_id,
-                        email=owner.email,
-                        name=owner.name,
-                        archived=owner.archived,
-                    )
-                )
-            else:
-                row.email, row.name, row.archived = owner.email, owner.name, owner.archived
-        for gone in known.values():
-            gone.archived = True
-    counts["owners"] = len(owners)
-    for subject, object_type in (
-        ("account", connector.account_type),
-        ("user", connector.user_type),
-    ):
-        with db.tenant_session(tenant_id) as session:
-            never = list(
-                session.scalars(
-                    select(CrmRecord.crm_id).where(
-                        CrmRecord.object_type == subject,
-                        CrmRecord.crm_id.is_not(None),
-                        CrmRecord.pulled_at.is_(None),
-                    )
-                )
-            )
-        pulled = 0
-        for batch in batches(never, connector.batch_limit):
-            objects = connector.read(object_type, batch, PULL_FIELDS)
-            pulled += apply_crm_values(
-                db, tenant_id, subject, {o.crm_id: _crm_fields(o, now) for o in objects}, now
-            )
-        name = f"{subject}.modified_since"
-        cursor = _cursor(db, tenant_id, name)
-        since = (
-            dt.datetime.fromisoformat(cursor)
-            if cursor
-            else now - dt.timedelta(days=FIRST_PULL_DAYS)
-        )
-        latest = since
-        for page in batches(connector.changed_since(object_type, since, PULL_FIELDS), 500):
-            pulled += apply_crm_values(
-                db, tenant_id, subject, {o.crm_id: _crm_fields(o, now) for o in page}, now
-            )
-            latest = max([latest, *[o.modified_at for o in page if o.modified_at]])
-            _set_cursor(db, tenant_id, name, latest.isoformat())
-        counts[subject] = pulled
-    return counts
-
-
-# --- CS tasks ---------------------------------------------------------------------------------
-
-
-def _task_text(account: Account, score: AccountScore, defs: Definitions) -> tuple[str, str]:
-    name = account.name or account.external_id
-    subject = f"Engagement dropped: {name}"
-    change = score.trend_change or 0
-    previous = score.engagement_score - change
-    lines = [
-        f"{name}'s engagement score fell from {previous:.0f} to {score.engagement_score:.0f} "
-        f"({change:+.0f} points against the previous period).",
-        f"Active users: {score.active_users} of {score.total_users}.",
-    ]
-    if score.last_active_at:
-        lines.append(f"Last active: {score.last_active_at:%Y-%m-%d}.")
-    stage = str((account.traits or {}).get(defs.pql.stage_trait, "")).lower()
-    paid = stage in {v.lower() for v in defs.pql.paid_values}
-    checklist = defs.account_checklist_paid if paid else defs.account_checklist_trial
-    done = set((score.steps_done or {}).get("done", []))
-    missing = [s.label for s in checklist.steps if s.key not in done]
-    if missing:
-        lines.append("Not done yet: " + "; ".join(missing) + ".")
-    else:
-        lines.append("Every Activation step is done.")
-    return subject, "\n".join(lines)
-
-
-def create_cs_tasks(
-    db: Database,
-    tenant_id: int,
-    connector: Connector,
-    now: dt.datetime,
-    cooldown: dt.timedelta | None = None,
-) -> int:
-    """One CRM task per engagement drop of a paying account, on its company, for its owner
-    (the tenant's default CS owner otherwise). A drop lasts until the account stops dropping;
-    after a task, none for the same account within the cool-down."""
-    defs = current_definitions(db, tenant_id).definitions
-    settings = _tenant_settings(db, tenant_id)
-    cooldown = cooldown or dt.timedelta(days=int(settings.get("task_cooldown_days", 7)))
-    default_owner = settings.get("default_cs_owner_id")
-    paid_values = {v.lower() for v in defs.pql.paid_values}
-    created = 0
-    with db.tenant_transaction(tenant_id) as session:
-        open_tasks: dict[int, list[CsTask]] = defaultdict(list)
-        for task in session.scalars(select(CsTask)):
-            open_tasks[task.account_id].append(task)
-        rows = session.execute(
-            select(Account, AccountScore, CrmRecord)
-            .join(AccountScore, AccountScore.account_id == Account.id)
-            .outerjoin(
-                CrmRecord,
-                (CrmRecord.subject_id == Account.id) & (CrmRecord.object_type == "account"),
-            )
-        ).all()
-        candidates = []
-        for account, score, record in rows:
-            dropping = score.trend_segment == "Ice Cold"
-            tasks = open_tasks.get(account.id, [])
-            if not dropping:
-                for task in tasks:
-                    if task.resolved_at is None:
-                        task.resolved_at = now
-                continue
-            stage = str((account.traits or {}).get(defs.pql.stage_trait, "")).lower()
-            if stage not in paid_values or not record or not record.crm_id:
-                continue
-            if any(t.resolved_at is None for t in tasks):
-                continue  # this drop has its task
-            if any(now - t.created_at < cooldown for t in tasks):
-                continue
-            candidates.append((account, score, record))
-    for account, score, record in candidates:
-        subject, body = _task_text(account, score, defs)
-        owner = (record.crm_fields or {}).get("owner_id") or default_owner
-        # Claim the drop first (unique per account and day), then create the CRM task: a crash
-        # in between leaves a claim without a task id rather than two tasks.
-        with db.tenant_transaction(tenant_id) as session:
-            claim = CsTask(
-                tenant_id=tenant_id,
-                account_id=account.id,
-                drop_seen_on=now.date(),
-                owner_id=owner,
-                subject=subject,
-                body=body,
-                created_at=now,
-            )
-            session.add(claim)
-        crm_id = connector.create_task(
-            TaskSpec(
-                subject,
-                body,
-                record.crm_id,
-                owner,
-                now + dt.timedelta(days=1),
-                user_crm_id=_champion(db, tenant_id, account.id),
-            )
-        )
-        with db.tenant_transaction(tenant_id) as session:
-            session.execute(
-                update(CsTask)
-                .where(CsTask.account_id == account.id, CsTask.drop_seen_on == now.date())
-                .values(crm_task_id=crm_id)
-            )
-        created += 1
-        log.info("tenant %s: CS task %s for account %s", tenant_id, crm_id, account.id)
-    return created
-
-
-def _champion(db: Database, tenant_id: int, account_id: int) -> str | None:
-    """The CRM id of the account's most engaged user in the CRM: whom CS calls first."""
-    with db.tenant_session(tenant_id) as session:
-        return session.scalar(
-            select(CrmRecord.crm_id)
-            .join(User, (User.id == CrmRecord.subject_id) & (CrmRecord.object_type == "user"))
-            .join(UserScore, UserScore.user_id == User.id)
-            .where(User.current_account_id == account_id, CrmRecord.crm_id.is_not(None))
-            .order_by(UserScore.engagement_score.desc(), User.id)
-            .limit(1)
-        )
-
-
-# --- webhooks -----------------------------------------------------------------------------------
-
-
-def apply_webhook_changes(db: Database, changes: list, now: dt.datetime) -> int:
-    """Apply verified CRM notifications (``webhooks.hubspot.CrmChange``): each event once
-    (its id is recorded in the same transaction), a field only by a notification newer than the
-    one that last set it. Returns how many were applied."""
-    applied = 0
-    by_portal: dict[str, list] = defaultdict(list)
-    for change in changes:
-        by_portal[change.portal].append(change)
-    for portal, portal_changes in by_portal.items():
-        with db.system_session() as session:
-            tenant_id = session.scalar(
-                select(Tenant.id).where(
-                    Tenant.crm == "hubspot", Tenant.external_id == portal, Tenant.status == "active"
-                )
-            )
-        if tenant_id is None:
-            log.info("webhook for unknown or inactive portal %s ignored", portal)
-            continue
-        with db.tenant_transaction(tenant_id) as session:
-            inserted = set(
-                session.scalars(
-                    dialect_insert(session)(CrmWebhookEvent.__table__)
-                    .values(
-                        [
-                            {"tenant_id": tenant_id, "event_id": c.event_id, "received_at": now}
-                            for c in portal_changes
-                        ]
-                    )
-                    .on_conflict_do_nothing()
-                    .returning(CrmWebhookEvent.__table__.c.event_id)
-                )
-            )
-            fresh = [c for c in portal_changes if c.event_id in inserted]
-            if not fresh:
-                continue
-            records = {
-                (r.object_type, r.crm_id): r
-                for r in session.scalars(
-                    select(CrmRecord).where(CrmRecord.crm_id.in_({c.crm_id for c in fresh}))
-                )
-            }
-            touched: dict[str, set[int]] = defaultdict(set)
-            for change in sorted(fresh, key=lambda c: c.occurred_at):
-                record = records.get((change.subject, change.crm_id))
-                if record is None:
-                    continue
-                if change.kind == "deletion":
-                    record.crm_id, record.pushed = None, {}
-                    applied += 1
-                    continue
-                key = change.name
-                if key not in PULL_FIELDS:
-                    continue
-                fields = dict(record.crm_fields or {})
-                times = dict(fields.get("field_times") or {})
-                if times.get(key) and times[key] > change.occurred_at.isoformat():
-                    continue  # an older notification delivered late
-                fields[key] = change.value or None
-                times[key] = change.occurred_at.isoformat()
-                fields["field_times"] = times
-                record.crm_fields = fields
-                touched[change.subject].add(record.subject_id)
-                applied += 1
-            for subject, ids in touched.items():
-                model = Account if subject == "account" else User
-                session.execute(
-                    update(model).where(model.id.in_(ids)).values(changed_at=now),
-                    execution_options={"synchronize_session": False},
-                )
-    return applied

@@ -6,7 +6,8 @@ from flask import Blueprint, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import migrate, services
+from app import migrate
+from app.services import services
 
 bp = Blueprint("health", __name__)
 

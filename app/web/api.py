@@ -15,17 +15,17 @@ from flask import Blueprint, g, jsonify, request
 from marshmallow import ValidationError
 from sqlalchemy import Select, asc, desc, func, select
 
-from app import services
-from app.definitions import (
+from app.errors import NUL_MESSAGE, error_response
+from app.models import Account, AccountMembership, AccountScore, User, UserScore
+from app.scores.definitions_store import (
     current_definitions,
     definitions_history,
     definitions_version,
     rollback_definitions,
     save_definitions,
 )
-from app.errors import NUL_MESSAGE, error_response
-from app.models import Account, AccountMembership, AccountScore, User, UserScore
-from app.scoring_jobs import recompute
+from app.scores.scoring_pass import recompute
+from app.services import services
 from app.tenants import resolve_write_key
 from scoring.engine import trait_distribution
 from webhooks.segment import has_nul
@@ -410,7 +410,7 @@ def crm_status():
 @bp.post("/crm/sync")
 @admin_required
 def crm_sync_now():
-    from app.crm_apps import sync_tenant
+    from app.sync.lifecycle import sync_tenant
     from connectors.base import AuthorizationLost, CrmError, CrmPaused
 
     body = _json_body() if request.content_length else {}
@@ -433,7 +433,7 @@ def crm_sync_now():
 def privacy_deletion():
     """Forget a person everywhere the app keeps them: ``{"user_id": …}`` or ``{"email": …}``
     (idempotent: asking again finds nobody and says so)."""
-    from app.privacy import forget_user
+    from app.tracking.privacy import forget_user
 
     body = _json_body()
     user_id, email = body.get("user_id"), body.get("email")
@@ -457,7 +457,7 @@ def privacy_deletion():
 def crm_uninstall():
     """Stop syncing, delete the CRM tokens and revoke every key (this one too); the data is
     deleted after the grace period."""
-    from app.crm_apps import uninstall
+    from app.sync.lifecycle import uninstall
 
     svc = services()
     uninstall(svc, g.tenant_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import http.cookiejar
 import json
 import random
 import ssl
@@ -17,10 +16,9 @@ import urllib.request
 from collections import defaultdict
 
 import click
-from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
-from app import services
+from app import create_app
 from app.models import (
     Account,
     AccountEventDay,
@@ -29,9 +27,11 @@ from app.models import (
     Tenant,
     utcnow,
 )
-from app.sample_data import demo_messages
-from app.scoring_jobs import recompute
+from app.scores.scoring_pass import recompute
+from app.services import services
 from app.tenants import issue_write_key
+from sandbox.browser import install_page, write_key_on
+from sandbox.sample_data import demo_messages
 
 
 def wait_until_ready(base_url: str, timeout: float = 60.0) -> None:
@@ -141,16 +141,12 @@ def account_summary(tenant_id: int) -> list[dict]:
 
 
 def install_in_sandbox(base_url: str, hub_id: int = 1234567) -> str:
-    """Click through the install as an admin's browser would (service → sandbox consent →
-    callback); returns the write key the install page shows."""
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-    )
-    with opener.open(f"{base_url}/hubspot/install?hub_id={hub_id}", timeout=30) as response:
-        page = response.read().decode()
-    if "<pre>" not in page:
-        raise click.ClickException(f"the install did not complete: {page[:300]}")
-    return page.split("<pre>")[1].split("</pre>")[0].strip()
+    """Click through the install as an admin's browser would (service → sandbox consent, where
+    the admin picks the portal → callback); returns the write key the install page shows."""
+    try:
+        return write_key_on(install_page(f"{base_url}/hubspot/install", {"hub_id": str(hub_id)}))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def assign_owner_in_sandbox(svc, tenant_id: int, portal: int, name: str, owner: str) -> None:
@@ -216,8 +212,8 @@ def backfill_history(tenant_id: int, now) -> None:
     lease so the worker does not run the tenant meanwhile."""
     import datetime as dt
 
-    from app import leases
-    from app.jobs import SCORING_LEASE
+    from app.jobs import leases
+    from app.jobs.tenant_jobs import SCORING_LEASE
 
     db = services().db
     wait_for(
@@ -249,8 +245,8 @@ SHOWN_TRAITS = (
 def crm_view(tenant_id: int) -> dict:
     """What the CRM now shows: the accounts' properties (HubSpot companies, Salesforce
     Accounts) and the tasks, read back through the CRM's API."""
-    from app.crm_apps import connector_for
     from app.models import CrmRecord, CsTask
+    from app.sync.lifecycle import connector_for
 
     svc = services()
     prefix = svc.settings.property_prefix
@@ -289,18 +285,14 @@ def _sandbox_tls() -> ssl.SSLContext:
 
 
 def install_in_salesforce_sandbox(base_url: str) -> tuple[str, str]:
-    """The admin's browser: service → the Salesforce sandbox's consent (HTTPS) → callback.
-    Returns the write key and the org id the install page shows."""
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
-        urllib.request.HTTPSHandler(context=_sandbox_tls()),
-    )
-    with opener.open(f"{base_url}/salesforce/install", timeout=60) as response:
-        page = response.read().decode()
-    if "<pre>" not in page:
-        raise click.ClickException(f"the Salesforce install did not complete: {page[:300]}")
-    org = page.split("Salesforce org ")[1].split("<")[0].strip()
-    return page.split("<pre>")[1].split("</pre>")[0].strip(), org
+    """The admin's browser: service → the Salesforce sandbox's login (HTTPS, a new org) →
+    callback. Returns the write key and the org id the install page shows."""
+    page = install_page(f"{base_url}/salesforce/install", {"org": "new"}, tls=_sandbox_tls())
+    try:
+        key = write_key_on(page)
+    except RuntimeError as exc:
+        raise click.ClickException(f"the Salesforce install: {exc}") from exc
+    return key, page.split("Salesforce org ")[1].split("<")[0].strip()
 
 
 def salesforce_tenant(org: str | None = None) -> int | None:
@@ -325,8 +317,8 @@ def _sandbox_post(path: str, body: dict) -> dict:
 def assign_salesforce_owner(svc, tenant_id: int, org: str, name: str) -> str:
     """A sales rep (a new Salesforce user) takes over an Account; the worker's next pull (every
     PULL_INTERVAL_SECONDS) learns it; the demo runs that pull now. Returns the user's id."""
-    from app.crm_apps import pull_tenant
     from app.models import CrmRecord
+    from app.sync.lifecycle import pull_tenant
 
     rep = _sandbox_post(
         f"/_sandbox/orgs/{org}/change",
@@ -424,8 +416,8 @@ def hubspot_demo(base_url: str, timeout: float) -> None:
     if sandbox:
         click.echo(f"Browse the sandbox's records at {svc.settings.hubspot_base_url}/")
         click.echo(
-            f"Admin pages for this portal: open {base_url}/hubspot/install?hub_id={portal} "
-            "(it signs you in and lands on /app/)"
+            f"Admin pages for this portal: open {base_url}/hubspot/install and choose portal "
+            f"{portal} (it signs you in and lands on /app/)"
         )
 
 
@@ -445,7 +437,7 @@ def salesforce_demo(base_url: str, timeout: float) -> None:
     _wait_for_task(svc, tenant_id, "Salesforce", now, timeout)
     if sandbox:
         click.echo(
-            f"Admin pages for this org: open {base_url}/salesforce/install?org={org} "
+            f"Admin pages for this org: open {base_url}/salesforce/install (log in to {org}) "
             "(it signs you in and lands on /app/)"
         )
 
@@ -459,8 +451,14 @@ def salesforce_demo(base_url: str, timeout: float) -> None:
     default="both",
     show_default=True,
 )
-@with_appcontext
-def demo_command(base_url: str, timeout: float, crm: str) -> None:
+def main(base_url: str, timeout: float, crm: str) -> None:
+    """``python -m sandbox.demo``: the demo with the service's configuration (the same
+    environment as the web and worker processes)."""
+    with create_app().app_context():
+        run_demo(base_url, timeout, crm)
+
+
+def run_demo(base_url: str, timeout: float, crm: str) -> None:
     """Install the app into HubSpot and Salesforce (the local sandboxes unless their client ids
     are set), send a fortnight of product events, and show the worker turning them into CRM
     properties and a CS task in each."""
@@ -472,3 +470,7 @@ def demo_command(base_url: str, timeout: float, crm: str) -> None:
     if crm in ("both", "salesforce"):
         click.echo("== Salesforce")
         salesforce_demo(base_url, timeout)
+
+
+if __name__ == "__main__":
+    main()

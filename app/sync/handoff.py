@@ -15,7 +15,6 @@ from collections import defaultdict
 from sqlalchemy import func, select
 
 from app.db import Database
-from app.definitions import current_definitions
 from app.models import (
     Account,
     AccountEventDay,
@@ -27,6 +26,7 @@ from app.models import (
     UserEventDay,
     UserScore,
 )
+from app.scores.definitions_store import current_definitions
 from connectors.base import Connector
 from scoring.definitions import Definitions
 

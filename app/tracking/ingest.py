@@ -32,7 +32,6 @@ from sqlalchemy import bindparam, case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from app import activity_basis
 from app.bulk import add_account_counts, add_user_counts, dialect_insert, insert_events
 from app.db import Database
 from app.models import (
@@ -47,6 +46,7 @@ from app.models import (
     UserScore,
     UTCDateTime,
 )
+from app.scores import activity_basis
 from webhooks.segment import Message, Rejection
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The ``worker`` process: APScheduler runs the jobs of ``app.jobs`` on intervals.
+"""The ``worker`` process: APScheduler runs the jobs of ``app.jobs.tenant_jobs`` on intervals.
 
 Each job is scheduled with ``max_instances=1`` (no overlap inside one process) and takes a
 per-tenant lease (no overlap across processes), so adding worker processes is safe.
@@ -12,9 +12,10 @@ import signal
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from app import crm_apps, triggers
-from app.ingest import forget_ingest_windows
-from app.jobs import deliver_tenants, pull_tenants, score_tenants, worker_identity
+from app.jobs import deliveries
+from app.jobs.tenant_jobs import deliver_tenants, pull_tenants, score_tenants, worker_identity
+from app.sync import lifecycle
+from app.tracking.ingest import forget_ingest_windows
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ def push_for(services):
     """The CRM push that follows a tenant's scoring pass (tenants connected to a CRM)."""
 
     def push(tenant_id: int) -> None:
-        if _crm_of(services, tenant_id) in crm_apps.CRM_NAMES:
-            crm_apps.sync_tenant(services, tenant_id)
+        if lifecycle.provider_of(services, tenant_id) is not None:
+            lifecycle.sync_tenant(services, tenant_id)
 
     return push
 
@@ -37,22 +38,14 @@ def deliver_for(services):
 
     def deliver(tenant_id: int, now: dt.datetime) -> None:
         factory = None
-        if _crm_of(services, tenant_id) in crm_apps.CRM_NAMES:
+        if lifecycle.provider_of(services, tenant_id) is not None:
 
             def factory():
-                return crm_apps.connector_for(services, tenant_id)
+                return lifecycle.connector_for(services, tenant_id)
 
-        triggers.deliver_pending(services.db, tenant_id, now, connector_factory=factory)
+        deliveries.deliver_pending(services.db, tenant_id, now, connector_factory=factory)
 
     return deliver
-
-
-def _crm_of(services, tenant_id: int) -> str | None:
-    from app.models import Tenant
-
-    with services.db.system_session() as session:
-        tenant = session.get(Tenant, tenant_id)
-        return tenant.crm if tenant else None
 
 
 def build_scheduler(services) -> BlockingScheduler:
@@ -76,7 +69,7 @@ def build_scheduler(services) -> BlockingScheduler:
             services.db,
             services.clock,
             holder,
-            lambda tenant_id: crm_apps.pull_tenant(services, tenant_id),
+            lambda tenant_id: lifecycle.pull_tenant(services, tenant_id),
         ],
         id="pull",
         **common,
@@ -92,7 +85,7 @@ def build_scheduler(services) -> BlockingScheduler:
     grace = dt.timedelta(days=settings.uninstall_grace_days)
 
     def purge() -> None:
-        crm_apps.purge_uninstalled(services.db, services.clock(), grace)
+        lifecycle.purge_uninstalled(services.db, services.clock(), grace)
         forget_ingest_windows(services.db, services.clock())
 
     scheduler.add_job(

@@ -21,10 +21,9 @@ from typing import Any
 from sqlalchemy import case, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
-from app import activity_basis, triggers
 from app.bulk import insert_rows, upsert_history
 from app.db import Database
-from app.definitions import current_definitions
+from app.jobs import deliveries
 from app.models import (
     Account,
     AccountEventDay,
@@ -37,6 +36,8 @@ from app.models import (
     User,
     UserScore,
 )
+from app.scores import activity_basis
+from app.scores.definitions_store import current_definitions
 from scoring.definitions import Definitions, ScoringProfile
 from scoring.engine import (
     Activity,
@@ -619,7 +620,7 @@ def recompute(
         user_rows, percentiles = _score_subjects(
             session, defs, users, uids, "u", today, now, percentiles, user_ids, progress
         )
-        triggers.fire(session, tenant_id, "user", user_rows, now)
+        deliveries.fire(session, tenant_id, "user", user_rows, now)
         _store(
             session, tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today, full
         )
@@ -635,7 +636,7 @@ def recompute(
         )
         if progress:
             progress("storing", 0, 1)
-        triggers.fire(session, tenant_id, "account", account_rows, now)
+        deliveries.fire(session, tenant_id, "account", account_rows, now)
         _store(
             session,
             tenant_id,

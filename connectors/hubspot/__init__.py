@@ -1,0 +1,3 @@
+"""HubSpot: the client, the install flow and the provider (``provider.py``)."""
+
+KEY = "hubspot"  # tenants.crm of a HubSpot installation
