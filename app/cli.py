@@ -9,7 +9,7 @@ import sys
 
 import click
 from flask import Flask
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import with_appcontext
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -591,16 +591,3 @@ def register_commands(app: Flask) -> None:
         worker_command,
     ):
         app.cli.add_command(command)
-
-
-def _create_app():
-    from app import create_app
-
-    return create_app()
-
-
-main = FlaskGroup(
-    create_app=_create_app,
-    add_default_commands=True,
-    help="PQL engine: product events in, Activation and engagement traits out to your CRM.",
-)

@@ -382,8 +382,28 @@ class PQLResult:
 
 
 def _stage(traits: Mapping[str, Any], rules: PQLRules) -> str:
-    value = traits.get(rules.stage_trait)
+    value = (traits or {}).get(rules.stage_trait)
     return str(value).strip().lower() if value is not None else ""
+
+
+def account_stage(traits: Mapping[str, Any], defs: Definitions) -> str:
+    """Where an account is in its life by its stage trait: "paid", "trial" (trials and free
+    plans) or "other" (churned, unknown...)."""
+    stage = _stage(traits, defs.pql)
+    if stage in {v.lower() for v in defs.pql.paid_values}:
+        return "paid"
+    if stage in {v.lower() for v in defs.pql.trial_values}:
+        return "trial"
+    return "other"
+
+
+def is_paying(traits: Mapping[str, Any], defs: Definitions) -> bool:
+    return account_stage(traits, defs) == "paid"
+
+
+def account_checklist(traits: Mapping[str, Any], defs: Definitions) -> Checklist:
+    """The Activation checklist that applies to an account: paid accounts have their own."""
+    return defs.account_checklist_paid if is_paying(traits, defs) else defs.account_checklist_trial
 
 
 def _first_done(events: Iterable[str], activity: Activity) -> tuple[str, dt.date] | None:

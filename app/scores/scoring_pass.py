@@ -42,6 +42,7 @@ from scoring.definitions import Definitions, ScoringProfile
 from scoring.engine import (
     Activity,
     Facts,
+    account_checklist,
     activation,
     adoption_rate,
     communication,
@@ -317,10 +318,8 @@ def _score_rows(
     rows = []
     for position, (sid, facts, profile, raw) in enumerate(prepared):
         kind = "account" if subject == "a" else "user"
-        stage = str(facts.traits.get(defs.pql.stage_trait, "")).lower()
         if kind == "account":
-            paid = stage in {v.lower() for v in defs.pql.paid_values}
-            checklist = defs.account_checklist_paid if paid else defs.account_checklist_trial
+            checklist = account_checklist(facts.traits, defs)
         else:
             checklist = defs.user_checklist
         act = activation(checklist, facts)

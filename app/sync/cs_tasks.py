@@ -22,6 +22,7 @@ from app.scores.definitions_store import current_definitions
 from app.tenants import tenant_settings
 from connectors.base import Connector, TaskSpec
 from scoring.definitions import Definitions
+from scoring.engine import account_checklist, is_paying
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,7 @@ def _task_text(account: Account, score: AccountScore, defs: Definitions) -> tupl
     ]
     if score.last_active_at:
         lines.append(f"Last active: {score.last_active_at:%Y-%m-%d}.")
-    stage = str((account.traits or {}).get(defs.pql.stage_trait, "")).lower()
-    paid = stage in {v.lower() for v in defs.pql.paid_values}
-    checklist = defs.account_checklist_paid if paid else defs.account_checklist_trial
+    checklist = account_checklist(account.traits, defs)
     done = set((score.steps_done or {}).get("done", []))
     missing = [s.label for s in checklist.steps if s.key not in done]
     if missing:
@@ -64,7 +63,6 @@ def create_cs_tasks(
     settings = tenant_settings(db, tenant_id)
     cooldown = cooldown or dt.timedelta(days=int(settings.get("task_cooldown_days", 7)))
     default_owner = settings.get("default_cs_owner_id")
-    paid_values = {v.lower() for v in defs.pql.paid_values}
     created = 0
     with db.tenant_transaction(tenant_id) as session:
         open_tasks: dict[int, list[CsTask]] = defaultdict(list)
@@ -87,8 +85,7 @@ def create_cs_tasks(
                     if task.resolved_at is None:
                         task.resolved_at = now
                 continue
-            stage = str((account.traits or {}).get(defs.pql.stage_trait, "")).lower()
-            if stage not in paid_values or not record or not record.crm_id:
+            if not is_paying(account.traits, defs) or not record or not record.crm_id:
                 continue
             if any(t.resolved_at is None for t in tasks):
                 continue  # this drop has its task

@@ -29,19 +29,11 @@ from app.models import (
 from app.scores.definitions_store import current_definitions
 from connectors.base import Connector
 from scoring.definitions import Definitions
+from scoring.engine import account_stage
 
 log = logging.getLogger(__name__)
 
 TITLE = "Handoff to Customer Success"
-
-
-def stage_of(traits: dict, defs: Definitions) -> str:
-    stage = str((traits or {}).get(defs.pql.stage_trait, "")).lower()
-    if stage in {v.lower() for v in defs.pql.paid_values}:
-        return "paid"
-    if stage in {v.lower() for v in defs.pql.trial_values}:
-        return "trial"
-    return "other"
 
 
 def handoff_text(db: Database, tenant_id: int, account_id: int, defs: Definitions) -> str:
@@ -120,7 +112,7 @@ def write_handoffs(db: Database, tenant_id: int, connector: Connector, now: dt.d
             )
             .where(CrmRecord.crm_id.is_not(None))
         ):
-            stage = stage_of(traits, defs)
+            stage = account_stage(traits, defs)
             row = known.get(account_id)
             if row is None:
                 session.add(Handoff(tenant_id=tenant_id, account_id=account_id, stage=stage))

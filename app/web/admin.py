@@ -46,7 +46,7 @@ from app.services import services
 from app.tenants import issue_write_key, revoke_write_key
 from app.web.charts import line_chart, scatter_plot
 from connectors import registry
-from scoring.engine import trait_distribution
+from scoring.engine import account_checklist, is_paying, trait_distribution
 
 bp = Blueprint("admin_ui", __name__, url_prefix="/app", template_folder="templates")
 
@@ -506,9 +506,7 @@ def account(external_id: str):
         )
         crm_fields = (record.crm_fields if record else None) or {}
         owners = _owner_names(db_session)
-    stage = str((account.traits or {}).get(defs.pql.stage_trait, "")).lower()
-    paid = stage in {v.lower() for v in defs.pql.paid_values}
-    checklist = defs.account_checklist_paid if paid else defs.account_checklist_trial
+    checklist = account_checklist(account.traits, defs)
     done = set((score.steps_done or {}).get("done", []))
     steps = [{"label": s.label, "done": s.key in done} for s in checklist.steps]
     features = [
@@ -531,7 +529,7 @@ def account(external_id: str):
         crm_link=_crm_link(record),
         owner=owners.get(crm_fields.get("owner_id"), crm_fields.get("owner_id")),
         stage=crm_fields.get("lifecycle_stage"),
-        paid=paid,
+        paid=is_paying(account.traits, defs),
     )
 
 
