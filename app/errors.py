@@ -7,11 +7,23 @@ Segment's SDKs read exactly these two keys from an error body; without them they
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
+
+
+class RequestError(Exception):
+    """A request refused at the door: ``status`` with ``{"code", "message", ...details}``."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
 
 
 def error_response(status: int, code: str, message: str, **extra):
@@ -39,6 +51,10 @@ def register(app: Flask) -> None:
         if admin_form and any("\x00" in v for v in request.form.values()):
             return error_response(400, "invalid_characters", f"the form {NUL_MESSAGE}")
         return None
+
+    @app.errorhandler(RequestError)
+    def _refused(exc: RequestError):
+        return error_response(exc.status, exc.code, exc.message, **exc.details)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

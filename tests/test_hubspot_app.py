@@ -518,7 +518,7 @@ def test_a_webhook_with_a_bad_signature_is_refused_and_nothing_applied(
 
 def test_a_webhook_body_that_is_not_events_is_a_400(app, client, installed):
     answer = webhook(client, {"not": "a list"})
-    assert answer.status_code == 400 and answer.get_json()["code"] == "invalid_body"
+    assert answer.status_code == 400 and answer.get_json()["code"] == "invalid_json"
 
 
 def test_the_sandbox_delivers_signed_webhooks_the_app_accepts(

@@ -12,7 +12,6 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-import json
 import logging
 from collections import defaultdict
 
@@ -20,6 +19,7 @@ from flask import Blueprint, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from sqlalchemy import select
 
+from app.bodies import json_document, read_capped
 from app.errors import error_response
 from app.models import AccountScore, CrmRecord, UserScore
 from app.services import services
@@ -29,7 +29,6 @@ from app.tracking.privacy import forget_user
 from connectors.base import CrmChange
 from connectors.hubspot import KEY
 from connectors.hubspot.client import FIELD_OF_PROPERTY
-from webhooks.segment import has_nul
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +109,7 @@ class _EventSchema(Schema):
 
 
 def parse(body: bytes) -> list[CrmChange]:
-    try:
-        document = json.loads(body)
-    except RecursionError as exc:
-        raise ValidationError("body is nested too deeply") from exc
-    except ValueError as exc:
-        raise ValidationError(f"body is not JSON: {exc}") from exc
-    if not isinstance(document, list):
-        raise ValidationError("body must be a JSON array of events")
-    if b"\\u0000" in body and has_nul(document):
-        raise ValidationError("body contains a NUL character (U+0000), which cannot be stored")
+    document = json_document(body, list, "a JSON array of events")
     events = _EventSchema(many=True).load(document)
     changes = []
     for event in events:
@@ -145,12 +135,7 @@ def parse(body: bytes) -> list[CrmChange]:
 @bp.post("/hubspot/webhooks")
 def receive():
     svc = services()
-    declared = request.content_length
-    if declared is not None and declared > MAX_BODY_BYTES:
-        return error_response(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
-    body = request.get_data(cache=False)
-    if len(body) > MAX_BODY_BYTES:
-        return error_response(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
+    body = read_capped(MAX_BODY_BYTES)
     try:
         verify_request(svc, body)
     except SignatureError as exc:

@@ -24,10 +24,13 @@ import hashlib
 import json
 import uuid
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from app.bodies import has_nul
+from app.errors import RequestError
+from app.tracking.messages import Message, Rejection
 
 MESSAGE_TYPES = ("track", "identify", "group", "page", "screen", "alias")
 # Full names for the HTTP API, one-letter paths for analytics.js.
@@ -48,56 +51,6 @@ PATH_TYPES = {
 BATCH_PATHS = ("batch", "b", "import")
 MAX_BATCH_MESSAGES = 2500
 MAX_ID_LENGTH = 255
-
-
-class RequestError(Exception):
-    """The whole request is refused: ``status`` with ``{"code", "message", ...details}``."""
-
-    def __init__(self, status: int, code: str, message: str, **details: Any):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One validated message, with the skew-corrected time it happened."""
-
-    type: str
-    message_id: str
-    user_id: str | None
-    anonymous_id: str | None
-    timestamp: dt.datetime
-    # track: the event; page/screen: the name; else None.
-    name: str | None
-    # group: the groupId; track/page/screen: context.groupId or properties.groupId.
-    group_id: str | None
-    # alias: the id being merged away.
-    previous_id: str | None
-    traits: dict[str, Any]
-    properties: dict[str, Any]
-    # What is stored as the raw event: the message with the batch context merged in.
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    index: int
-    message_id: str | None
-    errors: dict[str, Any]
-    excerpt: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {"index": self.index, "messageId": self.message_id, "errors": self.errors}
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedRequest:
-    write_key: str | None
-    messages: list[Message]
-    rejections: list[Rejection]
 
 
 # --- decoding ------------------------------------------------------------------------------
@@ -130,20 +83,6 @@ def decode_body(raw: bytes, content_encoding: str | None, max_bytes: int) -> byt
             limit_bytes=max_bytes,
         )
     return body
-
-
-def parse_json(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        raise RequestError(400, "invalid_json", "request body is empty; send a JSON object")
-    try:
-        value = json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise RequestError(400, "invalid_json", "request body is not UTF-8 text") from exc
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise RequestError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise RequestError(400, "invalid_json", "request body must be a JSON object")
-    return value
 
 
 def write_key_from(authorization: str | None, body: dict[str, Any]) -> str | None:
@@ -243,18 +182,6 @@ _schema = MessageSchema()
 
 def _serialized(item: dict[str, Any]) -> str:
     return json.dumps(item, separators=(",", ":"), default=str)
-
-
-def has_nul(value: Any) -> bool:
-    """A NUL character (U+0000) anywhere in keys or strings: PostgreSQL text and JSONB cannot
-    hold it."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(v) for v in value)
-    return False
 
 
 def _auto_message_id(item: dict[str, Any]) -> str:

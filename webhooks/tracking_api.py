@@ -11,16 +11,15 @@ import math
 
 from flask import Blueprint, Response, jsonify, request
 
-from app.errors import error_response
+from app.bodies import json_document, read_capped
+from app.errors import RequestError, error_response
 from app.services import services
 from app.tenants import resolve_write_key
 from app.tracking.ingest import admit, ingest
 from webhooks.segment import (
     BATCH_PATHS,
     PATH_TYPES,
-    RequestError,
     decode_body,
-    parse_json,
     parse_messages,
     write_key_from,
 )
@@ -29,26 +28,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("tracking_api", __name__, url_prefix="/v1")
 PATHS = (*BATCH_PATHS, *PATH_TYPES)
-
-
-def _read_raw_body(limit: int) -> bytes:
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise RequestError(
-            413,
-            "payload_too_large",
-            f"request body of {declared} bytes exceeds the limit of {limit} bytes",
-            limit_bytes=limit,
-        )
-    raw = request.stream.read(limit + 1)
-    if len(raw) > limit:
-        raise RequestError(
-            413,
-            "payload_too_large",
-            f"request body exceeds the limit of {limit} bytes",
-            limit_bytes=limit,
-        )
-    return raw
 
 
 @bp.after_request
@@ -81,8 +60,9 @@ def receive(path: str):
     received_at = svc.clock()
     limit = settings.max_batch_bytes if path in BATCH_PATHS else settings.max_message_bytes
     try:
-        raw = _read_raw_body(settings.max_batch_bytes)
-        body = parse_json(decode_body(raw, request.headers.get("Content-Encoding"), limit))
+        raw = read_capped(settings.max_batch_bytes)
+        decoded = decode_body(raw, request.headers.get("Content-Encoding"), limit)
+        body = json_document(decoded, refuse_nul=False)  # refused per message instead
         write_key = write_key_from(request.headers.get("Authorization"), body)
         if not write_key:
             raise RequestError(

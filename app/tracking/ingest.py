@@ -47,7 +47,7 @@ from app.models import (
     UTCDateTime,
 )
 from app.scores import activity_basis
-from webhooks.segment import Message, Rejection
+from app.tracking.messages import Message, Rejection
 
 log = logging.getLogger(__name__)
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 from marshmallow import ValidationError
 from sqlalchemy import Select, asc, desc, func, select
 
-from app.errors import NUL_MESSAGE, error_response
+from app.bodies import json_document, read_capped
+from app.errors import RequestError
 from app.models import Account, AccountMembership, AccountScore, User, UserScore
 from app.scores.definitions_store import (
     current_definitions,
@@ -28,7 +28,6 @@ from app.scores.scoring_pass import recompute
 from app.services import services
 from app.tenants import resolve_write_key
 from scoring.engine import trait_distribution
-from webhooks.segment import has_nul
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_BODY = 1024 * 1024
@@ -41,29 +40,18 @@ SORTABLE = {
 }
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **details: Any):
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
-
-
-@bp.errorhandler(ApiError)
-def _api_error(exc: ApiError):
-    return error_response(exc.status, exc.code, exc.message, **exc.details)
-
-
 def admin_required(view):
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(
+            raise RequestError(
                 401, "missing_token", "send an admin key as 'Authorization: Bearer ak_…'"
             )
         resolved = resolve_write_key(services().db, token.strip(), scope="admin")
         if resolved is None:
-            raise ApiError(401, "invalid_token", "admin key is unknown or revoked")
+            raise RequestError(401, "invalid_token", "admin key is unknown or revoked")
         g.tenant_id = resolved.tenant_id
         g.actor = f"api key {resolved.key_id}"
         return view(*args, **kwargs)
@@ -72,24 +60,7 @@ def admin_required(view):
 
 
 def _json_body() -> dict[str, Any]:
-    if (request.content_length or 0) > MAX_BODY:
-        raise ApiError(413, "payload_too_large", f"request body exceeds {MAX_BODY} bytes")
-    raw = request.stream.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, "payload_too_large", f"request body exceeds {MAX_BODY} bytes")
-    try:
-        body = json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, "invalid_json", "request body is not UTF-8 text") from exc
-    except RecursionError as exc:
-        raise ApiError(400, "invalid_json", "request body is nested too deeply") from exc
-    except ValueError as exc:
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "request body must be a JSON object")
-    if b"\\u0000" in raw and has_nul(body):
-        raise ApiError(400, "invalid_characters", f"request body {NUL_MESSAGE}")
-    return body
+    return json_document(read_capped(MAX_BODY))
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -99,9 +70,9 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     try:
         value = int(raw)
     except ValueError as exc:
-        raise ApiError(400, "invalid_parameter", f"{name} must be a whole number") from exc
+        raise RequestError(400, "invalid_parameter", f"{name} must be a whole number") from exc
     if not low <= value <= high:
-        raise ApiError(400, "invalid_parameter", f"{name} must be between {low} and {high}")
+        raise RequestError(400, "invalid_parameter", f"{name} must be between {low} and {high}")
     return value
 
 
@@ -131,11 +102,11 @@ def put_definitions():
     document = body.get("document")
     note = body.get("note", "")
     if not isinstance(note, str):
-        raise ApiError(400, "invalid_parameter", "note must be a string")
+        raise RequestError(400, "invalid_parameter", "note must be a string")
     try:
         stored = save_definitions(services().db, g.tenant_id, document, g.actor, note)
     except ValidationError as exc:
-        raise ApiError(
+        raise RequestError(
             422, "invalid_definitions", "definitions are not valid", errors=exc.messages
         ) from exc
     return jsonify(_stored_json(stored))
@@ -152,7 +123,7 @@ def list_definition_versions():
 def get_definition_version(version: int):
     stored = definitions_version(services().db, g.tenant_id, version)
     if stored is None:
-        raise ApiError(404, "not_found", f"no definitions version {version}")
+        raise RequestError(404, "not_found", f"no definitions version {version}")
     return jsonify(_stored_json(stored))
 
 
@@ -161,11 +132,11 @@ def get_definition_version(version: int):
 def rollback():
     version = _json_body().get("version")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**31:
-        raise ApiError(400, "invalid_parameter", "version must be a whole number from 1")
+        raise RequestError(400, "invalid_parameter", "version must be a whole number from 1")
     try:
         stored = rollback_definitions(services().db, g.tenant_id, version, g.actor)
     except LookupError as exc:
-        raise ApiError(404, "not_found", str(exc)) from exc
+        raise RequestError(404, "not_found", str(exc)) from exc
     return jsonify(_stored_json(stored))
 
 
@@ -211,7 +182,7 @@ def _accounts_query() -> Select:
     pql = request.args.get("pql")
     if pql is not None:
         if pql not in ("true", "false"):
-            raise ApiError(400, "invalid_parameter", "pql must be true or false")
+            raise RequestError(400, "invalid_parameter", "pql must be true or false")
         query = query.where(AccountScore.pql.is_(pql == "true"))
     return query
 
@@ -220,7 +191,7 @@ def _sorted(query: Select) -> Select:
     """``sort=field`` is descending (highest first), ``sort=-field`` ascending."""
     sort = request.args.get("sort", "engagement_score")
     if sort.lstrip("-") not in SORTABLE:
-        raise ApiError(
+        raise RequestError(
             400, "invalid_parameter", f"sort must be one of {', '.join(sorted(SORTABLE))}"
         )
     column = SORTABLE[sort.lstrip("-")]
@@ -273,7 +244,7 @@ def get_account(external_id: str):
     with services().db.tenant_session(g.tenant_id) as session:
         row = session.execute(_accounts_query().where(Account.external_id == external_id)).first()
         if row is None:
-            raise ApiError(404, "not_found", f"no scored account {external_id!r}")
+            raise RequestError(404, "not_found", f"no scored account {external_id!r}")
         users = session.execute(
             select(User.external_id, User.email, UserScore)
             .join(UserScore, UserScore.user_id == User.id)
@@ -304,7 +275,7 @@ def segment(name: str):
     field = request.args.get("field")
     subject = request.args.get("subject", "account")
     if subject not in ("account", "user"):
-        raise ApiError(400, "invalid_parameter", "subject must be account or user")
+        raise RequestError(400, "invalid_parameter", "subject must be account or user")
     model, score = (Account, AccountScore) if subject == "account" else (User, UserScore)
     key = AccountScore.account_id if subject == "account" else UserScore.user_id
     with services().db.tenant_session(g.tenant_id) as session:
@@ -338,7 +309,7 @@ def run_scoring():
     body = _json_body() if request.content_length else {}
     full = body.get("full", True)
     if not isinstance(full, bool):
-        raise ApiError(400, "invalid_parameter", "full must be true or false")
+        raise RequestError(400, "invalid_parameter", "full must be true or false")
     svc = services()
     summary = recompute(svc.db, g.tenant_id, svc.clock(), full=full)
     return jsonify(
@@ -416,15 +387,15 @@ def crm_sync_now():
     body = _json_body() if request.content_length else {}
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
-        raise ApiError(400, "invalid_parameter", "dry_run must be true or false")
+        raise RequestError(400, "invalid_parameter", "dry_run must be true or false")
     try:
         report = sync_tenant(services(), g.tenant_id, dry_run=dry_run)
     except AuthorizationLost as exc:
-        raise ApiError(409, "needs_reauthorisation", str(exc)) from exc
+        raise RequestError(409, "needs_reauthorisation", str(exc)) from exc
     except CrmPaused as exc:
-        raise ApiError(503, "sync_paused", str(exc)) from exc
+        raise RequestError(503, "sync_paused", str(exc)) from exc
     except CrmError as exc:
-        raise ApiError(502, "crm_error", str(exc)) from exc
+        raise RequestError(502, "crm_error", str(exc)) from exc
     return jsonify(report.as_dict())
 
 
@@ -439,9 +410,9 @@ def privacy_deletion():
     user_id, email = body.get("user_id"), body.get("email")
     for name, value in (("user_id", user_id), ("email", email)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise ApiError(400, "invalid_parameter", f"{name} must be a non-empty string")
+            raise RequestError(400, "invalid_parameter", f"{name} must be a non-empty string")
     if not user_id and not email:
-        raise ApiError(400, "invalid_parameter", "name the person: user_id or email")
+        raise RequestError(400, "invalid_parameter", "name the person: user_id or email")
     svc = services()
     done = forget_user(svc.db, g.tenant_id, svc.clock(), external_id=user_id, email=email)
     return jsonify(

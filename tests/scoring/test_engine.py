@@ -415,3 +415,16 @@ def test_pql_kinds_can_come_from_traits_too():
     assert not pql_status(
         neither, activation(checklist, neither), checklist, rules, DealSizeRule()
     ).qualified
+
+
+def test_an_accounts_stage_comes_from_its_stage_trait_whatever_the_case_and_spacing():
+    from scoring.engine import account_checklist, account_stage, is_paying
+
+    defs = default_definitions()
+    assert account_stage({"plan": " Paid "}, defs) == "paid"
+    assert account_stage({"plan": "FREE"}, defs) == "trial"
+    assert account_stage({"plan": "churned"}, defs) == "other"
+    assert account_stage({}, defs) == "other"
+    assert is_paying({"plan": "paid"}, defs) and not is_paying({"plan": "trial"}, defs)
+    assert account_checklist({"plan": "paid"}, defs) is defs.account_checklist_paid
+    assert account_checklist({"plan": "trial"}, defs) is defs.account_checklist_trial
