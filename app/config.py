@@ -71,21 +71,19 @@ class Settings:
     max_batch_bytes: int = 500 * 1024
     # Scoring, then the CRM push, every this many seconds: an event reaches the CRM within it.
     scoring_interval_seconds: int = 30
-    # HubSpot app. Without a client id the app talks to the local HubSpot sandbox (the demo).
-    hubspot_client_id: str = "sandbox-client"
-    hubspot_client_secret: str = "sandbox-secret"
+    # HubSpot app: HubSpot installs are on when its client id and secret are set.
+    hubspot_client_id: str = ""
+    hubspot_client_secret: str = ""
     hubspot_base_url: str = "https://api.hubapi.com"
     hubspot_authorize_url: str = "https://app.hubspot.com/oauth/authorize"
     # Requests per 10 s per portal for all our processes together (HubSpot allows ~110).
     hubspot_requests_per_10s: int = 100
-    # Salesforce connected app. Without a client id: the local Salesforce sandbox (the demo);
-    # in production, Salesforce installs are off until it is set.
-    salesforce_client_id: str = "sandbox-client"
-    salesforce_client_secret: str = "sandbox-secret"
+    # Salesforce app (External Client App or connected app): on when its id and secret are set.
+    salesforce_client_id: str = ""
+    salesforce_client_secret: str = ""
     salesforce_login_url: str = "https://login.salesforce.com"
     salesforce_sandbox_login_url: str = "https://test.salesforce.com"
-    salesforce_enabled: bool = True
-    salesforce_ca_bundle: str = ""  # a CA file for the local sandbox's certificate
+    salesforce_ca_bundle: str = ""  # a CA file for a Salesforce stand-in's own certificate
     salesforce_api_version: str = "62.0"
     # More changed records than this in one push go through one Bulk API 2.0 job.
     salesforce_bulk_threshold: int = 2000
@@ -104,6 +102,14 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def hubspot_enabled(self) -> bool:
+        return bool(self.hubspot_client_id and self.hubspot_client_secret)
+
+    @property
+    def salesforce_enabled(self) -> bool:
+        return bool(self.salesforce_client_id and self.salesforce_client_secret)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, instance_path: Path | None = None):
@@ -147,6 +153,12 @@ class Settings:
                 raise ConfigError("DATABASE_URL is not set and no instance folder is known")
             database_url = _default_sqlite_url(instance_path)
 
+        crms = {**_hubspot(env), **_salesforce(env)}
+        if production and not (crms["hubspot_client_id"] or crms["salesforce_client_id"]):
+            raise ConfigError(
+                "production needs a CRM app: set HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET, "
+                "or SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET"
+            )
         return cls(
             env=app_env,
             secret_key=secret_key,
@@ -158,8 +170,7 @@ class Settings:
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", 500 * 1024, minimum=1024),
             ingest_messages_per_10s=_int(env, "INGEST_MESSAGES_PER_10S", 50_000, minimum=0),
             scoring_interval_seconds=_int(env, "SCORING_INTERVAL_SECONDS", 30, minimum=5),
-            **_hubspot(env, production),
-            **_salesforce(env, production),
+            **crms,
             property_prefix=_property_prefix(env.get("PROPERTY_PREFIX", "pql_")),
             pull_interval_seconds=_int(env, "PULL_INTERVAL_SECONDS", 300, minimum=10),
             uninstall_grace_days=_int(env, "UNINSTALL_GRACE_DAYS", 30, minimum=0),
@@ -179,34 +190,22 @@ def _property_prefix(raw: str) -> str:
     return prefix
 
 
-def _hubspot(env: Mapping[str, str], production: bool) -> dict:
+def _hubspot(env: Mapping[str, str]) -> dict:
     client_id = env.get("HUBSPOT_CLIENT_ID", "").strip()
     client_secret = env.get("HUBSPOT_CLIENT_SECRET", "").strip()
     if bool(client_id) != bool(client_secret):
         raise ConfigError("set both HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET, or neither")
-    if production and not client_id:
-        raise ConfigError("HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET are required in production")
-    sandbox = env.get("HUBSPOT_SANDBOX_URL", "http://127.0.0.1:8025").rstrip("/")
-    base = env.get("HUBSPOT_BASE_URL", "").rstrip("/")
-    authorize = env.get("HUBSPOT_AUTHORIZE_URL", "").rstrip("/")
-    if client_id:
-        return {
-            "hubspot_client_id": client_id,
-            "hubspot_client_secret": client_secret,
-            "hubspot_base_url": base or "https://api.hubapi.com",
-            "hubspot_authorize_url": authorize or "https://app.hubspot.com/oauth/authorize",
-            "hubspot_requests_per_10s": _int(env, "HUBSPOT_REQUESTS_PER_10S", 100, minimum=1),
-        }
     return {
-        "hubspot_client_id": "sandbox-client",
-        "hubspot_client_secret": "sandbox-secret",
-        "hubspot_base_url": base or sandbox,
-        "hubspot_authorize_url": authorize or f"{sandbox}/oauth/authorize",
+        "hubspot_client_id": client_id,
+        "hubspot_client_secret": client_secret,
+        "hubspot_base_url": env.get("HUBSPOT_BASE_URL", "").rstrip("/") or "https://api.hubapi.com",
+        "hubspot_authorize_url": env.get("HUBSPOT_AUTHORIZE_URL", "").rstrip("/")
+        or "https://app.hubspot.com/oauth/authorize",
         "hubspot_requests_per_10s": _int(env, "HUBSPOT_REQUESTS_PER_10S", 100, minimum=1),
     }
 
 
-def _salesforce(env: Mapping[str, str], production: bool) -> dict:
+def _salesforce(env: Mapping[str, str]) -> dict:
     client_id = env.get("SALESFORCE_CLIENT_ID", "").strip()
     client_secret = env.get("SALESFORCE_CLIENT_SECRET", "").strip()
     if bool(client_id) != bool(client_secret):
@@ -214,36 +213,19 @@ def _salesforce(env: Mapping[str, str], production: bool) -> dict:
     reserve = _int(env, "SALESFORCE_API_RESERVE_PERCENT", 20, minimum=0)
     if reserve > 90:
         raise ConfigError("SALESFORCE_API_RESERVE_PERCENT must be between 0 and 90")
-    common = {
-        "salesforce_api_version": env.get("SALESFORCE_API_VERSION", "62.0").strip(),
+    version = env.get("SALESFORCE_API_VERSION", "62.0").strip()
+    if not re.fullmatch(r"\d{2}\.0", version):
+        raise ConfigError("SALESFORCE_API_VERSION must look like 62.0")
+    return {
+        "salesforce_client_id": client_id,
+        "salesforce_client_secret": client_secret,
+        "salesforce_login_url": env.get("SALESFORCE_LOGIN_URL", "").rstrip("/")
+        or "https://login.salesforce.com",
+        "salesforce_sandbox_login_url": env.get("SALESFORCE_SANDBOX_LOGIN_URL", "").rstrip("/")
+        or "https://test.salesforce.com",
+        "salesforce_api_version": version,
         "salesforce_bulk_threshold": _int(env, "SALESFORCE_BULK_THRESHOLD", 2000, minimum=200),
         "salesforce_api_reserve_percent": reserve,
         "salesforce_pause_minutes": _int(env, "SALESFORCE_PAUSE_MINUTES", 60, minimum=1),
         "salesforce_ca_bundle": env.get("SALESFORCE_CA_BUNDLE", "").strip(),
-    }
-    if not re.fullmatch(r"\d{2}\.0", common["salesforce_api_version"]):
-        raise ConfigError("SALESFORCE_API_VERSION must look like 62.0")
-    if client_id:
-        return {
-            **common,
-            "salesforce_client_id": client_id,
-            "salesforce_client_secret": client_secret,
-            "salesforce_login_url": env.get(
-                "SALESFORCE_LOGIN_URL", "https://login.salesforce.com"
-            ).rstrip("/"),
-            "salesforce_sandbox_login_url": env.get(
-                "SALESFORCE_SANDBOX_LOGIN_URL", "https://test.salesforce.com"
-            ).rstrip("/"),
-            "salesforce_enabled": True,
-        }
-    sandbox = env.get("SALESFORCE_SANDBOX_URL", "https://127.0.0.1:8026").rstrip("/")
-    return {
-        **common,
-        "salesforce_client_id": "sandbox-client",
-        "salesforce_client_secret": "sandbox-secret",
-        "salesforce_login_url": env.get("SALESFORCE_LOGIN_URL", sandbox).rstrip("/"),
-        "salesforce_sandbox_login_url": env.get("SALESFORCE_SANDBOX_LOGIN_URL", sandbox).rstrip(
-            "/"
-        ),
-        "salesforce_enabled": not production,
     }

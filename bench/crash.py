@@ -44,6 +44,7 @@ from app import migrate  # noqa: E402
 from app.tracking.ingest import LAST_SEEN_RESOLUTION  # noqa: E402
 from bench.ingest import drop_database, free_port, fresh_database  # noqa: E402
 from bench.soak import install, wait_ready  # noqa: E402
+from sandbox.hubspot import app_env as hubspot_env  # noqa: E402
 
 PORTAL_A, PORTAL_B = 5_000_001, 5_000_002
 # When a state was first reached: A, scored while its events arrived, reaches it at an earlier
@@ -266,7 +267,7 @@ def main() -> None:
         **os.environ,
         "DATABASE_URL": db_url,
         "PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "HUBSPOT_SANDBOX_URL": sandbox_url,
+        **hubspot_env(sandbox_url),
         "LOG_LEVEL": "WARNING",
         "SCORING_INTERVAL_SECONDS": "5",
     }

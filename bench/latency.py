@@ -36,6 +36,7 @@ from app.jobs.worker import build_scheduler  # noqa: E402
 from bench.ingest import drop_database, free_port, fresh_database  # noqa: E402
 from connectors.hubspot.install import complete_install  # noqa: E402
 from sandbox.hubspot import Sandbox, SandboxServer  # noqa: E402
+from sandbox.hubspot import app_env as hubspot_env  # noqa: E402
 from sandbox.sample_data import (  # noqa: E402
     SampleAccount,
     group,
@@ -90,7 +91,7 @@ def main() -> None:
             app = create_app(
                 {
                     "DATABASE_URL": url,
-                    "HUBSPOT_SANDBOX_URL": hubspot.url,
+                    **hubspot_env(hubspot.url),
                     "PUBLIC_URL": base,
                     "LOG_LEVEL": "WARNING",
                 }

@@ -45,6 +45,7 @@ from bench.sync import seed  # noqa: E402
 from connectors.salesforce.client import pkce_pair  # noqa: E402
 from connectors.salesforce.install import complete_install  # noqa: E402
 from connectors.salesforce.provider import connector_for  # noqa: E402
+from sandbox.salesforce import app_env as salesforce_env  # noqa: E402
 
 
 def stats(url: str, ca: str) -> dict:
@@ -155,8 +156,7 @@ def main() -> None:
         migrate.upgrade(db_url)
         config = {
             "DATABASE_URL": db_url,
-            "SALESFORCE_SANDBOX_URL": url,
-            "SALESFORCE_CA_BUNDLE": ca,
+            **salesforce_env(url, ca),
             "SALESFORCE_BULK_THRESHOLD": str(args.bulk_threshold),
             "LOG_LEVEL": "WARNING",
         }

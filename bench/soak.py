@@ -42,6 +42,7 @@ from bench.ingest import (  # noqa: E402
     worker_pids,
 )
 from sandbox.browser import install_page, write_key_on  # noqa: E402
+from sandbox.hubspot import app_env as hubspot_env  # noqa: E402
 
 SAMPLE_SECONDS = 30
 
@@ -151,7 +152,7 @@ def main() -> None:
         **os.environ,
         "DATABASE_URL": url,
         "PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "HUBSPOT_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
+        **hubspot_env(f"http://127.0.0.1:{sandbox_port}"),
         "LOG_LEVEL": "WARNING",
     }
     bin_dir = ROOT / ".venv" / "bin"

@@ -41,6 +41,7 @@ from app.sync.push import push_changed_traits  # noqa: E402
 from bench.ingest import drop_database, free_port, fresh_database  # noqa: E402
 from connectors.hubspot.install import complete_install  # noqa: E402
 from connectors.hubspot.provider import connector_for  # noqa: E402
+from sandbox.hubspot import app_env as hubspot_env  # noqa: E402
 
 WINDOW = 10.0
 
@@ -170,7 +171,7 @@ def main() -> None:
         app = create_app(
             {
                 "DATABASE_URL": url,
-                "HUBSPOT_SANDBOX_URL": sandbox_url,
+                **hubspot_env(sandbox_url),
                 "HUBSPOT_REQUESTS_PER_10S": str(args.limit),
                 "LOG_LEVEL": "WARNING",
             }

@@ -50,6 +50,11 @@ class Provider:
     fields_hint: str
     # (tenant, crm record id) -> the account's page in the CRM, for links from the admin pages.
     account_url: Callable[[Any, str], str | None]
+    # Where an admin starts an install (which also signs them in): (label, path), first the
+    # main one.
+    sign_in: Sequence[tuple[str, str]] = ()
+    # Whether this server is configured for the CRM (its app's client id and secret are set).
+    enabled: Callable[[Any], bool] = lambda settings: False
     capabilities: Capabilities = field(default_factory=Capabilities)
     # (services, tenant) -> revoke the tenant's refresh token at the CRM (best effort).
     revoke: Callable[[Any, Any], bool] | None = None

@@ -88,6 +88,21 @@ BUILTIN_PROPERTIES = {
 }
 OBJECT_TYPE_IDS = {"0-1": "contacts", "0-2": "companies", "0-27": "tasks", "0-46": "notes"}
 
+# The app registration the sandbox knows (a real app's come from HubSpot's developer portal).
+CLIENT_ID = "sandbox-client"
+CLIENT_SECRET = "sandbox-secret"
+
+
+def app_env(url: str) -> dict[str, str]:
+    """The service's environment for a sandbox at ``url``: the app's credentials and where
+    HubSpot's API and consent screen are."""
+    return {
+        "HUBSPOT_CLIENT_ID": CLIENT_ID,
+        "HUBSPOT_CLIENT_SECRET": CLIENT_SECRET,
+        "HUBSPOT_BASE_URL": url,
+        "HUBSPOT_AUTHORIZE_URL": f"{url}/oauth/authorize",
+    }
+
 
 def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -134,8 +149,8 @@ class Sandbox:
         requests_per_window: int = 110,
         window_seconds: float = 10.0,
         searches_per_second: int = 5,
-        client_id: str = "sandbox-client",
-        client_secret: str = "sandbox-secret",
+        client_id: str = CLIENT_ID,
+        client_secret: str = CLIENT_SECRET,
         clock=time.monotonic,
         wall_clock=lambda: dt.datetime.now(dt.UTC),
     ):

@@ -109,6 +109,22 @@ REQUIRED = {
     "Note": ("ParentId", "Title"),
 }
 
+# The External Client App the sandbox orgs know.
+CLIENT_ID = "sandbox-client"
+CLIENT_SECRET = "sandbox-secret"
+
+
+def app_env(url: str, ca_file: str = "") -> dict[str, str]:
+    """The service's environment for a sandbox at ``url``: the app's credentials, the login
+    hosts (production and sandbox orgs alike) and the certificate to trust."""
+    return {
+        "SALESFORCE_CLIENT_ID": CLIENT_ID,
+        "SALESFORCE_CLIENT_SECRET": CLIENT_SECRET,
+        "SALESFORCE_LOGIN_URL": url,
+        "SALESFORCE_SANDBOX_LOGIN_URL": url,
+        "SALESFORCE_CA_BUNDLE": ca_file,
+    }
+
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -423,8 +439,8 @@ class SalesforceSandbox:
 
     def __init__(
         self,
-        client_id: str = "sandbox-client",
-        client_secret: str = "sandbox-secret",
+        client_id: str = CLIENT_ID,
+        client_secret: str = CLIENT_SECRET,
         daily_limit: int = 100_000,
     ):
         self.client_id, self.client_secret = client_id, client_secret

@@ -16,6 +16,8 @@ from sqlalchemy import create_engine, text
 
 from app import create_app, migrate
 from app.models import Base
+from sandbox.hubspot import app_env as hubspot_env
+from sandbox.salesforce import app_env as salesforce_env
 
 DB_KIND = os.environ.get("PQL_TEST_DB", "sqlite")
 PG_ADMIN_URL = os.environ.get(
@@ -69,7 +71,16 @@ def migrated_url(db_factory) -> str:
 
 
 def config_for(database_url: str, **extra: str) -> dict[str, str]:
-    return {"APP_ENV": "test", "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", **extra}
+    """A test app's environment: both CRM apps configured, pointing at sandboxes on a port
+    nothing listens on until a test passes a running sandbox's ``app_env``."""
+    return {
+        "APP_ENV": "test",
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "WARNING",
+        **hubspot_env("http://127.0.0.1:9"),
+        **salesforce_env("https://127.0.0.1:9"),
+        **extra,
+    }
 
 
 def _empty_all_tables(app) -> None:

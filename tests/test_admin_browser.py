@@ -17,6 +17,7 @@ from werkzeug.serving import make_server
 from app.models import Tenant
 from app.scores.scoring_pass import recompute
 from sandbox.hubspot import Sandbox, SandboxServer
+from sandbox.hubspot import app_env as hubspot_env
 from tests.conftest import _empty_all_tables, config_for
 from tests.test_hubspot_app import NOW, acme, send
 
@@ -43,9 +44,7 @@ def app(migrated_url, sandbox, port):
     from app import create_app
 
     app = create_app(
-        config_for(
-            migrated_url, HUBSPOT_SANDBOX_URL=sandbox.url, PUBLIC_URL=f"http://127.0.0.1:{port}"
-        )
+        config_for(migrated_url, **hubspot_env(sandbox.url), PUBLIC_URL=f"http://127.0.0.1:{port}")
     )
     app.extensions["pql"].clock = lambda: NOW
     yield app

@@ -5,6 +5,7 @@ import pytest
 from app import create_app
 from app.config import ConfigError, Settings
 from app.security import new_encryption_key
+from sandbox.hubspot import app_env as hubspot_env
 
 REAL_SECRET = "s" * 48
 
@@ -60,13 +61,21 @@ def test_production_starts_with_real_secrets():
     assert settings.hubspot_base_url == "https://api.hubapi.com"
 
 
-def test_production_refuses_to_start_without_a_hubspot_app():
+def test_production_refuses_to_start_without_a_crm_app():
     with pytest.raises(ConfigError, match="HUBSPOT_CLIENT_ID"):
         create_app(production(SECRET_KEY=REAL_SECRET, TOKEN_ENCRYPTION_KEYS=new_encryption_key()))
 
 
-def test_without_a_hubspot_app_the_local_sandbox_stands_in(tmp_path):
-    settings = Settings.from_env({"HUBSPOT_SANDBOX_URL": "http://127.0.0.1:9"}, tmp_path)
+def test_a_crm_without_its_app_credentials_is_off_and_points_at_the_real_platform(tmp_path):
+    settings = Settings.from_env({}, tmp_path)
+    assert not settings.hubspot_enabled and not settings.salesforce_enabled
+    assert settings.hubspot_base_url == "https://api.hubapi.com"
+    assert settings.salesforce_login_url == "https://login.salesforce.com"
+
+
+def test_a_stand_in_is_configured_like_any_crm_app(tmp_path):
+    settings = Settings.from_env(hubspot_env("http://127.0.0.1:9"), tmp_path)
+    assert settings.hubspot_enabled
     assert settings.hubspot_base_url == "http://127.0.0.1:9"
     assert settings.hubspot_authorize_url == "http://127.0.0.1:9/oauth/authorize"
 
@@ -115,5 +124,4 @@ def test_salesforce_settings_are_checked(tmp_path):
     )
     assert real.salesforce_login_url == "https://login.salesforce.com"
     assert real.salesforce_sandbox_login_url == "https://test.salesforce.com"
-    sandbox = Settings.from_env({}, tmp_path)
-    assert sandbox.salesforce_login_url == "https://127.0.0.1:8026" and sandbox.salesforce_enabled
+    assert real.salesforce_enabled

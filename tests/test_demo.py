@@ -19,7 +19,9 @@ from sandbox.demo import (
     send_batches,
 )
 from sandbox.hubspot import Sandbox, SandboxServer
+from sandbox.hubspot import app_env as hubspot_env
 from sandbox.salesforce import SalesforceSandboxServer
+from sandbox.salesforce import app_env as salesforce_env
 from sandbox.sample_data import DEMO_ACCOUNTS, demo_messages
 from tests.conftest import _empty_all_tables, config_for
 
@@ -43,9 +45,8 @@ def app(migrated_url, sandbox, salesforce, unused_port):
     app = create_app(
         config_for(
             migrated_url,
-            HUBSPOT_SANDBOX_URL=sandbox.url,
-            SALESFORCE_SANDBOX_URL=salesforce.url,
-            SALESFORCE_CA_BUNDLE=salesforce.ca_file,
+            **hubspot_env(sandbox.url),
+            **salesforce_env(salesforce.url, salesforce.ca_file),
             PUBLIC_URL=f"http://127.0.0.1:{unused_port}",
         )
     )

@@ -20,6 +20,7 @@ from app.sync.schema import ensure_schema
 from connectors.base import AuthorizationLost, CrmUnavailable
 from connectors.hubspot.provider import connector_for
 from sandbox.hubspot import Sandbox, SandboxServer
+from sandbox.hubspot import app_env as hubspot_env
 from tests.conftest import _empty_all_tables, config_for
 from tests.tracking import post
 from webhooks.hubspot import signature_v3
@@ -39,9 +40,7 @@ def sandbox():
 def app(migrated_url, sandbox):
     from app import create_app
 
-    app = create_app(
-        config_for(migrated_url, HUBSPOT_SANDBOX_URL=sandbox.url, PUBLIC_URL=PUBLIC_URL)
-    )
+    app = create_app(config_for(migrated_url, **hubspot_env(sandbox.url), PUBLIC_URL=PUBLIC_URL))
     app.extensions["pql"].clock = lambda: NOW
     yield app
     _empty_all_tables(app)
@@ -713,3 +712,15 @@ def test_pulled_owner_and_stage_feed_custom_segments_and_lead_types(
     from scoring.engine import LEAD_TYPES
 
     assert LEAD_TYPES[score.lead_type][2] == "active"
+
+
+def test_without_hubspot_credentials_installs_and_webhooks_are_refused(migrated_url):
+    from app import create_app
+
+    settings = config_for(migrated_url, HUBSPOT_CLIENT_ID="", HUBSPOT_CLIENT_SECRET="")
+    client = create_app(settings).test_client()
+    assert client.get("/hubspot/install").status_code == 404
+    assert "Sign in with HubSpot" not in client.get("/app/login").get_data(as_text=True)
+    # An empty client secret would let anyone sign: nothing is verified, nothing applied.
+    refused = webhook(client, [owner_change("1", "7")], secret="")
+    assert refused.status_code == 401

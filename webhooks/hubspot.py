@@ -82,6 +82,9 @@ def verify(
 def verify_request(svc, body: bytes) -> None:
     """Check the current request's v3 signature: HubSpot signs the URL it called (the app's
     public URL, path and query), the method, the body and the timestamp."""
+    if not svc.settings.hubspot_enabled:
+        # No client secret to check against: nothing HubSpot sends can be verified.
+        raise SignatureError("HubSpot is not configured on this server")
     query = request.query_string.decode()
     uri = svc.settings.public_url + request.path + (f"?{query}" if query else "")
     verify(

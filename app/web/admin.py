@@ -131,7 +131,9 @@ def _db():
 
 @bp.get("/login")
 def login():
-    return render_template("admin/login.html", next=request.args.get("next", ""))
+    settings = services().settings
+    enabled = [p for p in registry.providers() if p.enabled(settings)]
+    return render_template("admin/login.html", next=request.args.get("next", ""), providers=enabled)
 
 
 @bp.post("/logout")

@@ -36,6 +36,17 @@ def _redirect_uri() -> str:
     return services().settings.public_url + "/hubspot/oauth-callback"
 
 
+@bp.before_request
+def _configured():
+    if not services().settings.hubspot_enabled:
+        return _error_page(
+            "HubSpot installs are not configured on this server "
+            "(HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET).",
+            404,
+        )
+    return None
+
+
 @bp.get("/install")
 def install():
     """Send the admin to HubSpot's consent screen with a signed state bound to this browser."""

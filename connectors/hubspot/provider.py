@@ -78,6 +78,8 @@ PROVIDER = register(
             "PQL and lead type."
         ),
         account_url=account_url,
+        sign_in=(("Sign in with HubSpot", "/hubspot/install"),),
+        enabled=lambda settings: settings.hubspot_enabled,
         capabilities=Capabilities(change_webhooks=True),
     )
 )

@@ -51,15 +51,20 @@ def _error_page(message: str, status: int):
     return install_pages.error_page(message, status, retry="/salesforce/install")
 
 
-@bp.get("/install")
-def install():
-    settings = services().settings
-    if not settings.salesforce_enabled:
+@bp.before_request
+def _configured():
+    if not services().settings.salesforce_enabled:
         return _error_page(
             "Salesforce installs are not configured on this server "
             "(SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET).",
             404,
         )
+    return None
+
+
+@bp.get("/install")
+def install():
+    settings = services().settings
     environment = request.args.get("environment", "production")
     if environment not in ENVIRONMENTS:
         return _error_page("environment must be production or sandbox.", 400)

@@ -105,6 +105,11 @@ PROVIDER = register(
             "set; add them to page layouts and build list views, reports and flows on them."
         ),
         account_url=account_url,
+        sign_in=(
+            ("Sign in with Salesforce", "/salesforce/install"),
+            ("a sandbox org", "/salesforce/install?environment=sandbox"),
+        ),
+        enabled=lambda settings: settings.salesforce_enabled,
         capabilities=Capabilities(daily_api_limit=True, bulk_writes=True, token_revocation=True),
         revoke=revoke_tokens,
     )
