@@ -163,7 +163,8 @@ def key_group() -> None:
 def key_create(tenant_id: int, label: str, scope: str) -> None:
     _require_schema()
     try:
-        key = issue_write_key(services().db, tenant_id, label=label, scope=scope)
+        svc = services()
+        key = issue_write_key(svc.db, tenant_id, label=label, scope=scope, cipher=svc.token_cipher)
     except NotFound as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{scope} key {key.key_id}: {key.secret}")
@@ -190,7 +191,8 @@ def key_list(tenant_id: int) -> None:
 def key_rotate(tenant_id: int, key_id: int) -> None:
     _require_schema()
     try:
-        key = rotate_write_key(services().db, tenant_id, key_id)
+        svc = services()
+        key = rotate_write_key(svc.db, tenant_id, key_id, cipher=svc.token_cipher)
     except (NotFound, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"key {key_id} revoked; new key {key.key_id}: {key.secret}")
@@ -548,23 +550,29 @@ def secrets_generate() -> None:
 
 @secrets_group.command(
     "rotate-tokens",
-    help="Re-encrypt every stored CRM token with the first key of TOKEN_ENCRYPTION_KEYS.",
+    help="Re-encrypt every stored secret (CRM tokens, write keys kept for the admin pages) with "
+    "the first key of TOKEN_ENCRYPTION_KEYS.",
 )
 @with_appcontext
 def secrets_rotate_tokens() -> None:
     _require_schema()
-    from app.models import Tenant
+    from app.models import Tenant, WriteKey
 
     svc = services()
     count = 0
+    encrypted = (
+        (Tenant, ("access_token_encrypted", "refresh_token_encrypted")),
+        (WriteKey, ("secret_encrypted",)),
+    )
     with svc.db.system_transaction() as session:
-        for tenant in session.scalars(select(Tenant)):
-            for attr in ("access_token_encrypted", "refresh_token_encrypted"):
-                value = getattr(tenant, attr)
-                if value:
-                    setattr(tenant, attr, svc.token_cipher.rotate(value))
-                    count += 1
-    click.echo(f"re-encrypted {count} tokens")
+        for model, attrs in encrypted:
+            for row in session.scalars(select(model)):
+                for attr in attrs:
+                    value = getattr(row, attr)
+                    if value:
+                        setattr(row, attr, svc.token_cipher.rotate(value))
+                        count += 1
+    click.echo(f"re-encrypted {count} secrets")
 
 
 # --- processes ------------------------------------------------------------------------------

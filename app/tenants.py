@@ -133,15 +133,17 @@ def revoke_write_key(
         return key
 
 
-def rotate_write_key(db: Database, tenant_id: int, key_id: int) -> IssuedKey:
-    """Issue a replacement for ``key_id`` and revoke it, in one transaction."""
+def rotate_write_key(db: Database, tenant_id: int, key_id: int, cipher=None) -> IssuedKey:
+    """Issue a replacement for ``key_id`` (same label and scope; with ``cipher`` kept
+    encrypted so the admin pages can show it again) and revoke the old one, in one
+    transaction. The one rotation path of the CLI, the admin pages and the API."""
     with db.tenant_transaction(tenant_id) as session:
         old = session.scalar(select(WriteKey).where(WriteKey.id == key_id))
         if old is None:
             raise NotFound(f"tenant {tenant_id} has no write key {key_id}")
         if old.revoked_at is not None:
             raise ValueError(f"write key {key_id} is already revoked")
-        issued = _add_key(session, tenant_id, old.label, old.scope)
+        issued = _add_key(session, tenant_id, old.label, old.scope, cipher)
         old.revoked_at = utcnow()
         return issued
 

@@ -3,9 +3,9 @@ import json
 from sqlalchemy import select
 
 from app import create_app
-from app.models import Tenant
+from app.models import Tenant, WriteKey
 from app.security import TokenCipher, new_encryption_key
-from app.tenants import create_tenant, resolve_write_key
+from app.tenants import create_tenant, issue_write_key, resolve_write_key
 from tests.conftest import config_for
 
 
@@ -73,14 +73,17 @@ def test_rotate_tokens_re_encrypts_with_the_new_primary_key(db, migrated_url):
     tenant = create_tenant(db, "Acme", crm="hubspot", external_id="42")
     with db.system_transaction() as s:
         s.get(Tenant, tenant.id).refresh_token_encrypted = old_cipher.encrypt("refresh-me")
+    issue_write_key(db, tenant.id, cipher=old_cipher)
 
     app = create_app(config_for(migrated_url, TOKEN_ENCRYPTION_KEYS=f"{new_key},{old_key}"))
     result = app.test_cli_runner().invoke(args=["secrets", "rotate-tokens"])
     assert result.exit_code == 0, result.output
-    assert "re-encrypted 1 tokens" in result.output
+    assert "re-encrypted 2 secrets" in result.output
     with db.system_session() as s:
         stored = s.scalar(select(Tenant.refresh_token_encrypted))
+        key = s.scalar(select(WriteKey.secret_encrypted))
     assert TokenCipher([new_key]).decrypt(stored) == "refresh-me"
+    assert TokenCipher([new_key]).decrypt(key).startswith("wk_")
     app.extensions["pql"].db.dispose()
 
 
@@ -135,3 +138,13 @@ def test_admin_keys_are_issued_with_their_own_prefix(cli, db):
     assert secret.startswith("ak_")
     assert resolve_write_key(db, secret) is None
     assert resolve_write_key(db, secret, scope="admin").tenant_id == tenant.id
+
+
+def test_a_key_rotated_from_the_cli_can_be_revealed_again_like_the_admin_pages_rotation(cli, db):
+    tenant = create_tenant(db, "Acme")
+    old = issue_write_key(db, tenant.id, label="web app")
+    result = cli.invoke(args=["key", "rotate", "--tenant", str(tenant.id), str(old.key_id)])
+    assert result.exit_code == 0, result.output
+    with db.tenant_session(tenant.id) as s:
+        fresh = s.scalar(select(WriteKey).where(WriteKey.revoked_at.is_(None)))
+    assert fresh.label == "web app" and fresh.secret_encrypted

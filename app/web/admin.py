@@ -43,7 +43,7 @@ from app.scores.definitions_store import (
 )
 from app.security import constant_time_equals
 from app.services import services
-from app.tenants import issue_write_key, revoke_write_key
+from app.tenants import rotate_write_key
 from app.web.charts import line_chart, scatter_plot
 from connectors import registry
 from scoring.engine import account_checklist, is_paying, trait_distribution
@@ -211,15 +211,12 @@ def reveal_key(key_id: int):
 
 @bp.post("/keys/<int(max=2147483647):key_id>/rotate")
 def rotate_key(key_id: int):
-    key = _key(key_id)
-    if key.revoked_at:
-        abort(409, description="That key is already revoked.")
     svc = services()
-    fresh = issue_write_key(
-        svc.db, g.tenant_id, label=key.label, scope=key.scope, cipher=svc.token_cipher
-    )
-    revoke_write_key(svc.db, g.tenant_id, key.id)
-    session["revealed"] = {"id": fresh.key_id, "secret": fresh.secret, "rotated": key.id}
+    try:
+        fresh = rotate_write_key(svc.db, g.tenant_id, key_id, cipher=svc.token_cipher)
+    except ValueError:
+        abort(409, description="That key is already revoked.")
+    session["revealed"] = {"id": fresh.key_id, "secret": fresh.secret, "rotated": key_id}
     return redirect(url_for("admin_ui.home"))
 
 
