@@ -724,3 +724,29 @@ def test_without_hubspot_credentials_installs_and_webhooks_are_refused(migrated_
     # An empty client secret would let anyone sign: nothing is verified, nothing applied.
     refused = webhook(client, [owner_change("1", "7")], secret="")
     assert refused.status_code == 401
+
+
+def test_the_api_shows_what_was_pulled_back_and_segments_spread_by_crm_fields(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company] = portal(sandbox).objects["companies"].values()
+    company["properties"].update(hubspot_owner_id="101", lifecyclestage="opportunity")
+    svc = app.extensions["pql"]
+    pull(db, tenant_id, connector_for(svc, tenant_id), NOW)
+    from app.tenants import issue_write_key
+
+    admin = issue_write_key(db, tenant_id, scope="admin").secret
+    headers = {"Authorization": f"Bearer {admin}"}
+    crm = client.get("/api/v1/accounts/acme", headers=headers).get_json()["crm"]
+    assert (crm["owner_id"], crm["owner"], crm["lifecycle_stage"]) == (
+        "101",
+        "Sam Owner",
+        "opportunity",
+    )
+    segment = client.get("/api/v1/accounts/acme", headers=headers).get_json()["engagement_segment"]
+    spread = client.get(
+        f"/api/v1/segments/{segment}?field=crm.lifecycle_stage", headers=headers
+    ).get_json()
+    assert spread["distribution"] == [{"value": "opportunity", "count": 1, "share": 100.0}]

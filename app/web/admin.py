@@ -45,6 +45,13 @@ from app.security import constant_time_equals
 from app.services import services
 from app.tenants import rotate_write_key
 from app.web.charts import line_chart, scatter_plot
+from app.web.read_model import (
+    accounts_query,
+    owner_names,
+    scored,
+    segment_members,
+    segment_names,
+)
 from connectors import registry
 from scoring.engine import account_checklist, is_paying, trait_distribution
 
@@ -354,14 +361,8 @@ def accounts():
     direction = "asc" if request.args.get("dir") == "asc" else "desc"
     column = SORTS.get(sort, AccountScore.engagement_score)
     with _db().tenant_session(g.tenant_id) as db_session:
-        query = (
-            select(Account, AccountScore, CrmRecord.crm_fields)
-            .join(AccountScore, AccountScore.account_id == Account.id)
-            .outerjoin(
-                CrmRecord,
-                (CrmRecord.subject_id == Account.id) & (CrmRecord.object_type == "account"),
-            )
-            .order_by(column.asc() if direction == "asc" else column.desc(), Account.id)
+        query = accounts_query().order_by(
+            column.asc() if direction == "asc" else column.desc(), Account.id
         )
         if filters["q"]:
             like = f"%{filters['q'].lower()}%"
@@ -376,30 +377,24 @@ def accounts():
         minimum = _number(filters["min_engagement"])
         if minimum is not None:
             query = query.where(AccountScore.engagement_score >= minimum)
-        rows = db_session.execute(query.limit(5000)).all()
-        owners = _owner_names(db_session)
+        owners = owner_names(db_session)
+        rows = scored(db_session.execute(query.limit(5000)), owners)
     out = []
-    for account, score, crm in rows:
-        crm = crm or {}
-        names = score.segments.get("names", [])
-        if filters["segment"] and filters["segment"] not in (
-            *names,
-            score.engagement_segment,
-            score.trend_segment,
-        ):
+    for row in rows:
+        if filters["segment"] and not row.in_segment(filters["segment"]):
             continue
-        if filters["owner"] and (crm.get("owner_id") or "") != filters["owner"]:
+        if filters["owner"] and (row.owner_id or "") != filters["owner"]:
             continue
-        if filters["stage"] and (crm.get("lifecycle_stage") or "") != filters["stage"]:
+        if filters["stage"] and (row.lifecycle_stage or "") != filters["stage"]:
             continue
         out.append(
             {
-                "id": account.external_id,
-                "name": account.name or account.external_id,
-                "score": score,
-                "segments": names,
-                "owner": owners.get(crm.get("owner_id"), crm.get("owner_id")),
-                "stage": crm.get("lifecycle_stage"),
+                "id": row.external_id,
+                "name": row.name,
+                "score": row.score,
+                "segments": row.segments,
+                "owner": row.owner_name or row.owner_id,
+                "stage": row.lifecycle_stage,
             }
         )
     if sort in ("owner", "stage"):
@@ -436,25 +431,8 @@ def accounts():
     )
 
 
-def _owner_names(db_session) -> dict[str, str]:
-    from app.models import CrmOwner
-
-    return {
-        o.owner_id: o.name or o.email or o.owner_id for o in db_session.scalars(select(CrmOwner))
-    }
-
-
 def _segment_names() -> list[str]:
-    defs = current_definitions(_db(), g.tenant_id).definitions
-    return [
-        *[s.name for s in defs.segments],
-        "Most engaged",
-        "Engaged",
-        "Passive",
-        "Least engaged",
-        "Red Hot",
-        "Ice Cold",
-    ]
+    return segment_names(current_definitions(_db(), g.tenant_id).definitions)
 
 
 def _crm_link(record: CrmRecord | None) -> str | None:
@@ -504,7 +482,7 @@ def account(external_id: str):
             ).all()
         )
         crm_fields = (record.crm_fields if record else None) or {}
-        owners = _owner_names(db_session)
+        owners = owner_names(db_session)
     checklist = account_checklist(account.traits, defs)
     done = set((score.steps_done or {}).get("done", []))
     steps = [{"label": s.label, "done": s.key in done} for s in checklist.steps]
@@ -541,31 +519,7 @@ def segments():
     name = request.args.get("name") or (names[0] if names else "")
     field = request.args.get("field", "trait.plan").strip() or "trait.plan"
     with _db().tenant_session(g.tenant_id) as db_session:
-        rows = db_session.execute(
-            select(Account, AccountScore).join(AccountScore, AccountScore.account_id == Account.id)
-        ).all()
-    members = []
-    for account, score in rows:
-        in_segment = name in (
-            *score.segments.get("names", []),
-            score.engagement_segment,
-            score.trend_segment,
-        )
-        if not in_segment:
-            continue
-        members.append(
-            {
-                "id": account.external_id,
-                "name": account.name or account.external_id,
-                "traits": account.traits or {},
-                "trait": account.traits or {},
-                "engagement_score": score.engagement_score,
-                "activation_rate": score.activation_rate,
-                "engagement_segment": score.engagement_segment,
-                "lead_type": score.lead_type,
-                "pql": score.pql,
-            }
-        )
+        members = [m.record() for m in segment_members(db_session, name)]
     try:
         distribution = trait_distribution(members, field)
     except (KeyError, ValueError, TypeError):

@@ -27,6 +27,7 @@ from app.scores.definitions_store import (
 from app.scores.scoring_pass import recompute
 from app.services import services
 from app.tenants import resolve_write_key
+from app.web.read_model import Scored, accounts_query, owner_names, scored, segment_members
 from scoring.engine import trait_distribution
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -143,10 +144,11 @@ def rollback():
 # --- scores --------------------------------------------------------------------------------
 
 
-def account_json(name: str | None, external_id: str, score: AccountScore) -> dict[str, Any]:
+def account_json(row: Scored) -> dict[str, Any]:
+    score = row.score
     return {
-        "account": external_id,
-        "name": name,
+        "account": row.external_id,
+        "name": row.name,
         "activation_rate": score.activation_rate,
         "activated": score.activated,
         "activated_at": score.activated_at.isoformat() if score.activated_at else None,
@@ -169,16 +171,20 @@ def account_json(name: str | None, external_id: str, score: AccountScore) -> dic
         "lead_type": score.lead_type,
         "chance_to_convert": score.chance_to_convert,
         "forecast_value": score.forecast_value,
-        "segments": score.segments.get("names", []),
+        "segments": row.segments,
+        "crm": {
+            "id": row.crm_id,
+            "owner_id": row.owner_id,
+            "owner": row.owner_name,
+            "lifecycle_stage": row.lifecycle_stage,
+        },
         "definitions_version": score.definitions_version,
         "computed_at": score.computed_at.isoformat(),
     }
 
 
 def _accounts_query() -> Select:
-    query = select(Account.name, Account.external_id, AccountScore).join(
-        AccountScore, AccountScore.account_id == Account.id
-    )
+    query = accounts_query()
     pql = request.args.get("pql")
     if pql is not None:
         if pql not in ("true", "false"):
@@ -209,19 +215,18 @@ def list_accounts():
     offset = _int_arg("offset", 0, 0, 10_000_000)
     with services().db.tenant_session(g.tenant_id) as session:
         query = _sorted(_accounts_query())
+        owners = owner_names(session)
         if segment:
-            # Segment names live in a JSON list: filter in Python, then page.
-            rows = [
-                r for r in session.execute(query).all() if segment in r[2].segments.get("names", [])
-            ]
+            # Segment membership lives in JSON and in two columns: filter here, then page.
+            rows = [r for r in scored(session.execute(query), owners) if r.in_segment(segment)]
             total = len(rows)
             rows = rows[offset : offset + limit]
         else:
             total = session.scalar(
                 select(func.count()).select_from(query.order_by(None).subquery())
             )
-            rows = session.execute(query.limit(limit).offset(offset)).all()
-    return jsonify(total=total, accounts=[account_json(n, e, s) for n, e, s in rows])
+            rows = scored(session.execute(query.limit(limit).offset(offset)), owners)
+    return jsonify(total=total, accounts=[account_json(r) for r in rows])
 
 
 @bp.get("/pqls")
@@ -229,30 +234,34 @@ def list_accounts():
 def list_pqls():
     """Product-qualified accounts ranked by engagement: the reps' worklist."""
     with services().db.tenant_session(g.tenant_id) as session:
-        rows = session.execute(
+        query = (
             _accounts_query()
             .where(AccountScore.pql.is_(True))
             .order_by(desc(AccountScore.engagement_score), desc(AccountScore.activation_rate))
             .limit(_int_arg("limit", 100, 1, 1000))
-        ).all()
-    return jsonify(pqls=[account_json(n, e, s) for n, e, s in rows])
+        )
+        rows = scored(session.execute(query), owner_names(session))
+    return jsonify(pqls=[account_json(r) for r in rows])
 
 
 @bp.get("/accounts/<path:external_id>")
 @admin_required
 def get_account(external_id: str):
     with services().db.tenant_session(g.tenant_id) as session:
-        row = session.execute(_accounts_query().where(Account.external_id == external_id)).first()
-        if row is None:
+        found = scored(
+            session.execute(_accounts_query().where(Account.external_id == external_id)),
+            owner_names(session),
+        )
+        if not found:
             raise RequestError(404, "not_found", f"no scored account {external_id!r}")
         users = session.execute(
             select(User.external_id, User.email, UserScore)
             .join(UserScore, UserScore.user_id == User.id)
             .join(AccountMembership, AccountMembership.user_id == User.id)
-            .where(AccountMembership.account_id == row[2].account_id)
+            .where(AccountMembership.account_id == found[0].subject_id)
             .order_by(desc(UserScore.engagement_score))
         ).all()
-    body = account_json(*row)
+    body = account_json(found[0])
     body["users"] = [
         {
             "user": uid,
@@ -271,35 +280,18 @@ def get_account(external_id: str):
 @admin_required
 def segment(name: str):
     """Members of a segment (``subject=account``, the default, or ``user``) and, with ``field``
-    (e.g. ``trait.plan``), how that field is spread among them."""
+    (e.g. ``trait.plan`` or ``crm.lifecycle_stage``), how that field is spread among them."""
     field = request.args.get("field")
     subject = request.args.get("subject", "account")
     if subject not in ("account", "user"):
         raise RequestError(400, "invalid_parameter", "subject must be account or user")
-    model, score = (Account, AccountScore) if subject == "account" else (User, UserScore)
-    key = AccountScore.account_id if subject == "account" else UserScore.user_id
     with services().db.tenant_session(g.tenant_id) as session:
-        rows = session.execute(
-            select(model.external_id, model.traits, score).join(score, key == model.id)
-        ).all()
-    members = [
-        {
-            "id": ext,
-            "trait": traits,
-            "traits": traits,
-            "engagement_score": s.engagement_score,
-            "activation_rate": s.activation_rate,
-            "engagement_segment": s.engagement_segment,
-            "segments": s.segments.get("names", []),
-        }
-        for ext, traits, s in rows
-        if name in s.segments.get("names", [])
-    ]
+        members = segment_members(session, name, subject)
     body: dict[str, Any] = {"segment": name, "subject": subject, "count": len(members)}
     if field:
         body["field"] = field
-        body["distribution"] = trait_distribution(members, field)
-    body["members"] = [m["id"] for m in members[:500]]
+        body["distribution"] = trait_distribution([m.record() for m in members], field)
+    body["members"] = [m.external_id for m in members[:500]]
     return jsonify(body)
 
 

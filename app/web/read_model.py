@@ -1,0 +1,134 @@
+"""What the admin pages and the JSON API show of scored accounts and users, built once: the
+account with its scores and what came back from the CRM (owner with its name, lifecycle stage),
+and segment membership with one meaning everywhere.
+
+A subject is in a segment when the segment is one of its custom segments, its engagement
+segment ("Most engaged" ...) or its trend segment ("Red Hot", "Ice Cold"). Distributions
+within a segment read ``trait.X``, ``crm.X`` or any score field of these records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from app.models import Account, AccountScore, CrmOwner, CrmRecord, User, UserScore
+from scoring.definitions import Definitions
+
+ENGAGEMENT_SEGMENTS = ("Most engaged", "Engaged", "Passive", "Least engaged")
+TREND_SEGMENTS = ("Red Hot", "Ice Cold")
+
+
+def segment_names(defs: Definitions) -> list[str]:
+    """Every segment a subject can be in: the tenant's own, then the built-in ones."""
+    return [*[s.name for s in defs.segments], *ENGAGEMENT_SEGMENTS, *TREND_SEGMENTS]
+
+
+def segments_of(score: AccountScore | UserScore) -> list[str]:
+    custom = (score.segments or {}).get("names", [])
+    return [*custom, *[s for s in (score.engagement_segment, score.trend_segment) if s]]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One scored account or user as people read it."""
+
+    subject_id: int
+    external_id: str
+    name: str
+    traits: dict[str, Any]
+    score: AccountScore | UserScore
+    crm: dict[str, Any] = field(default_factory=dict)  # pulled fields (owner_id, lifecycle_stage…)
+    crm_id: str | None = None
+    owner_name: str | None = None
+    email: str | None = None
+
+    @property
+    def owner_id(self) -> str | None:
+        return self.crm.get("owner_id")
+
+    @property
+    def lifecycle_stage(self) -> str | None:
+        return self.crm.get("lifecycle_stage")
+
+    @property
+    def segments(self) -> list[str]:
+        return segments_of(self.score)
+
+    def in_segment(self, name: str) -> bool:
+        return name in self.segments
+
+    def record(self) -> dict[str, Any]:
+        """The fields conditions and distributions read (``trait.plan``, ``crm.owner_id``,
+        ``engagement_score`` ...)."""
+        s = self.score
+        return {
+            "id": self.external_id,
+            "name": self.name,
+            "trait": self.traits,
+            "traits": self.traits,
+            "crm": {**self.crm, "owner": self.owner_name},
+            "engagement_score": s.engagement_score,
+            "activation_rate": s.activation_rate,
+            "engagement_segment": s.engagement_segment,
+            "trend_segment": s.trend_segment,
+            "lead_type": getattr(s, "lead_type", None),
+            "pql": getattr(s, "pql", None),
+            "segments": self.segments,
+        }
+
+
+def owner_names(session: Session) -> dict[str, str]:
+    """CRM owner ids to the names people know them by."""
+    return {o.owner_id: o.name or o.email or o.owner_id for o in session.scalars(select(CrmOwner))}
+
+
+def accounts_query() -> Select:
+    """Scored accounts with their CRM record (if synced); add filters and an order."""
+    return (
+        select(Account, AccountScore, CrmRecord)
+        .join(AccountScore, AccountScore.account_id == Account.id)
+        .outerjoin(
+            CrmRecord, (CrmRecord.subject_id == Account.id) & (CrmRecord.object_type == "account")
+        )
+    )
+
+
+def users_query() -> Select:
+    return (
+        select(User, UserScore, CrmRecord)
+        .join(UserScore, UserScore.user_id == User.id)
+        .outerjoin(CrmRecord, (CrmRecord.subject_id == User.id) & (CrmRecord.object_type == "user"))
+    )
+
+
+def scored(rows: Iterable, owners: dict[str, str]) -> list[Scored]:
+    """Rows of ``accounts_query``/``users_query`` as ``Scored`` values."""
+    out = []
+    for subject, score, record in rows:
+        crm = dict((record.crm_fields if record else None) or {})
+        crm.pop("field_times", None)
+        out.append(
+            Scored(
+                subject_id=subject.id,
+                external_id=subject.external_id,
+                name=(getattr(subject, "name", None) or subject.external_id),
+                traits=dict(subject.traits or {}),
+                score=score,
+                crm=crm,
+                crm_id=record.crm_id if record else None,
+                owner_name=owners.get(crm.get("owner_id")) if crm.get("owner_id") else None,
+                email=getattr(subject, "email", None),
+            )
+        )
+    return out
+
+
+def segment_members(session: Session, name: str, subject: str = "account") -> list[Scored]:
+    query = accounts_query() if subject == "account" else users_query()
+    rows = scored(session.execute(query), owner_names(session))
+    return [r for r in rows if r.in_segment(name)]
