@@ -42,7 +42,7 @@ from app import create_app, migrate  # noqa: E402
 from app.sync.push import push_changed_traits  # noqa: E402
 from bench.ingest import drop_database, free_port, fresh_database  # noqa: E402
 from bench.sync import seed  # noqa: E402
-from connectors.salesforce.client import pkce_pair  # noqa: E402
+from connectors.salesforce.auth import pkce_pair  # noqa: E402
 from connectors.salesforce.install import complete_install  # noqa: E402
 from connectors.salesforce.provider import connector_for  # noqa: E402
 from sandbox.salesforce import app_env as salesforce_env  # noqa: E402

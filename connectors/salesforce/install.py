@@ -19,8 +19,7 @@ from app.services import services
 from app.sync import lifecycle
 from app.web import install_pages
 from connectors.base import CrmError
-from connectors.salesforce import KEY
-from connectors.salesforce import client as salesforce
+from connectors.salesforce import KEY, auth
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +67,10 @@ def install():
     environment = request.args.get("environment", "production")
     if environment not in ENVIRONMENTS:
         return _error_page("environment must be production or sandbox.", 400)
-    verifier, challenge = salesforce.pkce_pair()
+    verifier, challenge = auth.pkce_pair()
     nonce = secrets.token_urlsafe(16)
     state = _serializer("state").dumps({"nonce": nonce, "environment": environment})
-    target = salesforce.authorize_url(
+    target = auth.authorize_url(
         login_url(settings, environment),
         settings.salesforce_client_id,
         _redirect_uri(),
@@ -131,7 +130,7 @@ def complete_install(
     the token answer names the org, the integration user and the instance URL."""
     settings = svc.settings
     login = login_url(settings, environment)
-    tokens = salesforce.exchange_code(
+    tokens = auth.exchange_code(
         login,
         settings.salesforce_client_id,
         settings.salesforce_client_secret,

@@ -14,8 +14,9 @@ from app.sync import properties
 from app.sync.access import TenantTokens
 from connectors.base import AuthorizationLost, Caller
 from connectors.registry import Capabilities, Provider, register
-from connectors.salesforce import KEY
-from connectors.salesforce import client as salesforce
+from connectors.salesforce import KEY, auth
+from connectors.salesforce.client import PinnedSession, SalesforceConnector
+from connectors.salesforce.errors import DailyLimit, classify
 from connectors.salesforce.install import bp as install_bp
 from connectors.salesforce.install import verify_tls
 
@@ -24,13 +25,11 @@ log = logging.getLogger(__name__)
 
 def _session(settings) -> requests.Session:
     if settings.salesforce_ca_bundle:
-        return salesforce.PinnedSession(settings.salesforce_ca_bundle)
+        return PinnedSession(settings.salesforce_ca_bundle)
     return requests.Session()
 
 
-def connector_for(
-    svc, tenant_id: int, rng: random.Random | None = None
-) -> salesforce.SalesforceConnector:
+def connector_for(svc, tenant_id: int, rng: random.Random | None = None) -> SalesforceConnector:
     settings = svc.settings
     with svc.db.system_session() as session:
         tenant = session.get(Tenant, tenant_id)
@@ -42,7 +41,7 @@ def connector_for(
     login = doc.get("login_url") or settings.salesforce_login_url
 
     def refresh(refresh_token: str):
-        return salesforce.refresh_tokens(
+        return auth.refresh_tokens(
             login,
             settings.salesforce_client_id,
             settings.salesforce_client_secret,
@@ -50,18 +49,18 @@ def connector_for(
             verify=verify_tls(settings),
         )
 
-    limit = salesforce.DailyLimit(
+    limit = DailyLimit(
         reserve_fraction=settings.salesforce_api_reserve_percent / 100,
         pause_seconds=settings.salesforce_pause_minutes * 60,
     )
     caller = Caller(
         budget=limit,
         tokens=TenantTokens(svc.db, tenant_id, svc.token_cipher, refresh, svc.clock),
-        classify=salesforce.classify,
+        classify=classify,
         rng=rng or random.Random(),
     )
     prefix = settings.property_prefix
-    return salesforce.SalesforceConnector(
+    return SalesforceConnector(
         doc["instance_url"],
         caller,
         {
@@ -82,7 +81,7 @@ def revoke_tokens(svc, tenant: Tenant) -> bool:
     unreachable Salesforce does not stop the uninstall, the tokens are deleted here anyway."""
     login = (tenant.settings or {}).get("login_url") or svc.settings.salesforce_login_url
     token = svc.token_cipher.decrypt(tenant.refresh_token_encrypted)
-    revoked = salesforce.revoke(login, token, verify=verify_tls(svc.settings))
+    revoked = auth.revoke(login, token, verify=verify_tls(svc.settings))
     log.info("tenant %s: Salesforce tokens %s", tenant.id, "revoked" if revoked else "not revoked")
     return revoked
 

@@ -11,16 +11,10 @@ import pytest
 import responses
 
 from connectors.base import Caller, CrmError, CrmPaused, PropertySpec, TaskSpec, Write
-from connectors.salesforce.client import (
-    DailyLimit,
-    FieldsNotVisible,
-    SalesforceConnector,
-    classify,
-    exchange_code,
-    field_name,
-    host_of,
-    refresh_tokens,
-)
+from connectors.salesforce.api import field_name, host_of
+from connectors.salesforce.auth import exchange_code, refresh_tokens
+from connectors.salesforce.client import SalesforceConnector
+from connectors.salesforce.errors import DailyLimit, FieldsNotVisible, classify
 from sandbox.salesforce import SalesforceSandbox, mount
 
 INSTANCE = "https://acme.my.salesforce.test"
