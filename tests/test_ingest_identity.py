@@ -5,7 +5,7 @@ import datetime as dt
 from sqlalchemy import func, select
 
 from app.models import Account, AccountEventDay, AccountMembership, Event, User, UserEventDay
-from app.tracking.ingest import domain_of
+from app.tracking.identity import domain_of
 from tests.tracking import post, track
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from app.models import Event, IngestWindow
 from app.tenants import create_tenant, issue_write_key
-from app.tracking.ingest import forget_ingest_windows
+from app.tracking.rate_limit import forget_ingest_windows
 from tests.conftest import _empty_all_tables, config_for
 from tests.tracking import post, track
 

@@ -210,7 +210,7 @@ def test_scoring_one_tenant_leaves_another_alone(client, db):
 
 def test_activity_read_from_rollups_equals_the_engines_own_summary(client, db, tenant_key):
     """The grouped SQL in app.scores.scoring_pass must mean what scoring.engine.summarize means."""
-    from app.scores.scoring_pass import _load_users
+    from app.scores.subjects import load_users
     from scoring.engine import summarize
 
     tenant_id, key = tenant_key
@@ -246,7 +246,7 @@ def test_activity_read_from_rollups_equals_the_engines_own_summary(client, db, t
     with db.tenant_transaction(tenant_id) as s:
         # Everything before today from the basis, today's rows live: the sum must be the same.
         activity_basis.rebuild(s, tenant_id, activity_basis.USERS, None, defs, today)
-        data = _load_users(s, None, defs, today)
+        data = load_users(s, None, defs, today)
     (uid,) = data.first_seen
     activity = data.facts(uid).activity
     assert activity.totals == expected.totals

@@ -15,7 +15,8 @@ from app.bodies import json_document, read_capped
 from app.errors import RequestError, error_response
 from app.services import services
 from app.tenants import resolve_write_key
-from app.tracking.ingest import admit, ingest
+from app.tracking.ingest import ingest
+from app.tracking.rate_limit import admit
 from webhooks.segment import (
     BATCH_PATHS,
     PATH_TYPES,

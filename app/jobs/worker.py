@@ -15,7 +15,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from app.jobs import deliveries
 from app.jobs.tenant_jobs import deliver_tenants, pull_tenants, score_tenants, worker_identity
 from app.sync import lifecycle
-from app.tracking.ingest import forget_ingest_windows
+from app.tracking.rate_limit import forget_ingest_windows
 
 log = logging.getLogger(__name__)
 

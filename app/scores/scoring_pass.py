@@ -26,10 +26,8 @@ from app.db import Database
 from app.jobs import deliveries
 from app.models import (
     Account,
-    AccountEventDay,
     AccountMembership,
     AccountScore,
-    CrmRecord,
     Event,
     ScoreHistory,
     ScoringRun,
@@ -37,15 +35,14 @@ from app.models import (
     UserScore,
 )
 from app.scores import activity_basis
+from app.scores.activity_basis import chunks, only
 from app.scores.definitions_store import current_definitions
+from app.scores.subjects import Subjects, load_accounts, load_users
 from scoring.definitions import Definitions, ScoringProfile
 from scoring.engine import (
-    Activity,
-    Facts,
     account_checklist,
     activation,
     adoption_rate,
-    communication,
     engagement_segment,
     forecast_value,
     grade,
@@ -61,8 +58,6 @@ from scoring.engine import (
 
 log = logging.getLogger(__name__)
 
-_id_chunks = activity_basis.chunks
-_only = activity_basis.only
 _frames = activity_basis.frames
 # Events received this long before the previous pass started are looked at again, so that an
 # ingestion transaction still committing when that pass began is not missed (its events carry
@@ -83,172 +78,6 @@ class RunSummary:
     seconds: float = 0.0
 
 
-def _history_events(defs: Definitions) -> set[str]:
-    """Events whose daily history scoring needs: those of steps counted "within the first D
-    days" (everything else reads lifetime totals, first/last days and in-frame counts)."""
-    events: set[str] = set()
-    for checklist in (
-        defs.account_checklist_trial,
-        defs.account_checklist_paid,
-        defs.user_checklist,
-    ):
-        events |= {s.event for s in checklist.steps if s.within_days and s.event}
-    return events
-
-
-def _early_team_events(defs: Definitions) -> set[str]:
-    """Events of team steps limited to the first D days: those need each user's first day."""
-    steps = defs.account_checklist_trial.steps + defs.account_checklist_paid.steps
-    return {s.event for s in steps if s.kind == "distinct_users" and s.within_days and s.event}
-
-
-@dataclass
-class _Subjects:
-    first_seen: dict[int, dt.date] = field(default_factory=dict)
-    last_seen: dict[int, dt.datetime] = field(default_factory=dict)
-    traits: dict[int, dict] = field(default_factory=dict)
-    totals: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
-    first_day: dict[int, dict[str, dt.date]] = field(default_factory=lambda: defaultdict(dict))
-    last_day: dict[int, dict[str, dt.date]] = field(default_factory=lambda: defaultdict(dict))
-    in_frame: dict[int, dict[int, dict[str, float]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
-    )
-    decayed: dict[int, dict[int, dict[str, float]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
-    )
-    active_days: dict[int, dict[int, int]] = field(default_factory=lambda: defaultdict(dict))
-    early: dict[int, dict[str, dict[dt.date, int]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
-    )
-    user_first_day: dict[int, dict[str, dict[int, dt.date]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
-    )
-    distinct_users: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
-    crm: dict[int, dict] = field(default_factory=dict)
-
-    def facts(self, sid: int) -> Facts:
-        activity = Activity(
-            totals=self.totals.get(sid, {}),
-            first_day=self.first_day.get(sid, {}),
-            last_day=self.last_day.get(sid, {}),
-            in_frame=self.in_frame.get(sid, {}),
-            decayed=self.decayed.get(sid, {}),
-            active_days=self.active_days.get(sid, {}),
-            early=self.early.get(sid, {}),
-        )
-        return Facts(
-            first_seen=self.first_seen[sid],
-            traits=self.traits.get(sid, {}),
-            activity=activity,
-            user_first_day=self.user_first_day.get(sid, {}),
-            distinct_users=self.distinct_users.get(sid, {}),
-            crm=self.crm.get(sid, {}),
-        )
-
-
-def _load_activity(
-    session: Session,
-    data: _Subjects,
-    kind,
-    chunk: list[int] | None,
-    defs: Definitions,
-    today: dt.date,
-) -> None:
-    """Fill ``data`` for one chunk: the activity basis plus today's rollups, and daily rows
-    only for what needs days (decaying profiles' frames, "within the first D days" steps)."""
-    activity_basis.load(session, data, kind, chunk, defs, today)
-    rollup, subject_column = kind.rollup, kind.key
-    only = _only(subject_column, chunk)
-    decay_frames = sorted({p.time_frame_days for p in defs.profiles if p.decay})
-    if decay_frames:
-        start = today - dt.timedelta(days=decay_frames[-1] - 1)
-        daily = (
-            select(subject_column, rollup.event, rollup.day, func.sum(rollup.count))
-            .where(*only, rollup.day >= start, rollup.day <= today)
-            .group_by(subject_column, rollup.event, rollup.day)
-        )
-        for sid, event, day, count in session.execute(daily):
-            age = (today - day).days
-            for frame in decay_frames:
-                if age < frame:
-                    points = data.decayed[sid][frame]
-                    points[event] = points.get(event, 0.0) + int(count) * (frame - age) / frame
-
-    early_events = _history_events(defs)
-    if early_events:
-        daily = (
-            select(subject_column, rollup.event, rollup.day, func.sum(rollup.count))
-            .where(*only, rollup.event.in_(early_events))
-            .group_by(subject_column, rollup.event, rollup.day)
-        )
-        for sid, event, day, count in session.execute(daily):
-            data.early[sid][event][day] = int(count)
-
-
-def _load_crm(
-    session: Session, data: _Subjects, subject: str, chunk: list[int] | None, today: dt.date
-) -> None:
-    """What the CRM says of them (owner, lifecycle stage, contact), for segments and lead
-    types; ``communication`` is derived here because it depends on the day."""
-    query = select(CrmRecord.subject_id, CrmRecord.crm_fields).where(
-        CrmRecord.object_type == subject, *_only(CrmRecord.subject_id, chunk)
-    )
-    for sid, fields in session.execute(query):
-        if fields:
-            data.crm[sid] = {**fields, "communication": communication(fields, today)}
-
-
-def _load_users(
-    session: Session, ids: list[int] | None, defs: Definitions, today: dt.date
-) -> _Subjects:
-    data = _Subjects()
-    base = select(User.id, User.first_seen_at, User.last_seen_at, User.traits).where(
-        User.merged_into_id.is_(None)
-    )
-    for chunk in _id_chunks(ids):
-        for uid, first, last, traits in session.execute(base.where(*_only(User.id, chunk))):
-            data.first_seen[uid] = first.date()
-            data.last_seen[uid] = last
-            data.traits[uid] = traits or {}
-        _load_activity(session, data, activity_basis.USERS, chunk, defs, today)
-        _load_crm(session, data, "user", chunk, today)
-    return data
-
-
-def _load_accounts(
-    session: Session, ids: list[int] | None, defs: Definitions, today: dt.date
-) -> _Subjects:
-    data = _Subjects()
-    base = select(Account.id, Account.first_seen_at, Account.last_seen_at, Account.traits)
-    early_team = _early_team_events(defs)
-    for chunk in _id_chunks(ids):
-        for aid, first, last, traits in session.execute(base.where(*_only(Account.id, chunk))):
-            data.first_seen[aid] = first.date()
-            data.last_seen[aid] = last
-            data.traits[aid] = traits or {}
-        _load_activity(session, data, activity_basis.ACCOUNTS, chunk, defs, today)
-        _load_crm(session, data, "account", chunk, today)
-        if early_team:
-            per_user = (
-                select(
-                    AccountEventDay.account_id,
-                    AccountEventDay.event,
-                    AccountEventDay.user_id,
-                    func.min(AccountEventDay.day),
-                )
-                .where(
-                    *_only(AccountEventDay.account_id, chunk),
-                    AccountEventDay.event.in_(early_team),
-                )
-                .group_by(
-                    AccountEventDay.account_id, AccountEventDay.event, AccountEventDay.user_id
-                )
-            )
-            for aid, event, uid, first_day in session.execute(per_user):
-                data.user_first_day[aid][event][uid] = first_day
-    return data
-
-
 def _record(traits: dict, crm: dict | None = None, **values: Any) -> dict[str, Any]:
     return {"trait": traits, "traits": traits, "crm": crm or {}, **values}
 
@@ -261,8 +90,8 @@ def _previous_scores(
     query = select(ScoreHistory.subject_id, ScoreHistory.engagement_score).where(
         ScoreHistory.subject == subject, ScoreHistory.day == day
     )
-    for chunk in _id_chunks(ids):
-        out.update(session.execute(query.where(*_only(ScoreHistory.subject_id, chunk))).all())
+    for chunk in chunks(ids):
+        out.update(session.execute(query.where(*only(ScoreHistory.subject_id, chunk))).all())
     return out
 
 
@@ -273,14 +102,14 @@ def _earlier_firsts(
     pql_at = model.pql_at if model is AccountScore else None
     columns = [key, model.activated_at] + ([pql_at] if pql_at is not None else [])
     out = {}
-    for chunk in _id_chunks(ids):
+    for chunk in chunks(ids):
         for row in session.execute(
             select(*columns).where(
                 or_(
                     model.activated_at.is_not(None),
                     *([pql_at.is_not(None)] if pql_at is not None else []),
                 ),
-                *_only(key, chunk),
+                *only(key, chunk),
             )
         ):
             out[row[0]] = (row[1], row[2] if pql_at is not None else None)
@@ -289,7 +118,7 @@ def _earlier_firsts(
 
 def _score_rows(
     defs: Definitions,
-    data: _Subjects,
+    data: Subjects,
     ids: list[int],
     subject: str,
     today: dt.date,
@@ -405,7 +234,7 @@ def _score_rows(
 def _score_subjects(
     session: Session,
     defs: Definitions,
-    data: _Subjects,
+    data: Subjects,
     ids: list[int],
     subject: str,
     today: dt.date,
@@ -490,8 +319,8 @@ def _member_stats(
         .group_by(AccountMembership.account_id)
     )
     out = {}
-    for chunk in _id_chunks(account_ids):
-        for row in session.execute(query.where(*_only(AccountMembership.account_id, chunk))):
+    for chunk in chunks(account_ids):
+        for row in session.execute(query.where(*only(AccountMembership.account_id, chunk))):
             aid, total, activated, average = row[:4]
             out[aid] = _MemberStats(
                 total=int(total),
@@ -517,8 +346,8 @@ def _store(
     if full:
         session.execute(delete(model))
     else:
-        for chunk in _id_chunks([r["_id"] for r in rows]):
-            session.execute(delete(model).where(*_only(getattr(model, key), chunk)))
+        for chunk in chunks([r["_id"] for r in rows]):
+            session.execute(delete(model).where(*only(getattr(model, key), chunk)))
     payload = []
     for r in rows:
         item = {k: v for k, v in r.items() if k != "_id"}
@@ -589,11 +418,11 @@ def recompute(
         else:
             since = last_any.started_at - OVERLAP
             touched_users, touched_accounts = _touched_since(session, since)
-            for chunk in _id_chunks(sorted(touched_users)):
+            for chunk in chunks(sorted(touched_users)):
                 touched_accounts |= set(
                     session.scalars(
                         select(AccountMembership.account_id).where(
-                            *_only(AccountMembership.user_id, chunk)
+                            *only(AccountMembership.user_id, chunk)
                         )
                     )
                 )
@@ -610,7 +439,7 @@ def recompute(
                 if stale:
                     activity_basis.rebuild(session, tenant_id, kind, sorted(stale), defs, today)
 
-        users = _load_users(session, user_ids, defs, today)
+        users = load_users(session, user_ids, defs, today)
         uids = (
             sorted(users.first_seen)
             if user_ids is None
@@ -624,7 +453,7 @@ def recompute(
             session, tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today, full
         )
 
-        accounts = _load_accounts(session, account_ids, defs, today)
+        accounts = load_accounts(session, account_ids, defs, today)
         aids = (
             sorted(accounts.first_seen)
             if account_ids is None
@@ -700,13 +529,13 @@ def preview_definitions(
             names = dict(session.execute(select(Account.id, Account.name)).all())
             for kind in (activity_basis.USERS, activity_basis.ACCOUNTS):
                 activity_basis.rebuild(session, tenant_id, kind, None, defs, today)
-            users = _load_users(session, None, defs, today)
+            users = load_users(session, None, defs, today)
             user_rows, percentiles = _score_subjects(
                 session, defs, users, sorted(users.first_seen), "u", today, now, None, None
             )
             # Account scores read their members' fresh scores, as in a pass.
             _store(session, tenant_id, UserScore, "user_id", user_rows, 0, "u", today, True)
-            accounts = _load_accounts(session, None, defs, today)
+            accounts = load_accounts(session, None, defs, today)
             account_rows, _ = _score_subjects(
                 session,
                 defs,

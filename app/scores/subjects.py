@@ -1,0 +1,192 @@
+"""What scoring a set of subjects reads: their traits, activity (from the activity basis and
+the day's rollups), what the CRM says of them, and for accounts their members."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models import (
+    Account,
+    AccountEventDay,
+    CrmRecord,
+    User,
+)
+from app.scores import activity_basis
+from app.scores.activity_basis import chunks, only
+from scoring.definitions import Definitions
+from scoring.engine import (
+    Activity,
+    Facts,
+    communication,
+)
+
+
+def _history_events(defs: Definitions) -> set[str]:
+    """Events whose daily history scoring needs: those of steps counted "within the first D
+    days" (everything else reads lifetime totals, first/last days and in-frame counts)."""
+    events: set[str] = set()
+    for checklist in (
+        defs.account_checklist_trial,
+        defs.account_checklist_paid,
+        defs.user_checklist,
+    ):
+        events |= {s.event for s in checklist.steps if s.within_days and s.event}
+    return events
+
+
+def _early_team_events(defs: Definitions) -> set[str]:
+    """Events of team steps limited to the first D days: those need each user's first day."""
+    steps = defs.account_checklist_trial.steps + defs.account_checklist_paid.steps
+    return {s.event for s in steps if s.kind == "distinct_users" and s.within_days and s.event}
+
+
+@dataclass
+class Subjects:
+    first_seen: dict[int, dt.date] = field(default_factory=dict)
+    last_seen: dict[int, dt.datetime] = field(default_factory=dict)
+    traits: dict[int, dict] = field(default_factory=dict)
+    totals: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    first_day: dict[int, dict[str, dt.date]] = field(default_factory=lambda: defaultdict(dict))
+    last_day: dict[int, dict[str, dt.date]] = field(default_factory=lambda: defaultdict(dict))
+    in_frame: dict[int, dict[int, dict[str, float]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
+    )
+    decayed: dict[int, dict[int, dict[str, float]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
+    )
+    active_days: dict[int, dict[int, int]] = field(default_factory=lambda: defaultdict(dict))
+    early: dict[int, dict[str, dict[dt.date, int]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
+    )
+    user_first_day: dict[int, dict[str, dict[int, dt.date]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict))
+    )
+    distinct_users: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    crm: dict[int, dict] = field(default_factory=dict)
+
+    def facts(self, sid: int) -> Facts:
+        activity = Activity(
+            totals=self.totals.get(sid, {}),
+            first_day=self.first_day.get(sid, {}),
+            last_day=self.last_day.get(sid, {}),
+            in_frame=self.in_frame.get(sid, {}),
+            decayed=self.decayed.get(sid, {}),
+            active_days=self.active_days.get(sid, {}),
+            early=self.early.get(sid, {}),
+        )
+        return Facts(
+            first_seen=self.first_seen[sid],
+            traits=self.traits.get(sid, {}),
+            activity=activity,
+            user_first_day=self.user_first_day.get(sid, {}),
+            distinct_users=self.distinct_users.get(sid, {}),
+            crm=self.crm.get(sid, {}),
+        )
+
+
+def _load_activity(
+    session: Session,
+    data: Subjects,
+    kind,
+    chunk: list[int] | None,
+    defs: Definitions,
+    today: dt.date,
+) -> None:
+    """Fill ``data`` for one chunk: the activity basis plus today's rollups, and daily rows
+    only for what needs days (decaying profiles' frames, "within the first D days" steps)."""
+    activity_basis.load(session, data, kind, chunk, defs, today)
+    rollup, subject_column = kind.rollup, kind.key
+    in_chunk = only(subject_column, chunk)
+    decay_frames = sorted({p.time_frame_days for p in defs.profiles if p.decay})
+    if decay_frames:
+        start = today - dt.timedelta(days=decay_frames[-1] - 1)
+        daily = (
+            select(subject_column, rollup.event, rollup.day, func.sum(rollup.count))
+            .where(*in_chunk, rollup.day >= start, rollup.day <= today)
+            .group_by(subject_column, rollup.event, rollup.day)
+        )
+        for sid, event, day, count in session.execute(daily):
+            age = (today - day).days
+            for frame in decay_frames:
+                if age < frame:
+                    points = data.decayed[sid][frame]
+                    points[event] = points.get(event, 0.0) + int(count) * (frame - age) / frame
+
+    early_events = _history_events(defs)
+    if early_events:
+        daily = (
+            select(subject_column, rollup.event, rollup.day, func.sum(rollup.count))
+            .where(*in_chunk, rollup.event.in_(early_events))
+            .group_by(subject_column, rollup.event, rollup.day)
+        )
+        for sid, event, day, count in session.execute(daily):
+            data.early[sid][event][day] = int(count)
+
+
+def _load_crm(
+    session: Session, data: Subjects, subject: str, chunk: list[int] | None, today: dt.date
+) -> None:
+    """What the CRM says of them (owner, lifecycle stage, contact), for segments and lead
+    types; ``communication`` is derived here because it depends on the day."""
+    query = select(CrmRecord.subject_id, CrmRecord.crm_fields).where(
+        CrmRecord.object_type == subject, *only(CrmRecord.subject_id, chunk)
+    )
+    for sid, fields in session.execute(query):
+        if fields:
+            data.crm[sid] = {**fields, "communication": communication(fields, today)}
+
+
+def load_users(
+    session: Session, ids: list[int] | None, defs: Definitions, today: dt.date
+) -> Subjects:
+    data = Subjects()
+    base = select(User.id, User.first_seen_at, User.last_seen_at, User.traits).where(
+        User.merged_into_id.is_(None)
+    )
+    for chunk in chunks(ids):
+        for uid, first, last, traits in session.execute(base.where(*only(User.id, chunk))):
+            data.first_seen[uid] = first.date()
+            data.last_seen[uid] = last
+            data.traits[uid] = traits or {}
+        _load_activity(session, data, activity_basis.USERS, chunk, defs, today)
+        _load_crm(session, data, "user", chunk, today)
+    return data
+
+
+def load_accounts(
+    session: Session, ids: list[int] | None, defs: Definitions, today: dt.date
+) -> Subjects:
+    data = Subjects()
+    base = select(Account.id, Account.first_seen_at, Account.last_seen_at, Account.traits)
+    early_team = _early_team_events(defs)
+    for chunk in chunks(ids):
+        for aid, first, last, traits in session.execute(base.where(*only(Account.id, chunk))):
+            data.first_seen[aid] = first.date()
+            data.last_seen[aid] = last
+            data.traits[aid] = traits or {}
+        _load_activity(session, data, activity_basis.ACCOUNTS, chunk, defs, today)
+        _load_crm(session, data, "account", chunk, today)
+        if early_team:
+            per_user = (
+                select(
+                    AccountEventDay.account_id,
+                    AccountEventDay.event,
+                    AccountEventDay.user_id,
+                    func.min(AccountEventDay.day),
+                )
+                .where(
+                    *only(AccountEventDay.account_id, chunk),
+                    AccountEventDay.event.in_(early_team),
+                )
+                .group_by(
+                    AccountEventDay.account_id, AccountEventDay.event, AccountEventDay.user_id
+                )
+            )
+            for aid, event, uid, first_day in session.execute(per_user):
+                data.user_first_day[aid][event][uid] = first_day
+    return data
