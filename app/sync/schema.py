@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 
 from app.db import Database
-from app.models import (
-    Tenant,
-)
+from app.models import Tenant
 from app.scores.definitions_store import current_definitions
 from app.sync import properties
 from app.tenants import tenant_settings

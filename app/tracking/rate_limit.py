@@ -7,9 +7,7 @@ import datetime as dt
 
 from app.bulk import dialect_insert
 from app.db import Database
-from app.models import (
-    IngestWindow,
-)
+from app.models import IngestWindow
 
 INGEST_WINDOW_SECONDS = 10
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import make_response, redirect, render_template_string
 
 from app.sync.lifecycle import Installed
-from app.web.admin import sign_in
+from app.web.admin.session import sign_in
 from connectors import registry
 
 INSTALLED_PAGE = """<!doctype html>

@@ -10,9 +10,7 @@ from urllib.parse import urlparse
 
 from simple_salesforce.format import quote_soql_value
 
-from connectors.base import (
-    CrmError,
-)
+from connectors.base import CrmError
 
 API_VERSION = "62.0"
 COLLECTION_LIMIT = 200  # records per sObject Collections call

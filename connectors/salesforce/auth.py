@@ -12,9 +12,7 @@ from urllib.parse import urlencode, urlparse
 
 import requests
 
-from connectors.base import (
-    CrmError,
-)
+from connectors.base import CrmError
 from connectors.salesforce.api import SCOPES, TIMEOUT
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from simple_salesforce import Salesforce
-from simple_salesforce.exceptions import (
-    SalesforceError,
-)
+from simple_salesforce.exceptions import SalesforceError
 from simple_salesforce.format import quote_soql_value
 
 from connectors.base import (

@@ -1,0 +1,237 @@
+"""The accounts pages: the PQL spectrum (sort, filter, scatter plot), an account's detail, and
+segments with the distribution of a field among their members."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from flask import abort, g, render_template, request, url_for
+from sqlalchemy import func, select
+
+from app.models import (
+    Account,
+    AccountEventDay,
+    AccountMembership,
+    AccountScore,
+    CrmRecord,
+    ScoreHistory,
+    User,
+    UserScore,
+)
+from app.scores.definitions_store import current_definitions
+from app.web.admin.session import bp, tenant_db, tenant_segment_names
+from app.web.charts import line_chart, scatter_plot
+from app.web.read_model import (
+    accounts_query,
+    owner_names,
+    scored,
+    segment_members,
+)
+from connectors import registry
+from scoring.engine import account_checklist, is_paying, trait_distribution
+
+SORTS = {
+    "name": Account.name,
+    "activation_rate": AccountScore.activation_rate,
+    "engagement_score": AccountScore.engagement_score,
+    "engagement_segment": AccountScore.engagement_segment,
+    "pql": AccountScore.pql,
+    "last_active_at": AccountScore.last_active_at,
+    "forecast_value": AccountScore.forecast_value,
+}
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+def _filters() -> dict[str, str]:
+    keys = ("q", "segment", "pql", "owner", "stage", "min_activation", "min_engagement")
+    return {k: request.args.get(k, "").strip() for k in keys}
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+@bp.get("/accounts")
+def accounts():
+    filters = _filters()
+    sort = request.args.get("sort", "engagement_score")
+    if sort not in SORTS and sort not in ("owner", "stage"):
+        sort = "engagement_score"
+    direction = "asc" if request.args.get("dir") == "asc" else "desc"
+    column = SORTS.get(sort, AccountScore.engagement_score)
+    with tenant_db().tenant_session(g.tenant_id) as db_session:
+        query = accounts_query().order_by(
+            column.asc() if direction == "asc" else column.desc(), Account.id
+        )
+        if filters["q"]:
+            like = f"%{filters['q'].lower()}%"
+            query = query.where(
+                func.lower(func.coalesce(Account.name, Account.external_id)).like(like)
+            )
+        if filters["pql"] in ("yes", "no"):
+            query = query.where(AccountScore.pql.is_(filters["pql"] == "yes"))
+        minimum = _number(filters["min_activation"])
+        if minimum is not None:
+            query = query.where(AccountScore.activation_rate >= minimum)
+        minimum = _number(filters["min_engagement"])
+        if minimum is not None:
+            query = query.where(AccountScore.engagement_score >= minimum)
+        owners = owner_names(db_session)
+        rows = scored(db_session.execute(query.limit(5000)), owners)
+    out = []
+    for row in rows:
+        if filters["segment"] and not row.in_segment(filters["segment"]):
+            continue
+        if filters["owner"] and (row.owner_id or "") != filters["owner"]:
+            continue
+        if filters["stage"] and (row.lifecycle_stage or "") != filters["stage"]:
+            continue
+        out.append(
+            {
+                "id": row.external_id,
+                "name": row.name,
+                "score": row.score,
+                "segments": row.segments,
+                "owner": row.owner_name or row.owner_id,
+                "stage": row.lifecycle_stage,
+            }
+        )
+    if sort in ("owner", "stage"):
+        # CRM values live in a JSON document: sorted here, records without one last.
+        out.sort(key=lambda r: (r[sort] is None, str(r[sort] or "").lower()))
+        if direction == "desc":
+            out = [r for r in out if r[sort] is not None][::-1] + [
+                r for r in out if r[sort] is None
+            ]
+    chart = scatter_plot(
+        [
+            (
+                r["score"].activation_rate,
+                r["score"].engagement_score,
+                r["name"],
+                url_for("admin_ui.account", external_id=r["id"]),
+                r["score"].pql,
+            )
+            for r in out[:2000]
+        ],
+        x_label="Activation rate",
+        y_label="Engagement score",
+    )
+    return render_template(
+        "admin/accounts.html",
+        rows=out[:500],
+        total=len(out),
+        filters=filters,
+        sort=sort,
+        direction=direction,
+        chart=chart,
+        segments=tenant_segment_names(),
+        owners=owners,
+    )
+
+
+def _crm_link(record: CrmRecord | None) -> str | None:
+    if record is None or not record.crm_id:
+        return None
+    try:
+        provider = registry.get(g.tenant.crm)
+    except registry.UnknownProvider:
+        return None
+    return provider.account_url(g.tenant, record.crm_id)
+
+
+@bp.get("/accounts/<path:external_id>")
+def account(external_id: str):
+    defs = current_definitions(tenant_db(), g.tenant_id).definitions
+    with tenant_db().tenant_session(g.tenant_id) as db_session:
+        row = db_session.execute(
+            select(Account, AccountScore)
+            .join(AccountScore, AccountScore.account_id == Account.id)
+            .where(Account.external_id == external_id)
+        ).first()
+        if row is None:
+            abort(404, description=f"No scored account {external_id!r}.")
+        account, score = row
+        record = db_session.scalar(
+            select(CrmRecord).where(
+                CrmRecord.object_type == "account", CrmRecord.subject_id == account.id
+            )
+        )
+        users = db_session.execute(
+            select(User, UserScore)
+            .join(UserScore, UserScore.user_id == User.id)
+            .join(AccountMembership, AccountMembership.user_id == User.id)
+            .where(AccountMembership.account_id == account.id)
+            .order_by(UserScore.engagement_score.desc())
+        ).all()
+        history = db_session.execute(
+            select(ScoreHistory.day, ScoreHistory.engagement_score, ScoreHistory.activation_rate)
+            .where(ScoreHistory.subject == "a", ScoreHistory.subject_id == account.id)
+            .order_by(ScoreHistory.day)
+        ).all()
+        used = dict(
+            db_session.execute(
+                select(AccountEventDay.event, func.sum(AccountEventDay.count))
+                .where(AccountEventDay.account_id == account.id)
+                .group_by(AccountEventDay.event)
+            ).all()
+        )
+        crm_fields = (record.crm_fields if record else None) or {}
+        owners = owner_names(db_session)
+    checklist = account_checklist(account.traits, defs)
+    done = set((score.steps_done or {}).get("done", []))
+    steps = [{"label": s.label, "done": s.key in done} for s in checklist.steps]
+    features = [
+        {"event": f, "count": int(used.get(f, 0)), "used": bool(used.get(f))}
+        for f in defs.key_features
+    ]
+    chart = line_chart(
+        [(d, e) for d, e, _ in history],
+        [(d, a) for d, _, a in history],
+        labels=("Engagement score", "Activation rate"),
+    )
+    return render_template(
+        "admin/account.html",
+        account=account,
+        score=score,
+        steps=steps,
+        users=users,
+        chart=chart,
+        features=features,
+        crm_link=_crm_link(record),
+        owner=owners.get(crm_fields.get("owner_id"), crm_fields.get("owner_id")),
+        stage=crm_fields.get("lifecycle_stage"),
+        paid=is_paying(account.traits, defs),
+    )
+
+
+# --- segments ---------------------------------------------------------------------------------
+
+
+@bp.get("/segments")
+def segments():
+    names = tenant_segment_names()
+    name = request.args.get("name") or (names[0] if names else "")
+    field = request.args.get("field", "trait.plan").strip() or "trait.plan"
+    with tenant_db().tenant_session(g.tenant_id) as db_session:
+        members = [m.record() for m in segment_members(db_session, name)]
+    try:
+        distribution = trait_distribution(members, field)
+    except (KeyError, ValueError, TypeError):
+        distribution = []
+    counts = Counter(m["engagement_segment"] for m in members)
+    return render_template(
+        "admin/segments.html",
+        names=names,
+        name=name,
+        field=field,
+        members=members[:500],
+        count=len(members),
+        distribution=distribution,
+        counts=counts,
+    )

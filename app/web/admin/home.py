@@ -1,0 +1,94 @@
+"""The admin home: install status, syncs, keys revealed and rotated."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import abort, g, redirect, render_template, session, url_for
+from sqlalchemy import func, select
+
+from app.models import (
+    CrmRecord,
+    Event,
+    WriteKey,
+)
+from app.services import services
+from app.tenants import rotate_write_key
+from app.web.admin.session import bp, tenant_db
+
+# --- home -------------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def home():
+    svc = services()
+    now = svc.clock()
+    start_of_day = dt.datetime.combine(now.date(), dt.time(), dt.UTC)
+    with tenant_db().tenant_session(g.tenant_id) as db_session:
+        keys = db_session.scalars(select(WriteKey).order_by(WriteKey.created_at.desc())).all()
+        events_today = db_session.scalar(
+            select(func.count()).select_from(Event).where(Event.received_at >= start_of_day)
+        )
+        linked = dict(
+            db_session.execute(
+                select(CrmRecord.object_type, func.count())
+                .where(CrmRecord.crm_id.is_not(None))
+                .group_by(CrmRecord.object_type)
+            ).all()
+        )
+        failing = dict(
+            db_session.execute(
+                select(CrmRecord.object_type, func.count())
+                .where(CrmRecord.last_error.is_not(None))
+                .group_by(CrmRecord.object_type)
+            ).all()
+        )
+        errors = db_session.execute(
+            select(CrmRecord.object_type, CrmRecord.subject_id, CrmRecord.last_error)
+            .where(CrmRecord.last_error.is_not(None))
+            .limit(10)
+        ).all()
+    doc = g.tenant.settings or {}
+    return render_template(
+        "admin/home.html",
+        keys=keys,
+        events_today=events_today,
+        linked=linked,
+        failing=failing,
+        errors=errors,
+        last_sync=doc.get("last_sync"),
+        sync_error=doc.get("sync_error"),
+        sync_paused=doc.get("sync_paused"),
+        api_usage=doc.get("crm_api_usage"),
+        revealed=session.pop("revealed", None),
+    )
+
+
+def _key(key_id: int) -> WriteKey:
+    with tenant_db().tenant_session(g.tenant_id) as db_session:
+        key = db_session.get(WriteKey, key_id)
+        if key is None or key.tenant_id != g.tenant_id:
+            abort(404)
+        return key
+
+
+@bp.post("/keys/<int(max=2147483647):key_id>/reveal")
+def reveal_key(key_id: int):
+    key = _key(key_id)
+    if not key.secret_encrypted or key.revoked_at:
+        session["revealed"] = {"id": key.id, "error": "This key cannot be shown again: rotate it."}
+    else:
+        secret = services().token_cipher.decrypt(key.secret_encrypted)
+        session["revealed"] = {"id": key.id, "secret": secret}
+    return redirect(url_for("admin_ui.home"))
+
+
+@bp.post("/keys/<int(max=2147483647):key_id>/rotate")
+def rotate_key(key_id: int):
+    svc = services()
+    try:
+        fresh = rotate_write_key(svc.db, g.tenant_id, key_id, cipher=svc.token_cipher)
+    except ValueError:
+        abort(409, description="That key is already revoked.")
+    session["revealed"] = {"id": fresh.key_id, "secret": fresh.secret, "rotated": key_id}
+    return redirect(url_for("admin_ui.home"))
