@@ -1,0 +1,82 @@
+"""The worker's periodic jobs, declared once: what runs, how often, and whether it runs as soon
+as the worker starts. Each job picks its tenants and takes a per-tenant lease
+(``app.jobs.tenant_jobs``), so any number of worker processes may run the same schedule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.config import Settings
+from app.jobs import deliveries
+from app.jobs.tenant_jobs import deliver_tenants, pull_tenants, score_tenants
+from app.services import Services
+from app.sync import lifecycle
+from app.tracking.rate_limit import forget_ingest_windows
+
+# How often due trigger deliveries are sent (and failed ones retried when their time comes).
+DELIVERY_INTERVAL = dt.timedelta(seconds=15)
+PURGE_INTERVAL = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    name: str
+    interval: Callable[[Settings], dt.timedelta]
+    run: Callable[[Services, str], object]  # (services, this worker's identity)
+    at_start: bool = True
+
+
+def _push(services: Services, tenant_id: int) -> None:
+    """The CRM push that follows a tenant's scoring pass (tenants connected to a CRM)."""
+    if lifecycle.provider_of(services, tenant_id) is not None:
+        lifecycle.sync_tenant(services, tenant_id)
+
+
+def score(services: Services, holder: str) -> object:
+    return score_tenants(
+        services.db, services.clock, holder, lambda tenant_id: _push(services, tenant_id)
+    )
+
+
+def pull(services: Services, holder: str) -> object:
+    return pull_tenants(
+        services.db,
+        services.clock,
+        holder,
+        lambda tenant_id: lifecycle.pull_tenant(services, tenant_id),
+    )
+
+
+def deliver(services: Services, holder: str) -> object:
+    """Send each tenant's due trigger deliveries; CRM actions get its connector when needed."""
+
+    def one_tenant(tenant_id: int, now: dt.datetime) -> None:
+        factory = None
+        if lifecycle.provider_of(services, tenant_id) is not None:
+
+            def factory():
+                return lifecycle.connector_for(services, tenant_id)
+
+        deliveries.deliver_pending(services.db, tenant_id, now, connector_factory=factory)
+
+    return deliver_tenants(services.db, services.clock, holder, one_tenant)
+
+
+def purge(services: Services, holder: str) -> object:
+    """Tenants uninstalled longer than the grace period, and spent ingestion windows."""
+    now = services.clock()
+    grace = dt.timedelta(days=services.settings.uninstall_grace_days)
+    purged = lifecycle.purge_uninstalled(services.db, now, grace)
+    forget_ingest_windows(services.db, now)
+    return purged
+
+
+SCHEDULE: tuple[PeriodicJob, ...] = (
+    PeriodicJob("score", lambda s: dt.timedelta(seconds=s.scoring_interval_seconds), score),
+    PeriodicJob("pull", lambda s: dt.timedelta(seconds=s.pull_interval_seconds), pull),
+    PeriodicJob("deliver", lambda s: DELIVERY_INTERVAL, deliver),
+    PeriodicJob("purge", lambda s: PURGE_INTERVAL, purge, at_start=False),
+)
