@@ -12,12 +12,15 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
+import responses
+from sqlalchemy import create_engine, select, text
 
 from app import create_app, migrate
-from app.models import Base
+from sandbox.hubspot import Sandbox, SandboxServer
 from sandbox.hubspot import app_env as hubspot_env
-from sandbox.salesforce import app_env as salesforce_env
+from sandbox.salesforce import SalesforceSandbox, mount
+from tests.helpers import hubspot, salesforce
+from tests.helpers.apps import config_for, empty_all_tables, write_key_of
 
 DB_KIND = os.environ.get("PQL_TEST_DB", "sqlite")
 PG_ADMIN_URL = os.environ.get(
@@ -70,36 +73,11 @@ def migrated_url(db_factory) -> str:
     return url
 
 
-def config_for(database_url: str, **extra: str) -> dict[str, str]:
-    """A test app's environment: both CRM apps configured, pointing at sandboxes on a port
-    nothing listens on until a test passes a running sandbox's ``app_env``."""
-    return {
-        "APP_ENV": "test",
-        "DATABASE_URL": database_url,
-        "LOG_LEVEL": "WARNING",
-        **hubspot_env("http://127.0.0.1:9"),
-        **salesforce_env("https://127.0.0.1:9"),
-        **extra,
-    }
-
-
-def _empty_all_tables(app) -> None:
-    db = app.extensions["pql"].db
-    tables = list(reversed(Base.metadata.sorted_tables))
-    with db.engine.begin() as connection:
-        if db.dialect == "postgresql":
-            names = ", ".join(t.name for t in tables)
-            connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                connection.execute(table.delete())
-
-
 @pytest.fixture
 def app(migrated_url):
     app = create_app(config_for(migrated_url))
     yield app
-    _empty_all_tables(app)
+    empty_all_tables(app)
     app.extensions["pql"].db.dispose()
 
 
@@ -140,3 +118,71 @@ def live_server(app):
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(5)
+
+
+# --- HubSpot: the local sandbox, an app configured for it, an installed portal -----------------
+
+
+@pytest.fixture
+def sandbox():
+    """A running HubSpot sandbox (its own HTTP server: the HubSpot client speaks urllib3)."""
+    with SandboxServer(Sandbox(requests_per_window=10_000)) as running:
+        yield running
+
+
+@pytest.fixture
+def hubspot_app(migrated_url, sandbox):
+    """The app configured for ``sandbox``, its clock at ``hubspot.NOW``. A test module that
+    works against HubSpot makes it its ``app`` (a fixture ``app`` that returns it)."""
+    app = create_app(
+        config_for(migrated_url, **hubspot_env(sandbox.url), PUBLIC_URL=hubspot.PUBLIC_URL)
+    )
+    app.extensions["pql"].clock = lambda: hubspot.NOW
+    yield app
+    empty_all_tables(app)
+    app.extensions["pql"].db.dispose()
+
+
+@pytest.fixture
+def installed(app, client, db):
+    """Portal ``hubspot.HUB`` installed through the OAuth flow: (tenant id, its write key)."""
+    from app.models import Tenant
+
+    page = hubspot.install(client)
+    assert page.status_code == 200, page.get_data(as_text=True)
+    with db.system_session() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == str(hubspot.HUB)))
+    return tenant_id, write_key_of(app, tenant_id)
+
+
+# --- Salesforce: a sandbox org under ``responses``, an app configured for it -------------------
+
+
+@pytest.fixture
+def org_server():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        org_sandbox = SalesforceSandbox()
+        mount(mock, org_sandbox, salesforce.INSTANCE)
+        # The login host is another name for the same fake (tokens, revocation).
+        login = SalesforceSandbox.__new__(SalesforceSandbox)
+        login.__dict__ = org_sandbox.__dict__
+        mount(mock, login, salesforce.LOGIN)
+        org_sandbox.base_url = salesforce.INSTANCE
+        yield org_sandbox
+
+
+@pytest.fixture
+def salesforce_app(migrated_url, org_server):
+    app = create_app(
+        config_for(
+            migrated_url,
+            PUBLIC_URL=hubspot.PUBLIC_URL,
+            SALESFORCE_LOGIN_URL=salesforce.LOGIN,
+            SALESFORCE_SANDBOX_LOGIN_URL=salesforce.LOGIN,
+            SALESFORCE_BULK_THRESHOLD="300",
+        )
+    )
+    app.extensions["pql"].clock = lambda: hubspot.NOW
+    yield app
+    empty_all_tables(app)
+    app.extensions["pql"].db.dispose()

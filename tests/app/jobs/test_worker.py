@@ -10,7 +10,7 @@ from app.jobs.tenant_jobs import score_tenants
 from app.jobs.worker import build_scheduler
 from app.models import ScoringRun, Tenant
 from app.tenants import create_tenant
-from tests.test_scoring_jobs import NOW, acme_trial
+from tests.helpers.events import NOW, acme_trial
 
 MINUTE = dt.timedelta(minutes=1)
 

@@ -9,6 +9,7 @@ import re
 import time
 from urllib.parse import urlencode
 
+import pytest
 import requests
 import responses
 from sqlalchemy import select
@@ -18,12 +19,16 @@ from app.models import AccountScore, CrmRecord, Delivery, Handoff, Trigger
 from app.scores.scoring_pass import recompute
 from app.sync import lifecycle
 from scoring.triggers import Snapshot, check, fires
-from tests import test_hubspot_app as hubspot_tests
-from tests.test_hubspot_app import HUB, NOW, PUBLIC_URL, acme, portal
+from tests.helpers.hubspot import HUB, NOW, PUBLIC_URL, acme, portal
 from webhooks.hubspot import signature_v3
 
+
+@pytest.fixture
+def app(hubspot_app):
+    return hubspot_app
+
+
 # The HubSpot app's fixtures: a sandbox portal, the app on it, an installed tenant.
-sandbox, app, installed = hubspot_tests.sandbox, hubspot_tests.app, hubspot_tests.installed
 
 # --- the rules ------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from app import create_app
 from app.models import Tenant, WriteKey
 from app.security import TokenCipher, new_encryption_key
 from app.tenants import create_tenant, issue_write_key, resolve_write_key
-from tests.conftest import config_for
+from tests.helpers.apps import config_for
 
 
 def test_tenant_create_prints_a_working_write_key(cli, db):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import select
 
 from app.jobs.tenant_jobs import score_tenants
@@ -14,10 +15,14 @@ from app.models import Tenant
 from app.scores.scoring_pass import recompute
 from app.sync import lifecycle
 from connectors.hubspot import client as hubspot
-from tests import test_hubspot_app as hubspot_tests
-from tests.test_hubspot_app import NOW, acme, install
+from tests.helpers.apps import write_key_of
+from tests.helpers.hubspot import NOW, acme, install
 
-sandbox, app = hubspot_tests.sandbox, hubspot_tests.app
+
+@pytest.fixture
+def app(hubspot_app):
+    return hubspot_app
+
 
 SUFFERING, HEALTHY = 701, 702
 
@@ -28,10 +33,10 @@ def installed_pair(app, db):
     for hub in (SUFFERING, HEALTHY):
         browser = app.test_client()
         page = install(browser, hub)
-        key = page.get_data(as_text=True).split("<pre>")[1].split("</pre>")[0]
+        assert page.status_code == 200
         with db.system_session() as session:
             ids[hub] = session.scalar(select(Tenant.id).where(Tenant.external_id == str(hub)))
-        acme(browser, key)
+        acme(browser, write_key_of(app, ids[hub]))
         recompute(db, ids[hub], NOW)
     return ids
 

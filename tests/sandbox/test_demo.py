@@ -23,7 +23,7 @@ from sandbox.hubspot import app_env as hubspot_env
 from sandbox.salesforce import SalesforceSandboxServer
 from sandbox.salesforce import app_env as salesforce_env
 from sandbox.sample_data import DEMO_ACCOUNTS, demo_messages
-from tests.conftest import _empty_all_tables, config_for
+from tests.helpers.apps import config_for, empty_all_tables
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def app(migrated_url, sandbox, salesforce, unused_port):
         )
     )
     yield app
-    _empty_all_tables(app)
+    empty_all_tables(app)
     app.extensions["pql"].db.dispose()
 
 

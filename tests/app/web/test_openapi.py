@@ -9,7 +9,6 @@ import gzip
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -18,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.core import NOT_SET
 
 from app.tenants import create_tenant, issue_write_key
-from tests.conftest import _empty_all_tables, config_for
+from tests.helpers.apps import config_for, empty_all_tables
+from tests.helpers.openapi import SPEC
 from webhooks.hubspot import signature_v3
 
-SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
 PUBLIC_URL = "http://pql.test"
 # Uninstalling would revoke the keys the other cases use; it has its own tests.
 NOT_FUZZED = {("POST", "/api/v1/crm/uninstall")}
@@ -87,7 +86,7 @@ def fuzzed(migrated_url):
     )
     client.session_cookie = f"{app.config['SESSION_COOKIE_NAME']}={cookie}"
     yield app, client, write, admin, csrf
-    _empty_all_tables(app)
+    empty_all_tables(app)
     db.dispose()
 
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import func, select
 
 from app.models import Account, AccountEventDay, Event, User, UserEventDay
-from tests.tracking import basic, track
+from tests.helpers.tracking import basic, track
 
 
 def _post(url: str, key: str, batch: list[dict]) -> int:

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from app.models import Account, AccountEventDay, AccountMembership, Event, User, UserEventDay
 from app.tracking.identity import domain_of
-from tests.tracking import post, track
+from tests.helpers.tracking import post, track
 
 
 def send(client, key, *messages):

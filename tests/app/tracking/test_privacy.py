@@ -3,6 +3,7 @@ them in, their accounts are rescored without them, and other people are untouche
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from app.models import (
@@ -19,10 +20,12 @@ from app.models import (
 from app.scores.scoring_pass import recompute
 from app.sync import lifecycle
 from app.tenants import issue_write_key
-from tests import test_hubspot_app as hubspot_tests
-from tests.test_hubspot_app import HUB, NOW, acme, portal, send, webhook
+from tests.helpers.hubspot import HUB, NOW, acme, portal, send, webhook
 
-sandbox, app, installed = hubspot_tests.sandbox, hubspot_tests.app, hubspot_tests.installed
+
+@pytest.fixture
+def app(hubspot_app):
+    return hubspot_app
 
 
 def counts(db, tenant_id, user_ids) -> dict[str, int]:

@@ -10,10 +10,13 @@ from sqlalchemy import select
 
 from app.models import DefinitionsVersion, Tenant, WriteKey
 from app.scores.scoring_pass import recompute
-from tests.test_hubspot_app import NOW, acme, install, sandbox  # noqa: F401 (fixture)
-from tests.test_hubspot_app import app as hubspot_app_fixture
+from tests.helpers.apps import write_key_of
+from tests.helpers.hubspot import NOW, acme, install
 
-app = hubspot_app_fixture
+
+@pytest.fixture
+def app(hubspot_app):
+    return hubspot_app
 
 
 def csrf(page) -> str:
@@ -25,9 +28,9 @@ def admin(app, client, db):
     """A browser that installed the app into portal 777 and has data to look at."""
     page = install(client, 777)
     assert page.status_code == 200
-    key = page.get_data(as_text=True).split("<pre>")[1].split("</pre>")[0]
     with db.system_session() as session:
         tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == "777"))
+    key = write_key_of(app, tenant_id)
     acme(client, key)
     recompute(db, tenant_id, NOW)
     return tenant_id, key

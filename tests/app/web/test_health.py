@@ -1,5 +1,5 @@
 from app import create_app
-from tests.conftest import config_for
+from tests.helpers.apps import config_for
 
 
 def test_healthz_answers_while_the_process_is_up(client):

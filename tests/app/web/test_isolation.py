@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from app.models import DefinitionsVersion, Event
 from app.scores.scoring_pass import recompute
 from app.tenants import create_tenant, issue_write_key
-from tests.test_openapi import SPEC
-from tests.tracking import post, track
+from tests.helpers.openapi import SPEC
+from tests.helpers.tracking import post, track
 
 A_SECRETS = ("Zanzibar Corp", "zanzibar-acct", "ada@zanzibar.example", "ada-zanzibar")
 

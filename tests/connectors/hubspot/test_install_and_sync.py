@@ -10,7 +10,7 @@ import pytest
 import urllib3
 from sqlalchemy import select
 
-from app.models import Account, AccountScore, CrmRecord, CsTask, Tenant, UserScore
+from app.models import AccountScore, CrmRecord, CsTask, Tenant, UserScore
 from app.scores.scoring_pass import recompute
 from app.sync.access import SharedRateBudget, TenantTokens
 from app.sync.lifecycle import pull_tenant, purge_uninstalled, sync_tenant, uninstall
@@ -19,106 +19,25 @@ from app.sync.push import push_changed_traits
 from app.sync.schema import ensure_schema
 from connectors.base import AuthorizationLost, CrmUnavailable
 from connectors.hubspot.provider import connector_for
-from sandbox.hubspot import Sandbox, SandboxServer
-from sandbox.hubspot import app_env as hubspot_env
-from tests.conftest import _empty_all_tables, config_for
-from tests.tracking import post
-from webhooks.hubspot import signature_v3
-
-HUB = 777
-NOW = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
-PUBLIC_URL = "http://pql.test"
-
-
-@pytest.fixture
-def sandbox():
-    with SandboxServer(Sandbox(requests_per_window=10_000)) as running:
-        yield running
-
-
-@pytest.fixture
-def app(migrated_url, sandbox):
-    from app import create_app
-
-    app = create_app(config_for(migrated_url, **hubspot_env(sandbox.url), PUBLIC_URL=PUBLIC_URL))
-    app.extensions["pql"].clock = lambda: NOW
-    yield app
-    _empty_all_tables(app)
-    app.extensions["pql"].db.dispose()
-
-
-def install(client, hub_id: int = HUB):
-    started = client.get("/hubspot/install")
-    assert started.status_code == 302
-    # The admin picks the portal on HubSpot's consent screen.
-    chosen = f"{started.headers['Location']}&hub_id={hub_id}"
-    consent = urllib3.PoolManager().request("GET", chosen, redirect=False)
-    assert consent.status == 302
-    back = urlsplit(consent.headers["Location"])
-    return client.get(f"{back.path}?{back.query}")
+from tests.helpers.apps import config_for, write_key_of
+from tests.helpers.hubspot import (
+    HUB,
+    NOW,
+    account_owner,
+    acme,
+    dropping,
+    install,
+    owner_change,
+    portal,
+    requests_made,
+    webhook,
+)
+from tests.helpers.tracking import post
 
 
 @pytest.fixture
-def installed(app, client, db):
-    page = install(client)
-    assert page.status_code == 200, page.get_data(as_text=True)
-    with db.system_session() as session:
-        tenant = session.scalars(select(Tenant).where(Tenant.external_id == str(HUB))).one()
-    key = page.get_data(as_text=True).split("<pre>")[1].split("</pre>")[0]
-    return tenant.id, key
-
-
-def at(days_ago: float) -> str:
-    return (NOW - dt.timedelta(days=days_ago)).isoformat()
-
-
-def send(client, key, messages):
-    for n, m in enumerate(messages):
-        m.setdefault("messageId", f"m-{n}-{id(m)}")
-        m.setdefault("timestamp", at(1))
-    response = post(client, "batch", {"batch": messages}, key)
-    assert response.status_code == 200, response.get_data(as_text=True)
-
-
-def acme(client, key, plan="trial"):
-    send(
-        client,
-        key,
-        [
-            {
-                "type": "group",
-                "userId": "ada",
-                "groupId": "acme",
-                "traits": {"name": "Acme", "website": "https://acme.example", "plan": plan},
-            },
-            {"type": "identify", "userId": "ada", "traits": {"email": "ada@acme.example"}},
-            {"type": "identify", "userId": "bob", "traits": {"email": "bob@acme.example"}},
-            {"type": "group", "userId": "bob", "groupId": "acme", "traits": {}},
-            *[
-                {
-                    "type": "track",
-                    "userId": "ada",
-                    "event": "Report Created",
-                    "context": {"groupId": "acme"},
-                }
-                for _ in range(3)
-            ],
-            {
-                "type": "track",
-                "userId": "bob",
-                "event": "Logged In",
-                "context": {"groupId": "acme"},
-            },
-        ],
-    )
-
-
-def portal(sandbox):
-    return sandbox.sandbox.portals[HUB]
-
-
-def requests_made(sandbox) -> int:
-    return sandbox.sandbox.stats["requests"]
+def app(hubspot_app):
+    return hubspot_app
 
 
 # --- install ---------------------------------------------------------------------------------
@@ -450,43 +369,6 @@ def test_pull_reads_owners_and_each_records_owner_and_stage(app, client, db, ins
     assert requests_made(sandbox) - before == 3  # owners, one search per object type
 
 
-def webhook(client, events, secret="sandbox-secret", timestamp=None):
-    body = json.dumps(events).encode()
-    timestamp = timestamp or str(int(NOW.timestamp() * 1000))
-    signature = signature_v3(secret, "POST", f"{PUBLIC_URL}/hubspot/webhooks", body, timestamp)
-    return client.post(
-        "/hubspot/webhooks",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-HubSpot-Signature-v3": signature,
-            "X-HubSpot-Request-Timestamp": timestamp,
-        },
-    )
-
-
-def owner_change(company_id, owner, event_id=1, minutes_ago=1):
-    return {
-        "eventId": event_id,
-        "subscriptionId": 1,
-        "portalId": HUB,
-        "appId": 1,
-        "occurredAt": int((NOW - dt.timedelta(minutes=minutes_ago)).timestamp() * 1000),
-        "subscriptionType": "company.propertyChange",
-        "attemptNumber": 0,
-        "objectId": int(company_id),
-        "propertyName": "hubspot_owner_id",
-        "propertyValue": owner,
-        "changeSource": "CRM_UI",
-    }
-
-
-def account_owner(db, tenant_id):
-    with db.tenant_session(tenant_id) as session:
-        record = session.scalars(select(CrmRecord).where(CrmRecord.object_type == "account")).one()
-        return (record.crm_fields or {}).get("owner_id")
-
-
 def test_a_signed_webhook_applies_an_owner_change_once(app, client, db, installed, sandbox):
     tenant_id, key = installed
     scored_and_synced(app, client, db, tenant_id, key)
@@ -538,15 +420,6 @@ def test_the_sandbox_delivers_signed_webhooks_the_app_accepts(
 
 
 # --- CS tasks ---------------------------------------------------------------------------------
-
-
-def dropping(db, tenant_id, plan="paid"):
-    with db.tenant_transaction(tenant_id) as session:
-        account = session.scalars(select(Account)).one()
-        account.traits = {**account.traits, "plan": plan}
-        score = session.scalars(select(AccountScore)).one()
-        score.trend_segment, score.trend_change, score.engagement_score = "Ice Cold", -30.0, 40.0
-        score.crm_pending = True
 
 
 def test_a_paying_accounts_drop_creates_one_task_for_the_owner(app, client, db, installed, sandbox):
@@ -750,3 +623,10 @@ def test_the_api_shows_what_was_pulled_back_and_segments_spread_by_crm_fields(
         f"/api/v1/segments/{segment}?field=crm.lifecycle_stage", headers=headers
     ).get_json()
     assert spread["distribution"] == [{"value": "opportunity", "count": 1, "share": 100.0}]
+
+
+def test_the_install_page_shows_the_write_key_once_issued(app, client, db):
+    page = install(client).get_data(as_text=True)
+    with db.system_session() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == str(HUB)))
+    assert f"<pre>{write_key_of(app, tenant_id)}</pre>" in page

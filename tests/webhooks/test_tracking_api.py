@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from app.models import Event, RejectedMessage, UserEventDay
 from app.tenants import create_tenant, issue_write_key, revoke_write_key
-from tests.tracking import basic, post, track
+from tests.helpers.tracking import basic, post, track
 
 
 def count(db, model, tenant_id=None):

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from app.models import Event, IngestWindow
 from app.tenants import create_tenant, issue_write_key
 from app.tracking.rate_limit import forget_ingest_windows
-from tests.conftest import _empty_all_tables, config_for
-from tests.tracking import post, track
+from tests.helpers.apps import config_for, empty_all_tables
+from tests.helpers.tracking import post, track
 
 START = dt.datetime(2026, 11, 25, 12, 0, 3, tzinfo=dt.UTC)
 
@@ -25,7 +25,7 @@ def limited(migrated_url):
     now = [START]
     app.extensions["pql"].clock = lambda: now[0]
     yield app, now
-    _empty_all_tables(app)
+    empty_all_tables(app)
     app.extensions["pql"].db.dispose()
 
 
@@ -73,5 +73,5 @@ def test_a_zero_limit_means_no_limit(migrated_url):
             batch = {"batch": [track() for _ in range(100)]}
             assert post(client, "batch", batch, key).status_code == 200
     finally:
-        _empty_all_tables(app)
+        empty_all_tables(app)
         app.extensions["pql"].db.dispose()

@@ -18,8 +18,8 @@ from app.models import Tenant
 from app.scores.scoring_pass import recompute
 from sandbox.hubspot import Sandbox, SandboxServer
 from sandbox.hubspot import app_env as hubspot_env
-from tests.conftest import _empty_all_tables, config_for
-from tests.test_hubspot_app import NOW, acme, send
+from tests.helpers.apps import config_for, empty_all_tables
+from tests.helpers.hubspot import NOW, acme, send
 
 CHROMIUM = os.environ.get("PQL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -48,7 +48,7 @@ def app(migrated_url, sandbox, port):
     )
     app.extensions["pql"].clock = lambda: NOW
     yield app
-    _empty_all_tables(app)
+    empty_all_tables(app)
     app.extensions["pql"].db.dispose()
 
 

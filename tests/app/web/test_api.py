@@ -7,7 +7,7 @@ import pytest
 from app.scores.definitions_store import current_definitions, to_document
 from app.scores.scoring_pass import recompute
 from app.tenants import create_tenant, issue_write_key
-from tests.test_scoring_jobs import NOW, acme_trial, ev, group, send
+from tests.helpers.events import NOW, acme_trial, ev, group, send
 
 
 @pytest.fixture

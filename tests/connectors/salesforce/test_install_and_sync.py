@@ -9,7 +9,6 @@ import math
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import responses
 from sqlalchemy import select
 
 from app.models import AccountScore, CrmRecord, CsTask, Tenant
@@ -17,57 +16,14 @@ from app.scores.scoring_pass import recompute
 from app.sync import lifecycle
 from app.tenants import issue_write_key
 from connectors.base import CrmPaused
-from sandbox.salesforce import SalesforceSandbox, mount
-from tests.conftest import _empty_all_tables, config_for
-from tests.test_hubspot_app import NOW, PUBLIC_URL, acme, dropping, send
-
-LOGIN = "https://login.sandbox-sf.test"
-INSTANCE = "https://acme.my.sandbox-sf.test"
+from tests.helpers.apps import write_key_of
+from tests.helpers.hubspot import NOW, acme, dropping, send
+from tests.helpers.salesforce import INSTANCE, LOGIN, install
 
 
 @pytest.fixture
-def org_server():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        sandbox = SalesforceSandbox()
-        mount(mock, sandbox, INSTANCE)
-        # The login host is another name for the same fake (tokens, revocation).
-        login = SalesforceSandbox.__new__(SalesforceSandbox)
-        login.__dict__ = sandbox.__dict__
-        mount(mock, login, LOGIN)
-        sandbox.base_url = INSTANCE
-        yield sandbox
-
-
-@pytest.fixture
-def app(migrated_url, org_server):
-    from app import create_app
-
-    app = create_app(
-        config_for(
-            migrated_url,
-            PUBLIC_URL=PUBLIC_URL,
-            SALESFORCE_LOGIN_URL=LOGIN,
-            SALESFORCE_SANDBOX_LOGIN_URL=LOGIN,
-            SALESFORCE_BULK_THRESHOLD="300",
-        )
-    )
-    app.extensions["pql"].clock = lambda: NOW
-    yield app
-    _empty_all_tables(app)
-    app.extensions["pql"].db.dispose()
-
-
-def install(client, org_server, environment="production", org=None):
-    """The admin's browser: our install URL → Salesforce's consent → our callback."""
-    started = client.get(f"/salesforce/install?environment={environment}")
-    assert started.status_code == 302
-    consent = urlsplit(started.headers["Location"])
-    query = parse_qs(consent.query)
-    assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0]
-    org = org or org_server.org()
-    code = org_server.grant_code(org, query["code_challenge"][0], query["redirect_uri"][0])
-    back = urlsplit(query["redirect_uri"][0])
-    return client.get(f"{back.path}?code={code}&state={query['state'][0]}"), org
+def app(salesforce_app):
+    return salesforce_app
 
 
 @pytest.fixture
@@ -75,9 +31,8 @@ def installed(app, client, db, org_server):
     page, org = install(client, org_server)
     assert page.status_code == 200, page.get_data(as_text=True)
     with db.system_session() as session:
-        tenant = session.scalars(select(Tenant).where(Tenant.crm == "salesforce")).one()
-    key = page.get_data(as_text=True).split("<pre>")[1].split("</pre>")[0]
-    return tenant.id, key, org
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == org.org_id))
+    return tenant_id, write_key_of(app, tenant_id), org
 
 
 def sync(app, tenant_id):

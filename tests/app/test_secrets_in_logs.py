@@ -7,18 +7,22 @@ from __future__ import annotations
 import base64
 import logging
 
+import pytest
 from sqlalchemy import select
 
 from app.models import Tenant
 from app.scores.scoring_pass import recompute
 from app.sync import lifecycle
 from app.tenants import issue_write_key
-from tests import test_hubspot_app as hubspot_tests
-from tests import test_salesforce_app as salesforce_tests
-from tests.test_hubspot_app import NOW, acme, install
-from tests.tracking import post
+from tests.helpers import salesforce
+from tests.helpers.apps import config_for, empty_all_tables, write_key_of
+from tests.helpers.hubspot import NOW, PUBLIC_URL, acme, install
+from tests.helpers.tracking import post
 
-sandbox, app = hubspot_tests.sandbox, hubspot_tests.app
+
+@pytest.fixture
+def app(hubspot_app):
+    return hubspot_app
 
 
 def _secrets_of_tenant(app, tenant_id: int) -> list[str]:
@@ -41,9 +45,10 @@ def _assert_absent(caplog, secrets: list[str]) -> None:
 def test_hubspot_flows_log_no_secret(app, client, db, sandbox, caplog):
     caplog.set_level(logging.DEBUG)
     page = install(client, 4242)
-    key = page.get_data(as_text=True).split("<pre>")[1].split("</pre>")[0]
+    assert page.status_code == 200
     with db.system_session() as session:
         tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == "4242"))
+    key = write_key_of(app, tenant_id)
     admin = issue_write_key(db, tenant_id, scope="admin").secret
     acme(client, key)
     post(client, "batch", {"batch": [{"type": "track"}]}, key)  # a rejected message
@@ -65,34 +70,30 @@ def test_hubspot_flows_log_no_secret(app, client, db, sandbox, caplog):
     _assert_absent(caplog, [key, admin, *secrets, svc.settings.hubspot_client_secret])
 
 
-# The Salesforce flow reuses that module's org (the sandbox under ``responses``).
-org_server = salesforce_tests.org_server
-
-
 def test_salesforce_install_sync_refresh_and_uninstall_log_no_secret(
     migrated_url, org_server, caplog
 ):
     caplog.set_level(logging.DEBUG)
     from app import create_app
-    from tests.conftest import _empty_all_tables, config_for
 
     app = create_app(
         config_for(
             migrated_url,
-            PUBLIC_URL=hubspot_tests.PUBLIC_URL,
-            SALESFORCE_LOGIN_URL=salesforce_tests.LOGIN,
-            SALESFORCE_SANDBOX_LOGIN_URL=salesforce_tests.LOGIN,
+            PUBLIC_URL=PUBLIC_URL,
+            SALESFORCE_LOGIN_URL=salesforce.LOGIN,
+            SALESFORCE_SANDBOX_LOGIN_URL=salesforce.LOGIN,
             LOG_LEVEL="DEBUG",
         )
     )
     app.extensions["pql"].clock = lambda: NOW
     try:
         client = app.test_client()
-        page, _org = salesforce_tests.install(client, org_server)
-        key = page.get_data(as_text=True).split("<pre>")[1].split("</pre>")[0]
+        page, _org = salesforce.install(client, org_server)
+        assert page.status_code == 200
         db = app.extensions["pql"].db
         with db.system_session() as session:
-            tenant_id = session.scalar(select(Tenant.id).where(Tenant.crm == "salesforce"))
+            tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == _org.org_id))
+        key = write_key_of(app, tenant_id)
         secrets = _secrets_of_tenant(app, tenant_id)
         acme(client, key)
         recompute(db, tenant_id, NOW)
@@ -103,5 +104,5 @@ def test_salesforce_install_sync_refresh_and_uninstall_log_no_secret(
         lifecycle.uninstall(svc, tenant_id)
         _assert_absent(caplog, [key, *secrets, svc.settings.salesforce_client_secret])
     finally:
-        _empty_all_tables(app)
+        empty_all_tables(app)
         app.extensions["pql"].db.dispose()
