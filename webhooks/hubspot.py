@@ -19,8 +19,8 @@ from flask import Blueprint, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from sqlalchemy import select
 
-from app.bodies import json_document, read_capped
-from app.errors import error_response
+from app.bodies import json_document
+from app.errors import RequestError
 from app.models import AccountScore, CrmRecord, UserScore
 from app.services import services
 from app.sync.webhook_changes import apply_webhook_changes
@@ -29,12 +29,12 @@ from app.tracking.privacy import forget_user
 from connectors.base import CrmChange
 from connectors.hubspot import KEY
 from connectors.hubspot.client import FIELD_OF_PROPERTY
+from webhooks.common import InboundRequest
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("hubspot_webhooks", __name__)
 
-MAX_BODY_BYTES = 1024 * 1024
 TIMESTAMP_WINDOW = dt.timedelta(minutes=5)
 SUBJECTS = {"company": "account", "contact": "user"}
 # What the app subscribes to: owner and lifecycle stage changes, and deletions.
@@ -135,26 +135,38 @@ def parse(body: bytes) -> list[CrmChange]:
     return changes
 
 
+class SignedByHubSpot(InboundRequest):
+    """A request HubSpot signed (webhooks, app card fetches)."""
+
+    def authenticate(self) -> None:
+        try:
+            verify_request(self.svc, self.body)
+        except SignatureError as exc:
+            log.warning("HubSpot request to %s refused: %s", request.path, exc)
+            raise RequestError(401, "invalid_signature", str(exc)) from exc
+
+
+class WebhookDelivery(SignedByHubSpot):
+    """Up to 100 notifications, possibly for several portals."""
+
+    def parse(self) -> None:
+        try:
+            self.changes = parse(self.body)
+        except ValidationError as exc:
+            raise RequestError(400, "invalid_body", str(exc.messages)) from exc
+
+    def resolve(self) -> None:
+        self.by_portal: dict[str, list[CrmChange]] = defaultdict(list)
+        for change in self.changes:
+            self.by_portal[change.portal].append(change)
+
+
 @bp.post("/hubspot/webhooks")
 def receive():
     svc = services()
-    body = read_capped(MAX_BODY_BYTES)
-    try:
-        verify_request(svc, body)
-    except SignatureError as exc:
-        log.warning("HubSpot webhook refused: %s", exc)
-        return error_response(401, "invalid_signature", str(exc))
-    try:
-        changes = parse(body)
-    except ValidationError as exc:
-        return error_response(400, "invalid_body", str(exc.messages))
-    by_portal: dict[str, list[CrmChange]] = defaultdict(list)
-    for change in changes:
-        by_portal[change.portal].append(change)
-    applied = 0
-    for portal, portal_changes in by_portal.items():
-        applied += _apply(svc, portal, portal_changes)
-    return {"received": len(changes), "applied": applied}, 200
+    delivery = WebhookDelivery.validated(svc)
+    applied = sum(_apply(svc, portal, changes) for portal, changes in delivery.by_portal.items())
+    return {"received": len(delivery.changes), "applied": applied}, 200
 
 
 def _apply(svc, portal: str, changes: list[CrmChange]) -> int:
@@ -181,32 +193,36 @@ def _apply(svc, portal: str, changes: list[CrmChange]) -> int:
 CARD_OBJECTS = {"COMPANY": "account", "CONTACT": "user"}
 
 
+class CardFetch(SignedByHubSpot):
+    """The classic CRM card's data fetch: which record of which portal."""
+
+    def parse(self) -> None:
+        self.portal = request.args.get("portalId", "")
+        self.object_id = request.args.get("associatedObjectId", "")
+        self.subject = CARD_OBJECTS.get(request.args.get("associatedObjectType", "").upper())
+        if not self.portal.isdigit() or not self.object_id.isdigit() or self.subject is None:
+            raise RequestError(
+                400,
+                "invalid_parameter",
+                "portalId, associatedObjectId (numbers) and associatedObjectType (COMPANY or "
+                "CONTACT) are required",
+            )
+
+    def resolve(self) -> None:
+        self.tenant_id = installation(self.svc.db, KEY, self.portal)
+
+
 @bp.get("/hubspot/card")
 def crm_card():
     """The data fetch of the app's CRM card on HubSpot company and contact records: Activation
     with the next step, engagement score and segment, PQL status. HubSpot signs the request
     (v3, as webhooks); unsigned, stale or forged requests get 401."""
     svc = services()
-    try:
-        verify_request(svc, b"")
-    except SignatureError as exc:
-        log.warning("HubSpot CRM card request refused: %s", exc)
-        return error_response(401, "invalid_signature", str(exc))
-    portal = request.args.get("portalId", "")
-    object_id = request.args.get("associatedObjectId", "")
-    subject = CARD_OBJECTS.get(request.args.get("associatedObjectType", "").upper())
-    if not portal.isdigit() or not object_id.isdigit() or subject is None:
-        return error_response(
-            400,
-            "invalid_parameter",
-            "portalId, associatedObjectId (numbers) and associatedObjectType (COMPANY or "
-            "CONTACT) are required",
-        )
-    return card_for(svc, portal, subject, object_id)
+    fetch = CardFetch.validated(svc)
+    return card_for(svc, fetch.tenant_id, fetch.subject, fetch.object_id)
 
 
-def card_for(svc, portal: str, subject: str, object_id: str):
-    tenant_id = installation(svc.db, KEY, portal)
+def card_for(svc, tenant_id: int | None, subject: str, object_id: str):
     if tenant_id is None:
         return {"results": []}
     model, key = (

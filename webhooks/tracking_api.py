@@ -1,7 +1,8 @@
 """HTTP routes of the Segment-compatible tracking API (``/v1/...``).
 
-Thin: read the body within limits, parse it (``webhooks.segment``), authenticate the write key,
-hand the messages to ``app.tracking.ingest``, answer exactly 200 once they are committed.
+Thin: a ``TrackingRequest`` reads the body within limits, authenticates the write key and parses
+the messages (``webhooks.segment``); the route applies the key's rate limit, hands the messages
+to ``app.tracking.ingest`` and answers exactly 200 once they are committed.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import math
 
 from flask import Blueprint, Response, jsonify, request
 
-from app.bodies import json_document, read_capped
+from app.bodies import json_document
 from app.errors import RequestError, error_response
 from app.services import services
 from app.tenants import resolve_write_key
 from app.tracking.ingest import ingest
 from app.tracking.rate_limit import admit
+from webhooks.common import InboundRequest
 from webhooks.segment import (
     BATCH_PATHS,
     PATH_TYPES,
@@ -52,34 +54,52 @@ def preflight(path: str):
     return Response(status=204)
 
 
-@bp.post("/<path>")
-def receive(path: str):
-    if path not in PATHS:
-        return error_response(404, "not_found", f"unknown tracking path /v1/{path}")
-    svc = services()
-    settings = svc.settings
-    received_at = svc.clock()
-    limit = settings.max_batch_bytes if path in BATCH_PATHS else settings.max_message_bytes
-    try:
-        raw = read_capped(settings.max_batch_bytes)
-        decoded = decode_body(raw, request.headers.get("Content-Encoding"), limit)
-        body = json_document(decoded, refuse_nul=False)  # refused per message instead
-        write_key = write_key_from(request.headers.get("Authorization"), body)
+class TrackingRequest(InboundRequest):
+    """One call of the Segment HTTP API: a message, or a batch of them."""
+
+    def __init__(self, svc, path: str):
+        self.max_bytes = svc.settings.max_batch_bytes
+        super().__init__(svc)
+        self.path = path
+        self.received_at = svc.clock()
+
+    def authenticate(self) -> None:
+        """The write key: HTTP Basic user name, or ``writeKey`` in the (decoded) body."""
+        settings = self.svc.settings
+        batch = self.path in BATCH_PATHS
+        limit = settings.max_batch_bytes if batch else settings.max_message_bytes
+        decoded = decode_body(self.body, request.headers.get("Content-Encoding"), limit)
+        self.document = json_document(decoded, refuse_nul=False)  # refused per message
+        write_key = write_key_from(request.headers.get("Authorization"), self.document)
         if not write_key:
             raise RequestError(
                 401,
                 "missing_write_key",
                 "send the write key as the HTTP Basic user name or as writeKey in the body",
             )
-        resolved = resolve_write_key(svc.db, write_key)
-        if resolved is None:
+        self.key = resolve_write_key(self.svc.db, write_key)
+        if self.key is None:
             raise RequestError(401, "invalid_write_key", "write key is unknown or revoked")
-        messages, rejections = parse_messages(body, path, received_at, settings.max_message_bytes)
-    except RequestError as exc:
-        return error_response(exc.status, exc.code, exc.message, **exc.details)
 
+    def parse(self) -> None:
+        self.messages, self.rejections = parse_messages(
+            self.document, self.path, self.received_at, self.svc.settings.max_message_bytes
+        )
+
+    def resolve(self) -> None:
+        self.tenant_id = self.key.tenant_id
+
+
+@bp.post("/<path>")
+def receive(path: str):
+    if path not in PATHS:
+        return error_response(404, "not_found", f"unknown tracking path /v1/{path}")
+    svc = services()
+    settings = svc.settings
+    call = TrackingRequest.validated(svc, path)
+    messages, rejections, received_at = call.messages, call.rejections, call.received_at
     count = len(messages) + len(rejections)
-    wait = admit(svc.db, resolved.key_id, count, settings.ingest_messages_per_10s, received_at)
+    wait = admit(svc.db, call.key.key_id, count, settings.ingest_messages_per_10s, received_at)
     if wait is not None:
         limit = settings.ingest_messages_per_10s
         response = error_response(
@@ -91,11 +111,11 @@ def receive(path: str):
         )
         response.headers["Retry-After"] = str(math.ceil(wait))
         return response
-    ingest(svc.db, resolved.tenant_id, messages, rejections, received_at)
+    ingest(svc.db, call.tenant_id, messages, rejections, received_at)
     if rejections:
         log.info(
             "tenant %s: %s of %s messages rejected",
-            resolved.tenant_id,
+            call.tenant_id,
             len(rejections),
             len(rejections) + len(messages),
         )
