@@ -34,6 +34,8 @@ from urllib.parse import urlencode
 from flask import Flask, Response, jsonify, redirect, request
 from markupsafe import escape
 
+from sandbox.server import LoopbackServer
+
 OBJECT_TYPES = ("companies", "contacts", "tasks", "notes")
 BATCH_LIMIT = 100
 SEARCH_LIMIT = 200
@@ -879,32 +881,13 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
     return app
 
 
-class SandboxServer:
+class SandboxServer(LoopbackServer):
     """The sandbox on a loopback port in a background thread (tests, demo, benchmark)."""
 
     def __init__(self, sandbox: Sandbox | None = None, port: int = 0, quiet: bool = True):
-        from werkzeug.serving import WSGIRequestHandler, make_server
-
-        class Handler(WSGIRequestHandler):
-            def log_request(self, *args, **kwargs):
-                if not quiet:
-                    super().log_request(*args, **kwargs)
-
         self.app = create_sandbox(sandbox)
         self.sandbox: Sandbox = self.app.sandbox
-        self.server = make_server(
-            "127.0.0.1", port, self.app, threaded=True, request_handler=Handler
-        )
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> SandboxServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.thread.join(timeout=5)
+        super().__init__(self.app, port, quiet)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,6 +23,8 @@ import itertools
 import json
 import re
 import secrets
+import ssl
+import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -32,6 +34,8 @@ from urllib.parse import urlencode, urlparse
 
 from flask import Flask, Response, jsonify, redirect, request
 from markupsafe import escape
+
+from sandbox.server import LoopbackServer
 
 API_PREFIX = "/services/data/v"
 QUERY_PAGE = 2000
@@ -1272,7 +1276,7 @@ def self_signed_certificate(directory: str) -> tuple[str, str]:
     return cert_path, key_path
 
 
-class SalesforceSandboxServer:
+class SalesforceSandboxServer(LoopbackServer):
     """The sandbox over HTTPS on a loopback port in a background thread (demo, benchmark).
     ``ca_file`` is the certificate to trust."""
 
@@ -1283,39 +1287,12 @@ class SalesforceSandboxServer:
         cert_dir: str | None = None,
         quiet: bool = True,
     ):
-        import ssl
-        import tempfile
-
-        from werkzeug.serving import WSGIRequestHandler, make_server
-
-        class Handler(WSGIRequestHandler):
-            def log_request(self, *args, **kwargs):
-                if not quiet:
-                    super().log_request(*args, **kwargs)
-
         self.sandbox = sandbox or SalesforceSandbox()
         self.ca_file, key_file = self_signed_certificate(cert_dir or tempfile.mkdtemp())
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.ca_file, key_file)
-        self.server = make_server(
-            "127.0.0.1",
-            port,
-            self.sandbox.app,
-            threaded=True,
-            request_handler=Handler,
-            ssl_context=context,
-        )
-        self.url = f"https://127.0.0.1:{self.server.server_port}"
+        super().__init__(self.sandbox.app, port, quiet, tls=context)
         self.sandbox.base_url = self.url
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> SalesforceSandboxServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.thread.join(timeout=5)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ the server at PQL_TEST_PG_URL (default: 127.0.0.1:5432, trust auth) and drops th
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ from app import create_app, migrate
 from sandbox.hubspot import Sandbox, SandboxServer
 from sandbox.hubspot import app_env as hubspot_env
 from sandbox.salesforce import SalesforceSandbox, mount
+from sandbox.server import LoopbackServer
 from tests.helpers import hubspot, salesforce
 from tests.helpers.apps import config_for, empty_all_tables, write_key_of
 
@@ -74,11 +76,27 @@ def migrated_url(db_factory) -> str:
 
 
 @pytest.fixture
-def app(migrated_url):
-    app = create_app(config_for(migrated_url))
-    yield app
-    empty_all_tables(app)
-    app.extensions["pql"].db.dispose()
+def make_app(migrated_url):
+    """Build test apps on the session's database (``config_for`` plus ``env``, an optional
+    clock); their tables are emptied afterwards."""
+    made = []
+
+    def make(clock=None, **env: str):
+        app = create_app(config_for(migrated_url, **env))
+        if clock is not None:
+            app.extensions["pql"].clock = clock
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        empty_all_tables(app)
+        app.extensions["pql"].db.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
 
 
 @pytest.fixture
@@ -106,18 +124,24 @@ def tenant_key(db):
 
 
 @pytest.fixture
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
 def live_server(app):
     """The app served over real HTTP on a free loopback port; yields its base URL."""
-    import threading
+    with LoopbackServer(app) as server:
+        yield server.url
 
-    from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
+@pytest.fixture
+def served(app, unused_port):
+    """The app served at ``unused_port`` (for apps whose PUBLIC_URL names that port)."""
+    with LoopbackServer(app, unused_port) as server:
+        yield server.url
 
 
 # --- HubSpot: the local sandbox, an app configured for it, an installed portal -----------------
@@ -131,16 +155,12 @@ def sandbox():
 
 
 @pytest.fixture
-def hubspot_app(migrated_url, sandbox):
+def hubspot_app(make_app, sandbox):
     """The app configured for ``sandbox``, its clock at ``hubspot.NOW``. A test module that
     works against HubSpot makes it its ``app`` (a fixture ``app`` that returns it)."""
-    app = create_app(
-        config_for(migrated_url, **hubspot_env(sandbox.url), PUBLIC_URL=hubspot.PUBLIC_URL)
+    return make_app(
+        clock=lambda: hubspot.NOW, **hubspot_env(sandbox.url), PUBLIC_URL=hubspot.PUBLIC_URL
     )
-    app.extensions["pql"].clock = lambda: hubspot.NOW
-    yield app
-    empty_all_tables(app)
-    app.extensions["pql"].db.dispose()
 
 
 @pytest.fixture
@@ -172,17 +192,11 @@ def org_server():
 
 
 @pytest.fixture
-def salesforce_app(migrated_url, org_server):
-    app = create_app(
-        config_for(
-            migrated_url,
-            PUBLIC_URL=hubspot.PUBLIC_URL,
-            SALESFORCE_LOGIN_URL=salesforce.LOGIN,
-            SALESFORCE_SANDBOX_LOGIN_URL=salesforce.LOGIN,
-            SALESFORCE_BULK_THRESHOLD="300",
-        )
+def salesforce_app(make_app, org_server):
+    return make_app(
+        clock=lambda: hubspot.NOW,
+        PUBLIC_URL=hubspot.PUBLIC_URL,
+        SALESFORCE_LOGIN_URL=salesforce.LOGIN,
+        SALESFORCE_SANDBOX_LOGIN_URL=salesforce.LOGIN,
+        SALESFORCE_BULK_THRESHOLD="300",
     )
-    app.extensions["pql"].clock = lambda: hubspot.NOW
-    yield app
-    empty_all_tables(app)
-    app.extensions["pql"].db.dispose()

@@ -18,18 +18,10 @@ from sandbox.demo import (
     salesforce_tenant,
     send_batches,
 )
-from sandbox.hubspot import Sandbox, SandboxServer
 from sandbox.hubspot import app_env as hubspot_env
 from sandbox.salesforce import SalesforceSandboxServer
 from sandbox.salesforce import app_env as salesforce_env
 from sandbox.sample_data import DEMO_ACCOUNTS, demo_messages
-from tests.helpers.apps import config_for, empty_all_tables
-
-
-@pytest.fixture
-def sandbox():
-    with SandboxServer(Sandbox(requests_per_window=10_000)) as running:
-        yield running
 
 
 @pytest.fixture
@@ -39,43 +31,12 @@ def salesforce(tmp_path):
 
 
 @pytest.fixture
-def app(migrated_url, sandbox, salesforce, unused_port):
-    from app import create_app
-
-    app = create_app(
-        config_for(
-            migrated_url,
-            **hubspot_env(sandbox.url),
-            **salesforce_env(salesforce.url, salesforce.ca_file),
-            PUBLIC_URL=f"http://127.0.0.1:{unused_port}",
-        )
+def app(make_app, sandbox, salesforce, unused_port):
+    return make_app(
+        **hubspot_env(sandbox.url),
+        **salesforce_env(salesforce.url, salesforce.ca_file),
+        PUBLIC_URL=f"http://127.0.0.1:{unused_port}",
     )
-    yield app
-    empty_all_tables(app)
-    app.extensions["pql"].db.dispose()
-
-
-@pytest.fixture
-def unused_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def served(app, unused_port):
-    import threading
-
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", unused_port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{unused_port}"
-    server.shutdown()
-    thread.join(5)
 
 
 def test_the_demo_loop_turns_events_into_hubspot_properties_and_a_cs_task(app, db, served, sandbox):

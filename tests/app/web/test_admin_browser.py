@@ -7,59 +7,26 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from app.models import Tenant
 from app.scores.scoring_pass import recompute
-from sandbox.hubspot import Sandbox, SandboxServer
 from sandbox.hubspot import app_env as hubspot_env
-from tests.helpers.apps import config_for, empty_all_tables
 from tests.helpers.hubspot import NOW, acme, send
 
 CHROMIUM = os.environ.get("PQL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture
-def sandbox():
-    with SandboxServer(Sandbox(requests_per_window=10_000)) as running:
-        yield running
-
-
-@pytest.fixture
-def port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def app(migrated_url, sandbox, port):
-    from app import create_app
-
-    app = create_app(
-        config_for(migrated_url, **hubspot_env(sandbox.url), PUBLIC_URL=f"http://127.0.0.1:{port}")
+def app(make_app, sandbox, unused_port):
+    return make_app(
+        clock=lambda: NOW,
+        **hubspot_env(sandbox.url),
+        PUBLIC_URL=f"http://127.0.0.1:{unused_port}",
     )
-    app.extensions["pql"].clock = lambda: NOW
-    yield app
-    empty_all_tables(app)
-    app.extensions["pql"].db.dispose()
-
-
-@pytest.fixture
-def served(app, port):
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    server.shutdown()
-    thread.join(5)
 
 
 @pytest.fixture
