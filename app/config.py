@@ -76,6 +76,8 @@ class Settings:
     hubspot_client_secret: str = ""
     hubspot_base_url: str = "https://api.hubapi.com"
     hubspot_authorize_url: str = "https://app.hubspot.com/oauth/authorize"
+    # The date version of HubSpot's REST paths (/crm/objects/2026-03/...).
+    hubspot_api_version: str = "2026-03"
     # Requests per 10 s per portal for all our processes together (HubSpot allows ~110).
     hubspot_requests_per_10s: int = 100
     # Salesforce app (External Client App or connected app): on when its id and secret are set.
@@ -195,7 +197,13 @@ def _hubspot(env: Mapping[str, str]) -> dict:
     client_secret = env.get("HUBSPOT_CLIENT_SECRET", "").strip()
     if bool(client_id) != bool(client_secret):
         raise ConfigError("set both HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET, or neither")
+    version = env.get("HUBSPOT_API_VERSION", "2026-03").strip()
+    if not re.fullmatch(r"20\d\d-(0[1-9]|1[0-2])", version):
+        raise ConfigError(
+            f"HUBSPOT_API_VERSION must be a date version like 2026-03, got {version!r}"
+        )
     return {
+        "hubspot_api_version": version,
         "hubspot_client_id": client_id,
         "hubspot_client_secret": client_secret,
         "hubspot_base_url": env.get("HUBSPOT_BASE_URL", "").rstrip("/") or "https://api.hubapi.com",

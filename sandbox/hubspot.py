@@ -22,6 +22,7 @@ import hmac
 import html
 import itertools
 import json
+import re
 import secrets
 import threading
 import time
@@ -90,6 +91,23 @@ BUILTIN_PROPERTIES = {
 }
 OBJECT_TYPE_IDS = {"0-1": "contacts", "0-2": "companies", "0-27": "tasks", "0-46": "notes"}
 
+API_VERSION = "2026-03"
+# Paths of retired versions (v1 OAuth, CRM v3/v4...) and of any dated version.
+LEGACY_PATH = re.compile(r"^/(oauth/v1|crm/v\d+|crm/[a-z]+/v\d+|properties/v\d|owners/v\d)/?")
+DATED_PATH = re.compile(
+    r"^/(crm/[a-z]+|oauth|webhooks-journal/[a-z-]+|appinstalls)/\d{4}-\d{2}(/|$)"
+)
+REQUIRED_SCOPES = (
+    "oauth",
+    "crm.objects.companies.read",
+    "crm.objects.companies.write",
+    "crm.objects.contacts.read",
+    "crm.objects.contacts.write",
+    "crm.schemas.companies.write",
+    "crm.schemas.contacts.write",
+    "crm.objects.owners.read",
+)
+
 # The app registration the sandbox knows (a real app's come from HubSpot's developer portal).
 CLIENT_ID = "sandbox-client"
 CLIENT_SECRET = "sandbox-secret"
@@ -141,6 +159,9 @@ class Faults:
     # the client waits).
     portal_statuses: dict[int, list[int]] = field(default_factory=dict)
     portal_delays: dict[int, list[float]] = field(default_factory=dict)
+    # Answers for the next refresh-token grants: (status, error, description, status name),
+    # e.g. a transient 503 before the grant is honoured.
+    token_failures: list[tuple[int, str, str, str]] = field(default_factory=list)
 
 
 class Sandbox:
@@ -155,7 +176,12 @@ class Sandbox:
         client_secret: str = CLIENT_SECRET,
         clock=time.monotonic,
         wall_clock=lambda: dt.datetime.now(dt.UTC),
+        api_version: str = API_VERSION,
     ):
+        # The date version whose paths the sandbox serves; every other version's (and the
+        # retired /crm/v3, /crm/v4, /oauth/v1 paths) answer as sunset endpoints.
+        self.api_version = api_version
+        self.paths: list[str] = []  # every path asked for, in order (tests read them)
         self.requests_per_window = requests_per_window
         self.window_seconds = window_seconds
         self.searches_per_second = searches_per_second
@@ -206,10 +232,14 @@ class Sandbox:
             self.access_tokens[access] = (hub_id, self.clock() + ACCESS_TOKEN_SECONDS)
             self.refresh_tokens[refresh] = hub_id
         return {
+            "token_type": "bearer",
+            "token_use": "access_token",
+            "hub_id": hub_id,
+            "user_id": 1,
+            "scopes": list(REQUIRED_SCOPES),
             "access_token": access,
             "refresh_token": refresh,
             "expires_in": ACCESS_TOKEN_SECONDS,
-            "token_type": "bearer",
         }
 
     def expire_access_tokens(self, hub_id: int | None = None) -> None:
@@ -307,6 +337,7 @@ class Sandbox:
 def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
     """The sandbox's Flask app; ``app.sandbox`` is its state."""
     app = Flask(__name__)
+    V = (sandbox or Sandbox()).api_version if sandbox else API_VERSION
     app.sandbox = sandbox = sandbox or Sandbox()
 
     def authorised() -> tuple[Portal | None, Response | None]:
@@ -362,6 +393,21 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             "X-HubSpot-RateLimit-Max": str(sandbox.requests_per_window),
             "X-HubSpot-RateLimit-Remaining": str(remaining),
         }
+
+    @app.before_request
+    def sunset():
+        """Retired API versions answer as HubSpot's sunset endpoints do; every path is kept."""
+        sandbox.paths.append(request.path)
+        if LEGACY_PATH.match(request.path) or (
+            DATED_PATH.match(request.path) and f"/{V}/" not in request.path + "/"
+        ):
+            sandbox.stats["legacy_calls"] += 1
+            return _error(
+                410,
+                f"{request.path} belongs to a retired API version; use the {V} API.",
+                "API_SUNSET",
+            )
+        return None
 
     @app.before_request
     def gate():
@@ -423,51 +469,105 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             query["state"] = request.args["state"]
         return redirect(f"{redirect_uri}?{urlencode(query)}")
 
-    @app.post("/oauth/v1/token")
+    def oauth_error(status: int, error: str, description: str, legacy_status: str):
+        """RFC 6749's error body, with HubSpot's own status and message beside it."""
+        body = {
+            "error": error,
+            "error_description": description,
+            "status": legacy_status,
+            "message": description,
+        }
+        return jsonify(body), status
+
+    def client_authenticated(form) -> bool:
+        return (form.get("client_id"), form.get("client_secret")) == (
+            sandbox.client_id,
+            sandbox.client_secret,
+        )
+
+    @app.post(f"/oauth/{V}/token")
     def token():
         form = request.form
-        if form.get("client_id") != sandbox.client_id or form.get("client_secret") != (
-            sandbox.client_secret
-        ):
-            return _error(400, "Invalid client credentials", "BAD_CLIENT_ID")
+        if not client_authenticated(form):
+            return oauth_error(401, "invalid_client", "Invalid client credentials", "BAD_CLIENT_ID")
         grant = form.get("grant_type")
         with sandbox.lock:
             if grant == "authorization_code":
                 entry = sandbox.codes.pop(form.get("code", ""), None)
                 if entry is None or entry[1] != form.get("redirect_uri"):
-                    return _error(400, "Invalid or used authorization code", "BAD_AUTH_CODE")
+                    return oauth_error(
+                        400, "invalid_grant", "Invalid or used authorization code", "BAD_AUTH_CODE"
+                    )
                 return jsonify(sandbox.issue_tokens(entry[0]))
             if grant == "refresh_token":
+                failure = (
+                    sandbox.faults.token_failures.pop(0) if sandbox.faults.token_failures else None
+                )
+                if failure is not None:
+                    return oauth_error(*failure)
                 hub_id = sandbox.refresh_tokens.get(form.get("refresh_token", ""))
                 if hub_id is None:
-                    return _error(400, "missing or unknown refresh token", "BAD_REFRESH_TOKEN")
+                    return oauth_error(
+                        400,
+                        "invalid_grant",
+                        "missing or unknown refresh token",
+                        "BAD_REFRESH_TOKEN",
+                    )
                 sandbox.stats["refreshes"] += 1
                 answer = sandbox.issue_tokens(hub_id)
                 # HubSpot keeps the refresh token: hand back the same one.
                 sandbox.refresh_tokens.pop(answer["refresh_token"])
                 answer["refresh_token"] = form["refresh_token"]
                 return jsonify(answer)
-        return _error(400, f"unsupported grant_type {grant!r}", "BAD_GRANT_TYPE")
-
-    @app.get("/oauth/v1/access-tokens/<token>")
-    def token_info(token: str):
-        with sandbox.lock:
-            entry = sandbox.access_tokens.get(token)
-        if entry is None or entry[1] < sandbox.clock():
-            return _error(404, "Token not found or expired", "NOT_FOUND")
-        return jsonify(
-            {
-                "token": token,
-                "user": "admin@example.com",
-                "hub_domain": f"portal{entry[0]}.example",
-                "scopes": ["oauth", "crm.objects.companies.write"],
-                "hub_id": entry[0],
-                "app_id": 1,
-                "expires_in": int(entry[1] - sandbox.clock()),
-                "user_id": 1,
-                "token_type": "access",
-            }
+        return oauth_error(
+            400, "unsupported_grant_type", f"unsupported grant_type {grant!r}", "BAD_GRANT_TYPE"
         )
+
+    @app.post(f"/oauth/{V}/token/introspect")
+    def introspect():
+        form = request.form
+        if not client_authenticated(form):
+            return oauth_error(401, "invalid_client", "Invalid client credentials", "BAD_CLIENT_ID")
+        token = form.get("token", "")
+        with sandbox.lock:
+            access = sandbox.access_tokens.get(token)
+            refresh_hub = sandbox.refresh_tokens.get(token)
+        if access is not None and access[1] >= sandbox.clock():
+            hub_id, kind = access[0], "access_token"
+            expires_in = int(access[1] - sandbox.clock())
+        elif refresh_hub is not None:
+            hub_id, kind, expires_in = refresh_hub, "refresh_token", None
+        else:
+            return jsonify({"active": False})
+        answer = {
+            "active": True,
+            "token_use": kind,
+            "hub_id": hub_id,
+            "user_id": 1,
+            "app_id": 1,
+            "client_id": sandbox.client_id,
+            "scopes": list(REQUIRED_SCOPES),
+            "token_type": "bearer",
+        }
+        if expires_in is not None:
+            answer["expires_in"] = expires_in
+        return jsonify(answer)
+
+    @app.post(f"/oauth/{V}/token/revoke")
+    def revoke():
+        form = request.form
+        if not client_authenticated(form):
+            return oauth_error(401, "invalid_client", "Invalid client credentials", "BAD_CLIENT_ID")
+        token = form.get("token", "")
+        with sandbox.lock:
+            hub_id = sandbox.refresh_tokens.pop(token, None)
+            if hub_id is not None:
+                sandbox.stats["revocations"] += 1
+                for access, (owner, _) in list(sandbox.access_tokens.items()):
+                    if owner == hub_id:
+                        del sandbox.access_tokens[access]
+        # RFC 7009: an unknown token is not an error.
+        return Response(status=200)
 
     # --- properties ------------------------------------------------------------------------
 
@@ -475,7 +575,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
         name = OBJECT_TYPE_IDS.get(name, name)
         return name if name in OBJECT_TYPES else None
 
-    @app.post("/crm/v3/properties/<kind>/groups")
+    @app.post(f"/crm/properties/{V}/<kind>/groups")
     def create_group(kind: str):
         kind = object_type(kind)
         body = request.get_json(silent=True) or {}
@@ -488,7 +588,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             groups[body["name"]] = {"name": body["name"], "label": body.get("label", "")}
         return jsonify(groups[body["name"]]), 201
 
-    @app.post("/crm/v3/properties/<kind>")
+    @app.post(f"/crm/properties/{V}/<kind>")
     def create_property(kind: str):
         kind = object_type(kind)
         body = request.get_json(silent=True) or {}
@@ -507,7 +607,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             portal.properties[kind][body["name"]] = dict(body)
         return jsonify(body), 201
 
-    @app.patch("/crm/v3/properties/<kind>/<name>")
+    @app.patch(f"/crm/properties/{V}/<kind>/<name>")
     def update_property(kind: str, name: str):
         kind = object_type(kind)
         body = request.get_json(silent=True) or {}
@@ -518,7 +618,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             stored.update({k: v for k, v in body.items() if k != "name"})
         return jsonify(stored)
 
-    @app.get("/crm/v3/properties/<kind>")
+    @app.get(f"/crm/properties/{V}/<kind>")
     def list_properties(kind: str):
         kind = object_type(kind)
         if kind is None:
@@ -575,7 +675,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             return jsonify(body), 207
         return jsonify(body), 200
 
-    @app.post("/crm/v3/objects/<kind>/batch/create")
+    @app.post(f"/crm/objects/{V}/<kind>/batch/create")
     def batch_create(kind: str):
         kind = object_type(kind)
         inputs = (request.get_json(silent=True) or {}).get("inputs")
@@ -594,7 +694,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             sandbox.stats[f"{kind}_created"] += len(created)
         return jsonify({"status": "COMPLETE", "results": created}), 201
 
-    @app.post("/crm/v3/objects/<kind>/batch/update")
+    @app.post(f"/crm/objects/{V}/<kind>/batch/update")
     def batch_update(kind: str):
         kind = object_type(kind)
         inputs = (request.get_json(silent=True) or {}).get("inputs")
@@ -622,7 +722,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             sandbox.stats[f"{kind}_updated"] += len(results)
         return batch_answer(results, errors)
 
-    @app.post("/crm/v3/objects/<kind>/batch/read")
+    @app.post(f"/crm/objects/{V}/<kind>/batch/read")
     def batch_read(kind: str):
         kind = object_type(kind)
         body = request.get_json(silent=True) or {}
@@ -664,7 +764,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
                     )
         return batch_answer(results, errors)
 
-    @app.get("/crm/v3/objects/<kind>")
+    @app.get(f"/crm/objects/{V}/<kind>")
     def list_objects(kind: str):
         kind = object_type(kind)
         if kind is None:
@@ -680,7 +780,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             body["paging"] = {"next": {"after": page[-1]["id"]}}
         return jsonify(body)
 
-    @app.get("/crm/v3/objects/<kind>/<object_id>")
+    @app.get(f"/crm/objects/{V}/<kind>/<object_id>")
     def get_object(kind: str, object_id: str):
         kind = object_type(kind)
         wanted = [p for p in request.args.getlist("properties") for p in p.split(",") if p]
@@ -690,7 +790,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             return _error(404, "Object not found", "OBJECT_NOT_FOUND")
         return jsonify(shown(record, wanted))
 
-    @app.post("/crm/v3/objects/<kind>")
+    @app.post(f"/crm/objects/{V}/<kind>")
     def create_one(kind: str):
         kind = object_type(kind)
         body = request.get_json(silent=True) or {}
@@ -709,7 +809,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             sandbox.stats[f"{kind}_created"] += 1
         return jsonify(shown(record, list((body.get("properties") or {}).keys()))), 201
 
-    @app.post("/crm/v3/objects/<kind>/search")
+    @app.post(f"/crm/objects/{V}/<kind>/search")
     def search(kind: str):
         kind = object_type(kind)
         body = request.get_json(silent=True) or {}
@@ -787,7 +887,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
 
     # --- associations and owners ----------------------------------------------------------
 
-    @app.post("/crm/v4/associations/<from_kind>/<to_kind>/batch/associate/default")
+    @app.post(f"/crm/associations/{V}/<from_kind>/<to_kind>/batch/associate/default")
     def associate_default(from_kind: str, to_kind: str):
         inputs = (request.get_json(silent=True) or {}).get("inputs") or []
         if len(inputs) > BATCH_LIMIT:
@@ -800,8 +900,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
                 )
         return batch_answer([], [])
 
-    @app.get("/crm/v3/owners/")
-    @app.get("/crm/v3/owners")
+    @app.get(f"/crm/owners/{V}")
     def owners():
         limit = min(int(request.args.get("limit", 100)), 500)
         after = int(request.args.get("after") or 0)

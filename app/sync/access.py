@@ -14,7 +14,7 @@ from app.bulk import dialect_insert
 from app.db import Database
 from app.models import RateWindow, Tenant
 from app.security import TokenCipher
-from connectors.base import AuthorizationLost, CrmError
+from connectors.base import AuthorizationLost
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,10 @@ class TenantTokens:
             refused = None
             try:
                 tokens = self._refresh(refresh_token)
-            except CrmError as exc:
-                if exc.status not in (400, 401):
-                    raise
-                # Recorded (the transaction commits), then raised below.
+            except AuthorizationLost as exc:
+                # The grant is refused for good (RFC 6749 invalid_grant); any other failure of
+                # the token endpoint is retried on the next round. Recorded (the transaction
+                # commits), then raised below.
                 refused = exc
                 tenant.status = "needs_reauth"
                 tenant.access_token_encrypted = None

@@ -1,8 +1,8 @@
-"""HubSpot through its official client, ``hubspot-api-client`` (which speaks urllib3).
+"""HubSpot's CRM: the connector, on the date-versioned API (``connectors.hubspot.api``).
 
 Every request goes through the shared ``Caller`` (rate budget, 429 waits, backoff, token
 refresh); this module only knows HubSpot's endpoints, payloads and answers. The base URL is a
-setting, so the same code talks to HubSpot or to the local sandbox.
+setting, so the same code talks to HubSpot or to a stand-in of it.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import html
 import json
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import urllib3
-from hubspot import HubSpot
 
 from connectors.base import (
     PULL_FIELDS,
@@ -31,14 +29,14 @@ from connectors.base import (
     Write,
     batches,
 )
+from connectors.hubspot.api import HubSpotApi
 
 BATCH_LIMIT = 100
-SEARCH_PAGE = 100
+SEARCH_PAGE = 200  # results per search page, HubSpot's maximum
 SEARCH_CAP = 10_000  # HubSpot's search returns at most this many results per query
 # HubSpot's search API allows a few requests per second per token, beside the general limit:
 # searches are spaced so they stay under it instead of drawing 429s.
 SEARCH_INTERVAL = 0.25
-TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 SCOPES = (
     "oauth",
     "crm.objects.companies.read",
@@ -84,7 +82,7 @@ def classify(exc: Exception) -> Failure | None:
         return None
     if status == 0:  # the client's own wrapper of a connection or TLS failure
         return Failure(None, f"no answer ({getattr(exc, 'reason', '')})")
-    body = _json(getattr(exc, "body", None))
+    body = error_body(getattr(exc, "body", None))
     message = body.get("message") or getattr(exc, "reason", None) or f"HTTP {status}"
     category = body.get("category") or body.get("errorType")
     headers = {k.lower(): v for k, v in dict(getattr(exc, "headers", None) or {}).items()}
@@ -102,7 +100,7 @@ def classify(exc: Exception) -> Failure | None:
     )
 
 
-def _json(raw: Any) -> dict:
+def error_body(raw: Any) -> dict:
     if isinstance(raw, bytes | bytearray):
         raw = raw.decode("utf-8", "replace")
     try:
@@ -138,69 +136,6 @@ def hubspot_property(spec: PropertySpec, group: str) -> dict:
     if spec.hidden:
         body["hidden"] = True
     return body
-
-
-def _translated(function):
-    """OAuth calls outside the Caller: their client exceptions become CrmError."""
-
-    def call(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except Exception as exc:
-            failure = classify(exc)
-            if failure is None:
-                raise
-            raise CrmError(failure.message, failure.status, failure.category) from exc
-
-    call.__name__, call.__doc__ = function.__name__, function.__doc__
-    return call
-
-
-@dataclass(frozen=True)
-class Tokens:
-    access_token: str
-    refresh_token: str
-    expires_in: int
-
-
-def _token_grant(base_url: str, client_id: str, client_secret: str, **grant: str) -> Tokens:
-    answer = HubSpot(host=base_url).oauth.tokens_api.create(
-        client_id=client_id, client_secret=client_secret, _request_timeout=TIMEOUT, **grant
-    )
-    # A refresh may or may not hand back the refresh token; the one we hold stays valid.
-    refresh = answer.refresh_token or grant.get("refresh_token", "")
-    return Tokens(answer.access_token, refresh, int(answer.expires_in))
-
-
-@_translated
-def exchange_code(
-    base_url: str, client_id: str, client_secret: str, code: str, redirect_uri: str
-) -> Tokens:
-    """The OAuth callback's code → tokens."""
-    return _token_grant(
-        base_url,
-        client_id,
-        client_secret,
-        grant_type="authorization_code",
-        code=code,
-        redirect_uri=redirect_uri,
-    )
-
-
-@_translated
-def refresh_tokens(base_url: str, client_id: str, client_secret: str, refresh_token: str) -> Tokens:
-    return _token_grant(
-        base_url, client_id, client_secret, grant_type="refresh_token", refresh_token=refresh_token
-    )
-
-
-@_translated
-def portal_of(base_url: str, access_token: str) -> int:
-    """The HubSpot portal (hub) id an access token belongs to."""
-    info = HubSpot(host=base_url).oauth.access_tokens_api.get(
-        token=access_token, _request_timeout=TIMEOUT
-    )
-    return int(info.hub_id)
 
 
 def _next_after(answer: dict) -> str | None:
@@ -249,54 +184,33 @@ class HubSpotConnector:
     account_type = "companies"
     user_type = "contacts"
 
-    def __init__(self, base_url: str, caller: Caller, key_properties: dict[str, str]):
+    def __init__(self, api: HubSpotApi, caller: Caller, key_properties: dict[str, str]):
         """``key_properties``: per object type, the app's unique id property."""
+        self.api = api
         self.caller = caller
         self.key_properties = key_properties
-        self.client = HubSpot(host=base_url)
-        self._apis: dict[str, Any] = {}
         self._last_search = -SEARCH_INTERVAL
         self.monotonic = time.monotonic
 
-    # Client API objects are built once (each holds a connection pool); the token is set on
-    # their configuration before every request.
-    def _api(self, name: str, token: str):
-        api = self._apis.get(name)
-        if api is None:
-            crm = self.client.crm
-            api = {
-                "companies.batch": lambda: crm.companies.batch_api,
-                "contacts.batch": lambda: crm.contacts.batch_api,
-                "companies.search": lambda: crm.companies.search_api,
-                "contacts.search": lambda: crm.contacts.search_api,
-                "properties": lambda: crm.properties.core_api,
-                "groups": lambda: crm.properties.groups_api,
-                "owners": lambda: crm.owners.owners_api,
-                "tasks": lambda: crm.objects.tasks.basic_api,
-                "notes": lambda: crm.objects.notes.basic_api,
-                "associations": lambda: crm.associations.v4.batch_api,
-            }[name]()
-            self._apis[name] = api
-        api.api_client.configuration.access_token = token
-        return api
-
-    def _call(self, label: str, api: str, method: str, *args, **kwargs):
-        def request(token: str):
-            if method == "do_search":
-                wait = self._last_search + SEARCH_INTERVAL - self.monotonic()
-                if wait > 0:
-                    self.caller.sleep(wait)
-                self._last_search = self.monotonic()
-            return getattr(self._api(api, token), method)(*args, _request_timeout=TIMEOUT, **kwargs)
+    def _call(self, label: str, method: str, path: str, body: Any = None, **query: Any) -> dict:
+        def request(token: str) -> dict:
+            return self.api.request(method, path, token=token, body=body, query=query or None)
 
         return self.caller(label, request)
 
-    def _json_call(self, label: str, api: str, method: str, *args, **kwargs) -> dict:
-        """Like ``_call`` but returns the answer's JSON as is: the client's model
-        deserialisation parses every timestamp with dateutil, which cost more than the HTTP
-        round trip for a batch of 100 records."""
-        raw = self._call(label, api, method, *args, _preload_content=False, **kwargs)
-        return json.loads(raw.data or b"{}")
+    def _search(self, label: str, object_type: str, body: dict) -> dict:
+        """Searches are spaced to stay under HubSpot's per-second search limit instead of
+        drawing 429s."""
+
+        def request(token: str) -> dict:
+            wait = self._last_search + SEARCH_INTERVAL - self.monotonic()
+            if wait > 0:
+                self.caller.sleep(wait)
+            self._last_search = self.monotonic()
+            path = self.api.objects(f"{object_type}/search")
+            return self.api.request("POST", path, token=token, body=body)
+
+        return self.caller(label, request)
 
     # --- schema ------------------------------------------------------------------------------
 
@@ -307,10 +221,9 @@ class HubSpotConnector:
         try:
             self._call(
                 f"create property group {object_type}.{name}",
-                "groups",
-                "create",
-                object_type,
-                property_group_create={"name": name, "label": label, "displayOrder": -1},
+                "POST",
+                self.api.properties(f"{object_type}/groups"),
+                {"name": name, "label": label, "displayOrder": -1},
             )
         except CrmError as exc:
             if exc.status != 409:
@@ -321,10 +234,9 @@ class HubSpotConnector:
             try:
                 self._call(
                     f"create property {object_type}.{spec.name}",
-                    "properties",
-                    "create",
-                    object_type,
-                    property_create=body,
+                    "POST",
+                    self.api.properties(object_type),
+                    body,
                 )
                 created.append(spec.name)
             except CrmError as exc:
@@ -335,11 +247,9 @@ class HubSpotConnector:
                     # its options match the definitions (new segment names, say).
                     self._call(
                         f"update options of {object_type}.{spec.name}",
-                        "properties",
-                        "update",
-                        object_type,
-                        spec.name,
-                        property_update={"options": body["options"]},
+                        "PATCH",
+                        self.api.properties(f"{object_type}/{spec.name}"),
+                        {"options": body["options"]},
                     )
         return created
 
@@ -349,11 +259,11 @@ class HubSpotConnector:
         key_property = self.key_properties[object_type]
         found: dict[str, str] = {}
         for batch in batches(keys, BATCH_LIMIT):
-            answer = self._json_call(
+            answer = self._call(
                 f"read {object_type} by {key_property}",
-                f"{object_type}.batch",
-                "read",
-                batch_read_input_simple_public_object_id={
+                "POST",
+                self.api.objects(f"{object_type}/batch/read"),
+                {
                     "idProperty": key_property,
                     "properties": [key_property],
                     "inputs": [{"id": k} for k in batch],
@@ -370,11 +280,11 @@ class HubSpotConnector:
         wanted = sorted({v.lower() for v in values if v})
         if object_type == "contacts":
             for batch in batches(wanted, BATCH_LIMIT):
-                answer = self._json_call(
+                answer = self._call(
                     "read contacts by email",
-                    "contacts.batch",
-                    "read",
-                    batch_read_input_simple_public_object_id={
+                    "POST",
+                    self.api.objects("contacts/batch/read"),
+                    {
                         "idProperty": "email",
                         "properties": ["email"],
                         "inputs": [{"id": v} for v in batch],
@@ -398,12 +308,7 @@ class HubSpotConnector:
                 }
                 if after:
                     request["after"] = after
-                answer = self._json_call(
-                    "search companies by domain",
-                    "companies.search",
-                    "do_search",
-                    public_object_search_request=request,
-                )
+                answer = self._search("search companies by domain", "companies", request)
                 for record in answer.get("results") or []:
                     domain = (record.get("properties") or {}).get("domain")
                     # Several companies may share a domain: the oldest (lowest id) wins.
@@ -444,13 +349,11 @@ class HubSpotConnector:
             )
 
     def _update_batch(self, object_type: str, batch: list[Write]) -> list[Outcome]:
-        answer = self._json_call(
+        answer = self._call(
             f"update {len(batch)} {object_type}",
-            f"{object_type}.batch",
-            "update",
-            batch_input_simple_public_object_batch_input={
-                "inputs": [{"id": w.crm_id, "properties": w.properties} for w in batch]
-            },
+            "POST",
+            self.api.objects(f"{object_type}/batch/update"),
+            {"inputs": [{"id": w.crm_id, "properties": w.properties} for w in batch]},
         )
         missing: dict[str, str] = {}
         for error in answer.get("errors") or []:
@@ -484,11 +387,11 @@ class HubSpotConnector:
                     }
                 )
             inputs.append({"properties": write.properties, "associations": associations})
-        answer = self._json_call(
+        answer = self._call(
             f"create {len(batch)} {object_type}",
-            f"{object_type}.batch",
-            "create",
-            batch_input_simple_public_object_batch_input_for_create={"inputs": inputs},
+            "POST",
+            self.api.objects(f"{object_type}/batch/create"),
+            {"inputs": inputs},
         )
         # Results do not necessarily come back in input order: match them by our key.
         key_property = self.key_properties[object_type]
@@ -507,13 +410,9 @@ class HubSpotConnector:
         for batch in batches(pairs, BATCH_LIMIT):
             self._call(
                 f"associate {len(batch)} contacts with companies",
-                "associations",
-                "create_default",
-                "contacts",
-                "companies",
-                batch_input_public_default_association_multi_post={
-                    "inputs": [{"from": {"id": c}, "to": {"id": a}} for c, a in batch]
-                },
+                "POST",
+                self.api.associations("contacts/companies/batch/associate/default"),
+                {"inputs": [{"from": {"id": c}, "to": {"id": a}} for c, a in batch]},
             )
 
     # --- reads -------------------------------------------------------------------------------
@@ -528,11 +427,11 @@ class HubSpotConnector:
         modified = MODIFIED_PROPERTY[object_type]
         properties = _properties_for(fields)
         for batch in batches(crm_ids, BATCH_LIMIT):
-            answer = self._json_call(
+            answer = self._call(
                 f"read {len(batch)} {object_type}",
-                f"{object_type}.batch",
-                "read",
-                batch_read_input_simple_public_object_id={
+                "POST",
+                self.api.objects(f"{object_type}/batch/read"),
+                {
                     "properties": sorted({*properties, modified}),
                     "inputs": [{"id": i} for i in batch],
                 },
@@ -551,14 +450,21 @@ class HubSpotConnector:
     def owners(self) -> list[Owner]:
         out, after = [], None
         while True:
-            kwargs = {"limit": 100, "archived": False}
+            query = {"limit": 100, "archived": "false"}
             if after:
-                kwargs["after"] = after
-            answer = self._call("list owners", "owners", "get_page", **kwargs)
-            for owner in answer.results or []:
-                name = " ".join(p for p in (owner.first_name, owner.last_name) if p) or None
-                out.append(Owner(str(owner.id), owner.email, name, bool(owner.archived)))
-            after = answer.paging.next.after if answer.paging and answer.paging.next else None
+                query["after"] = after
+            answer = self._call("list owners", "GET", self.api.owners(), **query)
+            for owner in answer.get("results") or []:
+                name = " ".join(p for p in (owner.get("firstName"), owner.get("lastName")) if p)
+                out.append(
+                    Owner(
+                        str(owner["id"]),
+                        owner.get("email"),
+                        name or None,
+                        bool(owner.get("archived")),
+                    )
+                )
+            after = _next_after(answer)
             if not after:
                 return out
 
@@ -587,12 +493,7 @@ class HubSpotConnector:
                 }
                 if after:
                     request["after"] = after
-                answer = self._json_call(
-                    f"search changed {object_type}",
-                    f"{object_type}.search",
-                    "do_search",
-                    public_object_search_request=request,
-                )
+                answer = self._search(f"search changed {object_type}", object_type, request)
                 for record in answer.get("results") or []:
                     props = dict(record.get("properties") or {})
                     last_time = _parse_time(props.get(modified)) or last_time
@@ -622,9 +523,9 @@ class HubSpotConnector:
             associations.append((task.user_crm_id, TASK_TO_CONTACT))
         answer = self._call(
             "create task",
-            "tasks",
-            "create",
-            simple_public_object_input_for_create={
+            "POST",
+            self.api.objects("tasks"),
+            {
                 "properties": properties,
                 "associations": [
                     {
@@ -637,7 +538,7 @@ class HubSpotConnector:
                 ],
             },
         )
-        return str(answer.id)
+        return str(answer["id"])
 
     def create_note(
         self, account_crm_id: str, title: str, body: str, owner_id: str | None = None
@@ -653,9 +554,9 @@ class HubSpotConnector:
             properties["hubspot_owner_id"] = owner_id
         answer = self._call(
             "create note",
-            "notes",
-            "create",
-            simple_public_object_input_for_create={
+            "POST",
+            self.api.objects("notes"),
+            {
                 "properties": properties,
                 "associations": [
                     {
@@ -670,4 +571,4 @@ class HubSpotConnector:
                 ],
             },
         )
-        return str(answer.id)
+        return str(answer["id"])

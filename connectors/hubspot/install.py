@@ -17,8 +17,9 @@ from app.services import services
 from app.sync import lifecycle
 from app.web import install_pages
 from connectors.base import CrmError
-from connectors.hubspot import KEY
+from connectors.hubspot import KEY, oauth
 from connectors.hubspot import client as hubspot
+from connectors.hubspot.api import HubSpotApi
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +103,20 @@ def oauth_callback():
 
 
 def complete_install(svc, code: str, redirect_uri: str) -> lifecycle.Installed:
-    """Exchange the code, find the portal, then activate its tenant (``lifecycle.activate``)."""
+    """Exchange the code (the answer names the portal), then activate its tenant
+    (``lifecycle.activate``)."""
     settings = svc.settings
-    tokens = hubspot.exchange_code(
-        settings.hubspot_base_url,
+    tokens = oauth.exchange_code(
+        api_for(settings),
         settings.hubspot_client_id,
         settings.hubspot_client_secret,
         code,
         redirect_uri,
     )
-    portal = hubspot.portal_of(settings.hubspot_base_url, tokens.access_token)
     grant = lifecycle.Grant(tokens.access_token, tokens.refresh_token, tokens.expires_in)
-    return lifecycle.activate(svc, KEY, str(portal), grant)
+    return lifecycle.activate(svc, KEY, str(tokens.hub_id), grant)
+
+
+def api_for(settings) -> HubSpotApi:
+    """HubSpot's API at the configured date version (``HUBSPOT_API_VERSION``)."""
+    return HubSpotApi(settings.hubspot_base_url, settings.hubspot_api_version)

@@ -3,6 +3,7 @@ shared by every process, tokens refreshed under the tenant's lock)."""
 
 from __future__ import annotations
 
+import logging
 import random
 
 from werkzeug.exceptions import NotFound
@@ -11,8 +12,9 @@ from app.models import Tenant
 from app.sync import properties
 from app.sync.access import SharedRateBudget, TenantTokens
 from connectors.base import AuthorizationLost, Caller
-from connectors.hubspot import KEY
+from connectors.hubspot import KEY, oauth
 from connectors.hubspot import client as hubspot
+from connectors.hubspot.install import api_for
 from connectors.hubspot.install import bp as install_bp
 from connectors.registry import Capabilities, Provider, register
 from webhooks.hubspot import bp as webhooks_bp
@@ -20,6 +22,8 @@ from webhooks.hubspot import bp as webhooks_bp
 # HubSpot counts requests per rolling 10 s by their arrival; the budget counts them when they
 # leave. A quarter second more covers the difference in network and scheduling delays.
 BUDGET_WINDOW = 10.25
+
+log = logging.getLogger(__name__)
 
 
 def connector_for(
@@ -34,12 +38,11 @@ def connector_for(
             raise AuthorizationLost(f"tenant {tenant_id} is {tenant.status}")
         portal = tenant.external_id
 
+    api = api_for(settings)
+
     def refresh(refresh_token: str):
-        return hubspot.refresh_tokens(
-            settings.hubspot_base_url,
-            settings.hubspot_client_id,
-            settings.hubspot_client_secret,
-            refresh_token,
+        return oauth.refresh_tokens(
+            api, settings.hubspot_client_id, settings.hubspot_client_secret, refresh_token
         )
 
     caller = Caller(
@@ -52,13 +55,24 @@ def connector_for(
     )
     prefix = settings.property_prefix
     return hubspot.HubSpotConnector(
-        settings.hubspot_base_url,
+        api,
         caller,
         {
             "companies": properties.key_property(prefix, "account"),
             "contacts": properties.key_property(prefix, "user"),
         },
     )
+
+
+def revoke_tokens(svc, tenant: Tenant) -> bool:
+    """Revoke the tenant's refresh token at HubSpot (best effort)."""
+    settings = svc.settings
+    token = svc.token_cipher.decrypt(tenant.refresh_token_encrypted)
+    revoked = oauth.revoke(
+        api_for(settings), settings.hubspot_client_id, settings.hubspot_client_secret, token
+    )
+    log.info("tenant %s: HubSpot refresh token %s", tenant.id, "revoked" if revoked else "kept")
+    return revoked
 
 
 def account_url(tenant: Tenant, crm_id: str) -> str:
@@ -80,6 +94,7 @@ PROVIDER = register(
         account_url=account_url,
         sign_in=(("Sign in with HubSpot", "/hubspot/install"),),
         enabled=lambda settings: settings.hubspot_enabled,
-        capabilities=Capabilities(change_webhooks=True),
+        capabilities=Capabilities(change_webhooks=True, token_revocation=True),
+        revoke=revoke_tokens,
     )
 )

@@ -12,7 +12,7 @@ from urllib.parse import urlencode, urlparse
 
 import requests
 
-from connectors.base import CrmError
+from connectors.base import AuthorizationLost, CrmError
 from connectors.salesforce.api import SCOPES, TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,18 @@ def authorize_url(
     return f"{login_url.rstrip('/')}/services/oauth2/authorize?{urlencode(query)}"
 
 
+# Token endpoint answers that Salesforce documents as "try again", not as a refused grant.
+TRANSIENT_TOKEN_ERRORS = (
+    "token request is already being processed",
+    "retry your request",
+)
+
+
+def _transient(error: str, detail: str) -> bool:
+    text = detail.lower()
+    return error == "unknown_error" or any(t in text for t in TRANSIENT_TOKEN_ERRORS)
+
+
 def _token_grant(
     login_url: str, form: dict[str, str], keep_refresh: str = "", verify: str | bool = True
 ) -> SalesforceTokens:
@@ -66,8 +78,15 @@ def _token_grant(
     except ValueError:
         body = {}
     if response.status_code != 200:
-        detail = body.get("error_description") or body.get("error") or response.text[:200]
-        raise CrmError(f"Salesforce refused the token request: {detail}", response.status_code)
+        error = body.get("error") or ""
+        detail = body.get("error_description") or error or response.text[:200]
+        message = f"Salesforce refused the token request: {detail}"
+        if _transient(error, detail) or response.status_code >= 500:
+            # Salesforce asks to try again: not a refusal of the grant.
+            raise CrmError(message, 503, error or None)
+        if error == "invalid_grant":
+            raise AuthorizationLost(message, response.status_code, error)
+        raise CrmError(message, response.status_code, error or None)
     missing = [k for k in ("access_token", "instance_url", "id") if not body.get(k)]
     if missing:
         raise CrmError(f"Salesforce's token answer lacks {', '.join(missing)}", 502)

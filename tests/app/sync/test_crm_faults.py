@@ -14,6 +14,7 @@ from app.jobs.tenant_jobs import score_tenants
 from app.models import Tenant
 from app.scores.scoring_pass import recompute
 from app.sync import lifecycle
+from connectors.hubspot import api as hubspot_api
 from connectors.hubspot import client as hubspot
 from tests.helpers.apps import write_key_of
 from tests.helpers.hubspot import NOW, acme, install
@@ -73,7 +74,7 @@ def test_429_storms_and_5xx_on_one_portal_degrade_and_recover_alone(app, db, san
 def test_timeouts_and_a_slow_api_are_waited_out(app, db, sandbox, monkeypatch):
     ids = installed_pair(app, db)
     svc = app.extensions["pql"]
-    monkeypatch.setattr(hubspot, "TIMEOUT", (2.0, 0.4))
+    monkeypatch.setattr(hubspot_api, "TIMEOUT", (2.0, 0.4))
     # Two answers slower than the client waits (timeouts), then a slow but patient API.
     sandbox.sandbox.faults.portal_delays[SUFFERING] = [1.0, 1.0, 0.2, 0.2, 0.2, 0.2]
     report = lifecycle.sync_tenant(svc, ids[SUFFERING])

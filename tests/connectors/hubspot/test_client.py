@@ -16,6 +16,7 @@ from connectors.base import (
     UnlimitedBudget,
     Write,
 )
+from connectors.hubspot.api import HubSpotApi
 from connectors.hubspot.client import HubSpotConnector, classify
 from sandbox.hubspot import Sandbox, SandboxServer
 
@@ -55,7 +56,7 @@ def sleeps():
 def connector(server, sleeps):
     tokens = SandboxTokens(server.sandbox)
     caller = Caller(UnlimitedBudget(), tokens, classify, sleep=sleeps.append, rng=random.Random(1))
-    hubspot = HubSpotConnector(server.url, caller, KEYS)
+    hubspot = HubSpotConnector(HubSpotApi(server.url), caller, KEYS)
     hubspot.tokens = tokens
     return hubspot
 
@@ -171,10 +172,9 @@ def test_a_client_error_is_raised_with_hubspots_message(server, connector):
     with pytest.raises(CrmError, match="group nope does not exist") as caught:
         connector._call(
             "create property",
-            "properties",
-            "create",
-            "companies",
-            property_create={
+            "POST",
+            connector.api.properties("companies"),
+            {
                 "name": "x",
                 "label": "x",
                 "type": "number",

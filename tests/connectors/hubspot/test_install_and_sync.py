@@ -296,7 +296,7 @@ def test_an_expired_token_is_refreshed_once_for_all_workers(installed, app, db):
     calls = []
 
     def refresh(token):
-        from connectors.hubspot.client import Tokens
+        from connectors.hubspot.oauth import Tokens
 
         calls.append(token)
         return Tokens(f"fresh-{len(calls)}", token, 1800)
