@@ -27,6 +27,7 @@ import secrets
 import threading
 import time
 import urllib.request
+import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,7 +182,7 @@ class Sandbox:
         # The date version whose paths the sandbox serves; every other version's (and the
         # retired /crm/v3, /crm/v4, /oauth/v1 paths) answer as sunset endpoints.
         self.api_version = api_version
-        self.paths: list[str] = []  # every path asked for, in order (tests read them)
+        self.requests_seen: list[tuple[str, str]] = []  # (method, path), in order
         self.requests_per_window = requests_per_window
         self.window_seconds = window_seconds
         self.searches_per_second = searches_per_second
@@ -193,6 +194,8 @@ class Sandbox:
         self.access_tokens: dict[str, tuple[int, float]] = {}
         self.refresh_tokens: dict[str, int] = {}
         self.faults = Faults()
+        # The app's webhooks journal: APP_LIFECYCLE_EVENT entries (APP_INSTALL, APP_UNINSTALL).
+        self.journal: list[dict] = []
         self.ids = itertools.count(1001)
         self.stats: dict[str, int] = defaultdict(int)
         self.webhook_target: str | None = None
@@ -247,6 +250,24 @@ class Sandbox:
             for token, (owner, _) in list(self.access_tokens.items()):
                 if hub_id is None or owner == hub_id:
                     self.access_tokens[token] = (owner, self.clock() - 1)
+
+    def uninstall(self, hub_id: int) -> None:
+        """The app is uninstalled from the portal (by its admin, or by the app itself): its
+        tokens stop working and the journal records the lifecycle event."""
+        self.revoke_refresh_tokens(hub_id)
+        with self.lock:
+            self.stats["uninstalls"] += 1
+            self.journal.append(self._lifecycle_entry(hub_id, "APP_UNINSTALL"))
+
+    def _lifecycle_entry(self, hub_id: int, event: str) -> dict:
+        return {
+            "offset": str(uuid.uuid4()),
+            "subscriptionType": "APP_LIFECYCLE_EVENT",
+            "eventTypeId": event,
+            "portalId": hub_id,
+            "appId": 1,
+            "occurredAt": int(self.wall_clock().timestamp() * 1000),
+        }
 
     def revoke_refresh_tokens(self, hub_id: int | None = None) -> None:
         """The portal's admin uninstalled the app (or HubSpot revoked it): its refresh tokens
@@ -397,7 +418,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
     @app.before_request
     def sunset():
         """Retired API versions answer as HubSpot's sunset endpoints do; every path is kept."""
-        sandbox.paths.append(request.path)
+        sandbox.requests_seen.append((request.method, request.path))
         if LEGACY_PATH.match(request.path) or (
             DATED_PATH.match(request.path) and f"/{V}/" not in request.path + "/"
         ):
@@ -911,6 +932,15 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
         return jsonify(body)
 
     # --- test hooks and the page -----------------------------------------------------------
+
+    # --- app installs ----------------------------------------------------------------------
+
+    @app.delete(f"/appinstalls/{V}/external-install")
+    def external_uninstall():
+        """The app uninstalls itself from the portal its token belongs to."""
+        hub_id = request.portal.hub_id
+        sandbox.uninstall(hub_id)
+        return Response(status=204)
 
     @app.post("/_sandbox/faults")
     def set_faults():

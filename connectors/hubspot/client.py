@@ -508,6 +508,10 @@ class HubSpotConnector:
                 return  # 10,000 records with one timestamp: nothing more this way
             start = last_time
 
+    def uninstall_app(self) -> None:
+        """Uninstall the app from this portal (HubSpot then stops accepting its tokens)."""
+        self._call("uninstall the app", "DELETE", self.api.app_installs("external-install"))
+
     def create_task(self, task: TaskSpec) -> str:
         properties = {
             "hs_task_subject": task.subject,

@@ -11,7 +11,7 @@ from werkzeug.exceptions import NotFound
 from app.models import Tenant
 from app.sync import properties
 from app.sync.access import SharedRateBudget, TenantTokens
-from connectors.base import AuthorizationLost, Caller
+from connectors.base import AuthorizationLost, Caller, CrmError
 from connectors.hubspot import KEY, oauth
 from connectors.hubspot import client as hubspot
 from connectors.hubspot.install import api_for
@@ -65,8 +65,13 @@ def connector_for(
 
 
 def revoke_tokens(svc, tenant: Tenant) -> bool:
-    """Revoke the tenant's refresh token at HubSpot (best effort)."""
+    """Uninstalled from our side: uninstall the app from the portal, then revoke the refresh
+    token (both best effort: the tokens are deleted here whatever HubSpot answers)."""
     settings = svc.settings
+    try:
+        connector_for(svc, tenant.id).uninstall_app()
+    except CrmError as exc:
+        log.warning("tenant %s: HubSpot did not uninstall the app: %s", tenant.id, exc)
     token = svc.token_cipher.decrypt(tenant.refresh_token_encrypted)
     revoked = oauth.revoke(
         api_for(settings), settings.hubspot_client_id, settings.hubspot_client_secret, token
