@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import re
 from collections import defaultdict
 
 from flask import Blueprint, request
@@ -22,10 +23,12 @@ from sqlalchemy import select
 from app.bodies import json_document
 from app.errors import RequestError
 from app.models import AccountScore, CrmRecord, UserScore
+from app.scores.definitions_store import current_definitions
 from app.services import services
 from app.sync.webhook_changes import apply_webhook_changes
 from app.tenants import installation
 from app.tracking.privacy import forget_user
+from app.web.read_model import usage_card
 from connectors.base import CrmChange
 from connectors.hubspot import KEY
 from connectors.hubspot.client import FIELD_OF_PROPERTY
@@ -51,8 +54,31 @@ class SignatureError(Exception):
     pass
 
 
+# HubSpot decodes these escapes in the URI before it signs it (its v3 signature documentation).
+SIGNED_URI_DECODING = {
+    "%3A": ":",
+    "%2F": "/",
+    "%3F": "?",
+    "%40": "@",
+    "%21": "!",
+    "%24": "$",
+    "%27": "'",
+    "%28": "(",
+    "%29": ")",
+    "%2A": "*",
+    "%2C": ",",
+    "%3B": ";",
+}
+_ESCAPE = re.compile("|".join(SIGNED_URI_DECODING), re.IGNORECASE)
+
+
+def signed_uri(uri: str) -> str:
+    """The URI as HubSpot signs it: the listed escapes decoded, every other one kept."""
+    return _ESCAPE.sub(lambda m: SIGNED_URI_DECODING[m.group(0).upper()], uri)
+
+
 def signature_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
-    source = method.encode() + uri.encode() + body + timestamp.encode()
+    source = method.encode() + signed_uri(uri).encode() + body + timestamp.encode()
     digest = hmac.new(secret.encode(), source, hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
 
@@ -75,7 +101,8 @@ def verify(
     if abs(now - sent) > TIMESTAMP_WINDOW:
         raise SignatureError("X-HubSpot-Request-Timestamp is outside the 5-minute window")
     expected = signature_v3(secret, method, uri, body, timestamp)
-    if not hmac.compare_digest(expected, signature):
+    # Compared as bytes: a header that is not ASCII is simply a wrong signature.
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
         raise SignatureError("signature does not match")
 
 
@@ -220,6 +247,47 @@ def crm_card():
     svc = services()
     fetch = CardFetch.validated(svc)
     return card_for(svc, fetch.tenant_id, fetch.subject, fetch.object_id)
+
+
+# --- the app card (a UI extension on company and contact records) ------------------------------
+
+# HubSpot's object type ids as the card's context names them.
+APP_CARD_OBJECTS = {"0-2": "account", "0-1": "user"}
+
+
+class AppCardFetch(SignedByHubSpot):
+    """The app card's ``hubspot.fetch``: HubSpot signs it (v3) and adds the portal and the
+    user to the query; the card names the record."""
+
+    def parse(self) -> None:
+        self.portal = request.args.get("portalId", "")
+        self.object_id = request.args.get("objectId", "")
+        self.subject = APP_CARD_OBJECTS.get(request.args.get("objectTypeId", ""))
+        if not self.portal.isdigit() or not self.object_id.isdigit() or self.subject is None:
+            raise RequestError(
+                400,
+                "invalid_parameter",
+                "portalId and objectId (numbers) and objectTypeId (0-1 for contacts, 0-2 for "
+                "companies) are required",
+            )
+
+    def resolve(self) -> None:
+        self.tenant_id = installation(self.svc.db, KEY, self.portal)
+        if self.tenant_id is None:
+            raise RequestError(404, "not_installed", f"the app is not installed in {self.portal}")
+
+
+@bp.get("/hubspot/app-card")
+def app_card():
+    """What the app card shows for one company or contact."""
+    svc = services()
+    fetch = AppCardFetch.validated(svc)
+    defs = current_definitions(svc.db, fetch.tenant_id).definitions
+    with svc.db.tenant_session(fetch.tenant_id) as session:
+        card = usage_card(
+            session, fetch.subject, fetch.object_id, defs, f"{svc.settings.public_url}/app/"
+        )
+    return card, 200
 
 
 def card_for(svc, tenant_id: int | None, subject: str, object_id: str):

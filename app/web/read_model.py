@@ -16,7 +16,16 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from app.models import Account, AccountScore, CrmOwner, CrmRecord, User, UserScore
+from app.models import (
+    Account,
+    AccountEventDay,
+    AccountScore,
+    CrmOwner,
+    CrmRecord,
+    User,
+    UserEventDay,
+    UserScore,
+)
 from scoring.definitions import Definitions
 
 ENGAGEMENT_SEGMENTS = ("Most engaged", "Engaged", "Passive", "Least engaged")
@@ -132,3 +141,52 @@ def segment_members(session: Session, name: str, subject: str = "account") -> li
     query = accounts_query() if subject == "account" else users_query()
     rows = scored(session.execute(query), owner_names(session))
     return [r for r in rows if r.in_segment(name)]
+
+
+def usage_card(
+    session: Session, subject: str, crm_id: str, defs: Definitions, admin_url: str
+) -> dict[str, Any]:
+    """What the CRM record's app card shows of the account or user synced to ``crm_id``:
+    Activation with the next step, engagement with its segment and trend, PQL with its kind and
+    reason, lead type and chance to convert, the key features used and not. ``status`` is
+    "not_synced" when no scored subject is linked to that record yet."""
+    query = accounts_query() if subject == "account" else users_query()
+    found = scored(session.execute(query.where(CrmRecord.crm_id == crm_id)), owner_names(session))
+    if not found:
+        return {"status": "not_synced", "subject": subject, "adminUrl": admin_url}
+    row = found[0]
+    score = row.score
+    rollup = AccountEventDay if subject == "account" else UserEventDay
+    key = rollup.account_id if subject == "account" else rollup.user_id
+    used = set(
+        session.scalars(
+            select(rollup.event).where(key == row.subject_id, rollup.event.in_(defs.key_features))
+        )
+    )
+    card: dict[str, Any] = {
+        "status": "synced",
+        "subject": subject,
+        "name": row.name,
+        "activation": {"rate": round(score.activation_rate), "nextStep": score.next_step},
+        "engagement": {
+            "score": round(score.engagement_score),
+            "segment": score.engagement_segment,
+            "trend": score.trend_segment,
+            "change": None if score.trend_change is None else round(score.trend_change),
+        },
+        "features": {
+            "used": [f for f in defs.key_features if f in used],
+            "notUsed": [f for f in defs.key_features if f not in used],
+        },
+        "adminUrl": admin_url,
+    }
+    if subject == "account":
+        card["pql"] = {
+            "isPql": score.pql,
+            "kind": score.pql_kind,
+            "reason": score.pql_reason,
+            "at": score.pql_at.isoformat() if score.pql_at else None,
+        }
+        card["leadType"] = score.lead_type or None
+        card["chanceToConvert"] = score.chance_to_convert if score.lead_type else None
+    return card
