@@ -100,16 +100,18 @@ class Owner:
 @dataclass(frozen=True)
 class CrmChange:
     """One notification: a property change (``name``/``value``; ``name`` is the engine's pull
-    field, None for properties the engine does not pull) or a deletion."""
+    field, None for properties the engine does not pull), a deletion, or a merge (``crm_id`` is
+    the surviving record, ``merged_from`` the records merged into it)."""
 
-    event_id: str
+    event_id: str  # unique per notification (the CRM's own id may repeat)
     portal: str
     subject: str  # "account" / "user"
     crm_id: str
-    kind: str  # "propertyChange" / "deletion"
+    kind: str  # "propertyChange" / "deletion" / "merge" / "privacyDeletion"
     occurred_at: dt.datetime
     name: str | None = None
     value: str | None = None
+    merged_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ HANDLED = {
     "contact.propertyChange",
     "company.deletion",
     "contact.deletion",
+    "company.merge",
+    "contact.merge",
     "contact.privacyDeletion",
 }
 
@@ -136,6 +138,23 @@ class _EventSchema(Schema):
     occurredAt = fields.Integer(required=True)
     propertyName = fields.String(load_default=None)
     propertyValue = fields.String(load_default=None, allow_none=True)
+    # Merges: the record that survives, and the ones merged into it.
+    primaryObjectId = fields.Integer(load_default=None)
+    mergedObjectIds = fields.List(fields.Integer(), load_default=list)
+    newObjectId = fields.Integer(load_default=None)
+
+
+def notification_key(event: dict) -> str:
+    """HubSpot does not guarantee ``eventId`` unique: a notification is its id, subscription
+    type, object, property and time together (hashed to fit the stored key)."""
+    parts = (
+        event["eventId"],
+        event["subscriptionType"],
+        event["objectId"],
+        event.get("propertyName") or "",
+        event["occurredAt"],
+    )
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 
 def parse(body: bytes) -> list[CrmChange]:
@@ -147,12 +166,19 @@ def parse(body: bytes) -> list[CrmChange]:
         if kind not in HANDLED:
             continue
         object_name, _, action = kind.partition(".")
+        survivor = event["objectId"]
+        merged: tuple[str, ...] = ()
+        if action == "merge":
+            survivor = event.get("newObjectId") or event.get("primaryObjectId") or survivor
+            sources = {event.get("primaryObjectId"), *event.get("mergedObjectIds", [])}
+            merged = tuple(sorted(str(s) for s in sources if s and s != survivor))
         changes.append(
             CrmChange(
-                event_id=str(event["eventId"]),
+                event_id=notification_key(event),
                 portal=str(event["portalId"]),
                 subject=SUBJECTS[object_name],
-                crm_id=str(event["objectId"]),
+                crm_id=str(survivor),
+                merged_from=merged,
                 kind=action,
                 occurred_at=dt.datetime.fromtimestamp(event["occurredAt"] / 1000, dt.UTC),
                 name=FIELD_OF_PROPERTY.get(event.get("propertyName") or ""),

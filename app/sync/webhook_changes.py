@@ -40,14 +40,16 @@ def apply_webhook_changes(
         fresh = [c for c in changes if c.event_id in inserted]
         if not fresh:
             return 0
+        wanted = {c.crm_id for c in fresh} | {m for c in fresh for m in c.merged_from}
         records = {
             (r.object_type, r.crm_id): r
-            for r in session.scalars(
-                select(CrmRecord).where(CrmRecord.crm_id.in_({c.crm_id for c in fresh}))
-            )
+            for r in session.scalars(select(CrmRecord).where(CrmRecord.crm_id.in_(wanted)))
         }
         touched: dict[str, set[int]] = defaultdict(set)
         for change in sorted(fresh, key=lambda c: c.occurred_at):
+            if change.kind == "merge":
+                applied += _merge(records, change)
+                continue
             record = records.get((change.subject, change.crm_id))
             if record is None:
                 continue
@@ -75,3 +77,23 @@ def apply_webhook_changes(
                 execution_options={"synchronize_session": False},
             )
     return applied
+
+
+def _merge(records: dict, change: CrmChange) -> int:
+    """Records merged away now live on as the surviving one: the first of ours that pointed at
+    any of them takes the survivor's id (unless one of ours already has it); the others are
+    unlinked and matched again on the next push (so they never point at a merged-away id)."""
+    survivor = records.get((change.subject, change.crm_id))
+    moved = 0
+    for old_id in change.merged_from:
+        record = records.pop((change.subject, old_id), None)
+        if record is None:
+            continue
+        if survivor is None:
+            record.crm_id = change.crm_id
+            survivor = records[(change.subject, change.crm_id)] = record
+        else:
+            record.crm_id = None
+        record.pushed = {}  # what the survivor holds is not known: push everything once
+        moved += 1
+    return moved

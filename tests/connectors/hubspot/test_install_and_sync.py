@@ -630,3 +630,54 @@ def test_the_install_page_shows_the_write_key_once_issued(app, client, db):
     with db.system_session() as session:
         tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == str(HUB)))
     assert f"<pre>{write_key_of(app, tenant_id)}</pre>" in page
+
+
+def merge_event(primary: str, merged: list[str], new: str, event_id: int = 50) -> dict:
+    return {
+        "eventId": event_id,
+        "subscriptionId": 9,
+        "portalId": HUB,
+        "appId": 1,
+        "occurredAt": int(NOW.timestamp() * 1000),
+        "subscriptionType": "company.merge",
+        "attemptNumber": 0,
+        "objectId": int(primary),
+        "primaryObjectId": int(primary),
+        "mergedObjectIds": [int(m) for m in merged],
+        "newObjectId": int(new),
+        "numberOfPropertiesMoved": 3,
+        "changeSource": "CRM_UI",
+    }
+
+
+def account_crm_id(db, tenant_id):
+    with db.tenant_session(tenant_id) as session:
+        return session.scalars(
+            select(CrmRecord.crm_id).where(CrmRecord.object_type == "account")
+        ).one()
+
+
+def test_a_merge_moves_our_stored_id_to_the_surviving_company(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company_id] = portal(sandbox).objects["companies"]
+    answer = webhook(client, [merge_event("424242", [company_id], "515151")])
+    assert answer.status_code == 200 and answer.get_json()["applied"] == 1
+    assert account_crm_id(db, tenant_id) == "515151"
+    # The merged-away id is never written to again; what the survivor holds is pushed afresh.
+    with db.tenant_session(tenant_id) as session:
+        record = session.scalars(select(CrmRecord).where(CrmRecord.object_type == "account")).one()
+        assert record.pushed == {}
+
+
+def test_notifications_sharing_an_event_id_are_each_applied_once(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company_id] = portal(sandbox).objects["companies"]
+    first = owner_change(company_id, "101", event_id=7, minutes_ago=3)
+    second = owner_change(company_id, "102", event_id=7, minutes_ago=1)  # same id, later
+    assert webhook(client, [first, second]).get_json()["applied"] == 2
+    assert account_owner(db, tenant_id) == "102"
+    assert webhook(client, [first, second]).get_json()["applied"] == 0  # a retried delivery
