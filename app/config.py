@@ -80,6 +80,9 @@ class Settings:
     hubspot_api_version: str = "2026-03"
     # Requests per 10 s per portal for all our processes together (HubSpot allows ~110).
     hubspot_requests_per_10s: int = 100
+    # Searches per second per portal for all our processes (HubSpot allows 5, shared with the
+    # portal's other apps).
+    hubspot_searches_per_second: int = 4
     # Salesforce app (External Client App or connected app): on when its id and secret are set.
     salesforce_client_id: str = ""
     salesforce_client_secret: str = ""
@@ -210,6 +213,7 @@ def _hubspot(env: Mapping[str, str]) -> dict:
         "hubspot_authorize_url": env.get("HUBSPOT_AUTHORIZE_URL", "").rstrip("/")
         or "https://app.hubspot.com/oauth/authorize",
         "hubspot_requests_per_10s": _int(env, "HUBSPOT_REQUESTS_PER_10S", 100, minimum=1),
+        "hubspot_searches_per_second": _int(env, "HUBSPOT_SEARCHES_PER_SECOND", 4, minimum=1),
     }
 
 

@@ -214,13 +214,17 @@ class Caller:
     def count(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
 
-    def __call__(self, label: str, request: Callable[[str], T]) -> T:
-        """``request(access_token)`` performs the call."""
+    def __call__(
+        self, label: str, request: Callable[[str], T], budget: RateBudget | None = None
+    ) -> T:
+        """``request(access_token)`` performs the call, charged to ``budget`` (a limit of its
+        own, such as HubSpot's search limit) instead of the general one when given."""
+        budget = budget or self.budget
         failures = waits = 0
         refreshed = False
         token = self.tokens.access_token()
         while True:
-            self.budget.acquire()
+            budget.acquire()
             self.count("requests")
             try:
                 return request(token)
@@ -242,7 +246,7 @@ class Caller:
                     raise CrmUnavailable(f"{label}: still rate limited", 429, failure.category)
                 wait = failure.retry_after if failure.retry_after is not None else 1.0
                 wait *= 1 + self.rng.random() * 0.25
-                self.budget.pause(wait)
+                budget.pause(wait)
                 log.info("%s: rate limited, waiting %.1fs", label, wait)
                 self.sleep(wait)
                 continue

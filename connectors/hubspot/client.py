@@ -25,6 +25,7 @@ from connectors.base import (
     Outcome,
     Owner,
     PropertySpec,
+    RateBudget,
     TaskSpec,
     Write,
     batches,
@@ -184,11 +185,21 @@ class HubSpotConnector:
     account_type = "companies"
     user_type = "contacts"
 
-    def __init__(self, api: HubSpotApi, caller: Caller, key_properties: dict[str, str]):
-        """``key_properties``: per object type, the app's unique id property."""
+    def __init__(
+        self,
+        api: HubSpotApi,
+        caller: Caller,
+        key_properties: dict[str, str],
+        search_budget: RateBudget | None = None,
+    ):
+        """``key_properties``: per object type, the app's unique id property.
+        ``search_budget``: HubSpot's search limit (per portal per second, shared with the
+        portal's other apps, and not counted in the 10-second limit); without one, searches
+        are spaced locally."""
         self.api = api
         self.caller = caller
         self.key_properties = key_properties
+        self.search_budget = search_budget
         self._last_search = -SEARCH_INTERVAL
         self.monotonic = time.monotonic
 
@@ -199,18 +210,19 @@ class HubSpotConnector:
         return self.caller(label, request)
 
     def _search(self, label: str, object_type: str, body: dict) -> dict:
-        """Searches are spaced to stay under HubSpot's per-second search limit instead of
-        drawing 429s."""
+        """A search, charged to the search budget (or spaced locally without one) so it stays
+        under HubSpot's per-second search limit instead of drawing 429s."""
 
         def request(token: str) -> dict:
-            wait = self._last_search + SEARCH_INTERVAL - self.monotonic()
-            if wait > 0:
-                self.caller.sleep(wait)
-            self._last_search = self.monotonic()
+            if self.search_budget is None:
+                wait = self._last_search + SEARCH_INTERVAL - self.monotonic()
+                if wait > 0:
+                    self.caller.sleep(wait)
+                self._last_search = self.monotonic()
             path = self.api.objects(f"{object_type}/search")
             return self.api.request("POST", path, token=token, body=body)
 
-        return self.caller(label, request)
+        return self.caller(label, request, budget=self.search_budget)
 
     # --- schema ------------------------------------------------------------------------------
 

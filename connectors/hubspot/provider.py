@@ -22,6 +22,8 @@ from webhooks.hubspot import bp as webhooks_bp
 # HubSpot counts requests per rolling 10 s by their arrival; the budget counts them when they
 # leave. A quarter second more covers the difference in network and scheduling delays.
 BUDGET_WINDOW = 10.25
+# The search limit is per second; the same margin, scaled.
+SEARCH_WINDOW = 1.05
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,12 @@ def connector_for(
             "companies": properties.key_property(prefix, "account"),
             "contacts": properties.key_property(prefix, "user"),
         },
+        search_budget=SharedRateBudget(
+            svc.db,
+            f"hubspot-search:{portal}",
+            settings.hubspot_searches_per_second,
+            window=SEARCH_WINDOW,
+        ),
     )
 
 

@@ -681,3 +681,23 @@ def test_notifications_sharing_an_event_id_are_each_applied_once(
     assert webhook(client, [first, second]).get_json()["applied"] == 2
     assert account_owner(db, tenant_id) == "102"
     assert webhook(client, [first, second]).get_json()["applied"] == 0  # a retried delivery
+
+
+def test_searches_are_charged_to_the_portals_shared_search_budget_not_the_10s_one(
+    app, client, db, installed, sandbox
+):
+    from app.models import RateWindow
+
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    svc = app.extensions["pql"]
+    connector = connector_for(svc, tenant_id)
+    with db.system_session() as session:
+        before = {w.key: len(w.grants) for w in session.scalars(select(RateWindow))}
+    changed = list(connector.changed_since("companies", NOW - dt.timedelta(days=1), ["owner_id"]))
+    assert len(changed) == 1
+    with db.system_session() as session:
+        after = {w.key: len(w.grants) for w in session.scalars(select(RateWindow))}
+    assert after[f"hubspot-search:{HUB}"] == before.get(f"hubspot-search:{HUB}", 0) + 1
+    assert after[f"hubspot:{HUB}"] == before[f"hubspot:{HUB}"]  # searches are not in it
+    assert connector.search_budget.limit == svc.settings.hubspot_searches_per_second
