@@ -102,6 +102,8 @@ class Settings:
     property_prefix: str = "pql_"
     pull_interval_seconds: int = 300
     uninstall_grace_days: int = 30
+    # A refresh token refused this long without a reinstall counts as an uninstall.
+    reauth_grace_days: int = 14
     extra: dict = field(default_factory=dict)
 
     @property
@@ -179,6 +181,7 @@ class Settings:
             property_prefix=_property_prefix(env.get("PROPERTY_PREFIX", "pql_")),
             pull_interval_seconds=_int(env, "PULL_INTERVAL_SECONDS", 300, minimum=10),
             uninstall_grace_days=_int(env, "UNINSTALL_GRACE_DAYS", 30, minimum=0),
+            reauth_grace_days=_int(env, "REAUTH_GRACE_DAYS", 14, minimum=1),
         )
 
 

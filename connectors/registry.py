@@ -56,8 +56,11 @@ class Provider:
     # Whether this server is configured for the CRM (its app's client id and secret are set).
     enabled: Callable[[Any], bool] = lambda settings: False
     capabilities: Capabilities = field(default_factory=Capabilities)
-    # (services, tenant) -> revoke the tenant's refresh token at the CRM (best effort).
+    # (services, tenant) -> uninstall from the CRM and revoke the tokens there (best effort).
     revoke: Callable[[Any, Any], bool] | None = None
+    # (services, tenant, offset) -> (install/uninstall events since offset, next offset), for
+    # CRMs that tell the app of installs and uninstalls in a journal.
+    lifecycle_events: Callable[[Any, Any, str | None], tuple[list, str | None]] | None = None
 
     def installation_name(self, external_id: str) -> str:
         return f"{self.display_name} {self.account_noun} {external_id}"

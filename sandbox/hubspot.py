@@ -196,6 +196,7 @@ class Sandbox:
         self.faults = Faults()
         # The app's webhooks journal: APP_LIFECYCLE_EVENT entries (APP_INSTALL, APP_UNINSTALL).
         self.journal: list[dict] = []
+        self.app_tokens: dict[str, float] = {}  # client-credentials tokens and their expiry
         self.ids = itertools.count(1001)
         self.stats: dict[str, int] = defaultdict(int)
         self.webhook_target: str | None = None
@@ -432,7 +433,9 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
 
     @app.before_request
     def gate():
-        if request.path.startswith(("/_sandbox", "/oauth")) or request.path == "/":
+        if request.path.startswith(("/_sandbox", "/_journal", "/oauth", "/webhooks-journal")):
+            return None  # no portal token: the journal is read with the app's own token
+        if request.path == "/":
             return None
         sandbox.stats["requests"] += 1
         with sandbox.lock:
@@ -513,12 +516,25 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             return oauth_error(401, "invalid_client", "Invalid client credentials", "BAD_CLIENT_ID")
         grant = form.get("grant_type")
         with sandbox.lock:
+            if grant == "client_credentials":
+                token = secrets.token_urlsafe(24)
+                sandbox.app_tokens[token] = sandbox.clock() + ACCESS_TOKEN_SECONDS
+                return jsonify(
+                    {
+                        "access_token": token,
+                        "expires_in": ACCESS_TOKEN_SECONDS,
+                        "token_type": "bearer",
+                        "token_use": "client_credentials",
+                        "scopes": (form.get("scope") or "").split(),
+                    }
+                )
             if grant == "authorization_code":
                 entry = sandbox.codes.pop(form.get("code", ""), None)
                 if entry is None or entry[1] != form.get("redirect_uri"):
                     return oauth_error(
                         400, "invalid_grant", "Invalid or used authorization code", "BAD_AUTH_CODE"
                     )
+                sandbox.journal.append(sandbox._lifecycle_entry(entry[0], "APP_INSTALL"))
                 return jsonify(sandbox.issue_tokens(entry[0]))
             if grant == "refresh_token":
                 failure = (
@@ -932,6 +948,63 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
         return jsonify(body)
 
     # --- test hooks and the page -----------------------------------------------------------
+
+    # --- the webhooks journal (local: one portal's entries) ---------------------------------
+
+    def journal_fetch(entry: dict) -> dict:
+        """HubSpot's answer names a short-lived URL that holds the entry."""
+        return {
+            "currentOffset": entry["offset"],
+            "expiresAt": _iso(sandbox.wall_clock() + dt.timedelta(minutes=5)),
+            "url": f"{request.host_url.rstrip('/')}/_journal/entries/{entry['offset']}",
+        }
+
+    def journal_of(portal_arg: str | None) -> tuple[list[dict] | None, Response | None]:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        expires = sandbox.app_tokens.get(token)
+        if expires is None or expires < sandbox.clock():
+            return None, _error(401, "client credentials token required", "INVALID_AUTHENTICATION")
+        with sandbox.lock:
+            entries = [
+                e for e in sandbox.journal if portal_arg is None or str(e["portalId"]) == portal_arg
+            ]
+        return entries, None
+
+    @app.get(f"/webhooks-journal/journal-local/{V}/earliest")
+    def journal_earliest():
+        entries, failure = journal_of(request.args.get("installPortalId"))
+        if failure is not None:
+            return failure
+        if not entries:
+            return Response(status=204)
+        return jsonify(journal_fetch(entries[0]))
+
+    @app.get(f"/webhooks-journal/journal-local/{V}/batch/<offset>/next/<int:count>")
+    def journal_next(offset: str, count: int):
+        entries, failure = journal_of(request.args.get("installPortalId"))
+        if failure is not None:
+            return failure
+        offsets = [e["offset"] for e in entries]
+        if offset not in offsets:
+            return _error(404, f"offset {offset} has expired or does not exist", "NOT_FOUND")
+        after = entries[offsets.index(offset) + 1 :][: max(1, count)]
+        now = _iso(sandbox.wall_clock())
+        return jsonify(
+            {
+                "status": "COMPLETE",
+                "results": [journal_fetch(e) for e in after],
+                "startedAt": now,
+                "completedAt": now,
+            }
+        )
+
+    @app.get("/_journal/entries/<offset>")
+    def journal_entry(offset: str):
+        with sandbox.lock:
+            found = [e for e in sandbox.journal if e["offset"] == offset]
+        if not found:
+            return _error(404, "no such journal entry", "NOT_FOUND")
+        return jsonify({k: v for k, v in found[0].items() if k != "offset"})
 
     # --- app installs ----------------------------------------------------------------------
 

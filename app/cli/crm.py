@@ -60,6 +60,9 @@ def _print_report(report) -> None:
     click.echo("API calls: " + (", ".join(f"{k} {v}" for k, v in report.calls.items()) or "none"))
 
 
+SYNC_SETTINGS = ("create_missing", "default_cs_owner_id", "task_cooldown_days")
+
+
 @click.command("sync", help="Push a tenant's changed traits to its CRM now (or show the plan).")
 @click.option("--tenant", "tenant_id", type=int, required=True)
 @click.option("--dry-run", is_flag=True, help="Match and count, write nothing.")
@@ -156,4 +159,5 @@ def tenant_configure(tenant_id, create_missing, default_cs_owner, task_cooldown_
         with services().db.tenant_transaction(tenant_id) as session:
             for model in (AccountScore, UserScore):
                 session.execute(update(model).values(crm_pending=True))
-    echo_json({k: v for k, v in current.items() if k != "schema_version"})
+    # The sync settings an admin sets (the document also holds the app's own bookkeeping).
+    echo_json({k: current[k] for k in SYNC_SETTINGS if k in current})

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from app.config import Settings
 from app.jobs import deliveries
-from app.jobs.tenant_jobs import deliver_tenants, pull_tenants, score_tenants
+from app.jobs.tenant_jobs import deliver_tenants, lifecycle_tenants, pull_tenants, score_tenants
 from app.services import Services
 from app.sync import lifecycle
 from app.tracking.rate_limit import forget_ingest_windows
@@ -65,10 +65,25 @@ def deliver(services: Services, holder: str) -> object:
     return deliver_tenants(services.db, services.clock, holder, one_tenant)
 
 
+def read_lifecycle(services: Services, holder: str) -> object:
+    """Installs and uninstalls the CRMs report (HubSpot's webhooks journal)."""
+    return lifecycle_tenants(
+        services.db,
+        services.clock,
+        holder,
+        lambda tenant_id, now: lifecycle.read_lifecycle(services, tenant_id, now),
+    )
+
+
 def purge(services: Services, holder: str) -> object:
-    """Tenants uninstalled longer than the grace period, and spent ingestion windows."""
+    """Tenants whose authorisation has been lost too long are uninstalled; tenants uninstalled
+    longer than the grace period are deleted; spent ingestion windows are forgotten."""
     now = services.clock()
-    grace = dt.timedelta(days=services.settings.uninstall_grace_days)
+    settings = services.settings
+    lifecycle.uninstall_lost_authorisations(
+        services, now, dt.timedelta(days=settings.reauth_grace_days)
+    )
+    grace = dt.timedelta(days=settings.uninstall_grace_days)
     purged = lifecycle.purge_uninstalled(services.db, now, grace)
     forget_ingest_windows(services.db, now)
     return purged
@@ -78,5 +93,8 @@ SCHEDULE: tuple[PeriodicJob, ...] = (
     PeriodicJob("score", lambda s: dt.timedelta(seconds=s.scoring_interval_seconds), score),
     PeriodicJob("pull", lambda s: dt.timedelta(seconds=s.pull_interval_seconds), pull),
     PeriodicJob("deliver", lambda s: DELIVERY_INTERVAL, deliver),
+    PeriodicJob(
+        "lifecycle", lambda s: dt.timedelta(seconds=s.pull_interval_seconds), read_lifecycle
+    ),
     PeriodicJob("purge", lambda s: PURGE_INTERVAL, purge, at_start=False),
 )

@@ -106,6 +106,24 @@ def pull_tenants(
     )
 
 
+def lifecycle_tenants(
+    db: Database,
+    clock: Callable[[], dt.datetime],
+    holder: str,
+    read: Callable[[int, dt.datetime], str],
+) -> dict[int, str]:
+    """Read each CRM-connected tenant's installs and uninstalls (lease "lifecycle"): active
+    tenants, those waiting for a reauthorisation, and uninstalled ones still within their grace
+    period (an install there calls off the deletion)."""
+    with db.system_session() as session:
+        ids = list(
+            session.scalars(
+                select(Tenant.id).where(Tenant.crm.in_(registry.keys())).order_by(Tenant.id)
+            )
+        )
+    return _each_under_lease(db, clock, holder, "lifecycle", ids, read)
+
+
 def deliver_tenants(
     db: Database,
     clock: Callable[[], dt.datetime],

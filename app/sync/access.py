@@ -124,6 +124,10 @@ class TenantTokens:
                 refused = exc
                 tenant.status = "needs_reauth"
                 tenant.access_token_encrypted = None
+                tenant.settings = {
+                    **(tenant.settings or {}),
+                    "needs_reauth_since": self.clock().isoformat(),
+                }
             else:
                 # Stored before the row lock is released: a process waiting on it sees it.
                 expires = self.clock() + dt.timedelta(seconds=tokens.expires_in)

@@ -75,8 +75,9 @@ def activate(
         tenant.refresh_token_encrypted = svc.token_cipher.encrypt(grant.refresh_token)
         tenant.access_token_expires_at = now + dt.timedelta(seconds=grant.expires_in)
         doc = {**(tenant.settings or {}), **(settings or {})}
-        for stale in ("schema_version", "sync_paused", "sync_error"):
+        for stale in ("schema_version", "sync_paused", "sync_error", "needs_reauth_since"):
             doc.pop(stale, None)  # a reinstall re-checks the properties and starts afresh
+        doc["installed_at"] = now.isoformat()  # journal events older than this are history
         tenant.settings = doc
         session.flush()
         tenant_id = tenant.id
@@ -225,14 +226,15 @@ def pull_tenant(svc, tenant_id: int) -> dict[str, int]:
         raise
 
 
-def uninstall(svc, tenant_id: int) -> None:
-    """Stop every sync and forget the tokens now (revoked at the CRM where it offers that);
-    the data goes after the grace period (``purge_uninstalled``). Write keys are revoked so
-    events stop being accepted."""
+def uninstall(svc, tenant_id: int, at_crm: bool = True) -> None:
+    """Stop every sync and forget the tokens now (with ``at_crm``, the app is also uninstalled
+    and its tokens revoked at the CRM where it offers that; without, the CRM told us of the
+    uninstall); the data goes after the grace period (``purge_uninstalled``). Write keys are
+    revoked so events stop being accepted."""
     now = svc.clock()
     tenant = get_tenant(svc.db, tenant_id)
     provider = provider_of(svc, tenant_id)
-    if provider and provider.revoke and tenant.refresh_token_encrypted:
+    if at_crm and provider and provider.revoke and tenant.refresh_token_encrypted:
         provider.revoke(svc, tenant)
     with svc.db.system_transaction() as session:
         tenant = session.get(Tenant, tenant_id, with_for_update=True)
@@ -247,6 +249,52 @@ def uninstall(svc, tenant_id: int) -> None:
             .values(revoked_at=now)
         )
     log.info("tenant %s: uninstalled", tenant_id)
+
+
+def read_lifecycle(svc, tenant_id: int, now: dt.datetime) -> str:
+    """Apply what the CRM says of the installation since last time (HubSpot's journal): an
+    uninstall there uninstalls the tenant here; an install of a portal uninstalled here keeps
+    its data (the deletion is called off) until an admin's sign-in brings the tokens."""
+    provider = provider_of(svc, tenant_id)
+    if provider is None or provider.lifecycle_events is None:
+        return "no journal"
+    tenant = get_tenant(svc.db, tenant_id)
+    doc = tenant.settings or {}
+    events, offset = provider.lifecycle_events(svc, tenant, doc.get("lifecycle_offset"))
+    if offset and offset != doc.get("lifecycle_offset"):
+        note(svc.db, tenant_id, lifecycle_offset=offset)
+    installed_at = doc.get("installed_at")
+    for event in events:
+        if installed_at and event.occurred_at and event.occurred_at.isoformat() <= installed_at:
+            continue  # before the latest install here (an uninstall since reinstalled)
+        if event.event == "APP_UNINSTALL" and get_tenant(svc.db, tenant_id).status != "uninstalled":
+            log.info("tenant %s: uninstalled in the CRM", tenant_id)
+            uninstall(svc, tenant_id, at_crm=False)
+        elif event.event == "APP_INSTALL":
+            with svc.db.system_transaction() as session:
+                row = session.get(Tenant, tenant_id, with_for_update=True)
+                if row.status == "uninstalled":
+                    log.info("tenant %s: installed again in the CRM; data kept", tenant_id)
+                    row.status, row.uninstalled_at = "needs_reauth", None
+                    row.settings = {**(row.settings or {}), "needs_reauth_since": now.isoformat()}
+    return f"{len(events)} lifecycle events"
+
+
+def uninstall_lost_authorisations(svc, now: dt.datetime, grace: dt.timedelta) -> list[int]:
+    """Tenants whose refresh token has been refused for longer than ``grace`` are treated as
+    uninstalled (their data then goes after the uninstall grace period)."""
+    with svc.db.system_session() as session:
+        waiting = [
+            (t.id, (t.settings or {}).get("needs_reauth_since"))
+            for t in session.scalars(select(Tenant).where(Tenant.status == "needs_reauth"))
+        ]
+    gone = []
+    for tenant_id, since in waiting:
+        if since and dt.datetime.fromisoformat(since) <= now - grace:
+            log.info("tenant %s: no reauthorisation since %s, uninstalled", tenant_id, since)
+            uninstall(svc, tenant_id, at_crm=False)
+            gone.append(tenant_id)
+    return gone
 
 
 def purge_uninstalled(db: Database, now: dt.datetime, grace: dt.timedelta) -> list[int]:

@@ -46,6 +46,9 @@ class HubSpotApi:
     def journal(self, rest: str) -> str:
         return f"/webhooks-journal/journal/{self.version}/{rest}"
 
+    def journal_local(self, rest: str) -> str:
+        return f"/webhooks-journal/journal-local/{self.version}/{rest}"
+
     def app_installs(self, rest: str) -> str:
         return f"/appinstalls/{self.version}/{rest}"
 

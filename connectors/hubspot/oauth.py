@@ -39,7 +39,7 @@ def _refusal(exc: Exception) -> CrmError:
     return CrmError(f"HubSpot's token endpoint: {detail}", failure.status, error)
 
 
-def _token_request(api: HubSpotApi, path: str, form: dict[str, str]) -> dict:
+def token_request(api: HubSpotApi, path: str, form: dict[str, str]) -> dict:
     try:
         return api.request("POST", api.oauth(path), form=form)
     except CrmError:
@@ -49,7 +49,7 @@ def _token_request(api: HubSpotApi, path: str, form: dict[str, str]) -> dict:
 
 
 def _grant(api: HubSpotApi, client_id: str, client_secret: str, **grant: str) -> Tokens:
-    answer = _token_request(
+    answer = token_request(
         api, "token", {"client_id": client_id, "client_secret": client_secret, **grant}
     )
     # A refresh may or may not hand back the refresh token; the one we hold stays valid.
@@ -91,7 +91,7 @@ def refresh_tokens(
 
 def introspect(api: HubSpotApi, client_id: str, client_secret: str, token: str) -> dict:
     """What HubSpot knows of a token: ``active``, ``hub_id``, ``user_id``, ``scopes`` ..."""
-    return _token_request(
+    return token_request(
         api,
         "token/introspect",
         {"client_id": client_id, "client_secret": client_secret, "token": token},
@@ -102,7 +102,7 @@ def revoke(api: HubSpotApi, client_id: str, client_secret: str, refresh_token: s
     """Revoke a refresh token (its access tokens go with it). Best effort: an unreachable
     HubSpot does not stop an uninstall, the tokens are deleted here anyway."""
     try:
-        _token_request(
+        token_request(
             api,
             "token/revoke",
             {

@@ -16,6 +16,7 @@ from connectors.hubspot import KEY, oauth
 from connectors.hubspot import client as hubspot
 from connectors.hubspot.install import api_for
 from connectors.hubspot.install import bp as install_bp
+from connectors.hubspot.journal import JournalReader
 from connectors.registry import Capabilities, Provider, register
 from webhooks.hubspot import bp as webhooks_bp
 
@@ -88,6 +89,15 @@ def revoke_tokens(svc, tenant: Tenant) -> bool:
     return revoked
 
 
+def lifecycle_events(svc, tenant: Tenant, offset: str | None):
+    """The portal's installs and uninstalls in the app's webhooks journal since ``offset``."""
+    settings = svc.settings
+    reader = JournalReader(
+        api_for(settings), settings.hubspot_client_id, settings.hubspot_client_secret
+    )
+    return reader.lifecycle_events(tenant.external_id, offset)
+
+
 def account_url(tenant: Tenant, crm_id: str) -> str:
     return f"https://app.hubspot.com/contacts/{tenant.external_id}/company/{crm_id}"
 
@@ -109,5 +119,6 @@ PROVIDER = register(
         enabled=lambda settings: settings.hubspot_enabled,
         capabilities=Capabilities(change_webhooks=True, token_revocation=True),
         revoke=revoke_tokens,
+        lifecycle_events=lifecycle_events,
     )
 )

@@ -14,7 +14,14 @@ from sqlalchemy import select
 
 from app.models import Tenant
 from app.scores.scoring_pass import recompute
-from app.sync.lifecycle import pull_tenant, sync_tenant, uninstall
+from app.sync.lifecycle import (
+    pull_tenant,
+    purge_uninstalled,
+    read_lifecycle,
+    sync_tenant,
+    uninstall,
+    uninstall_lost_authorisations,
+)
 from connectors.base import AuthorizationLost, CrmError
 from sandbox.hubspot import Sandbox, SandboxServer
 from sandbox.hubspot import app_env as hubspot_env
@@ -46,12 +53,12 @@ def _documented(method: str, path: str, version: str = "2026-03") -> bool:
 
 
 def _api_calls(sandbox) -> list[tuple[str, str]]:
-    """What the app asked of HubSpot's API (the browser's consent page and the sandbox's own
-    control paths aside)."""
+    """What the app asked of HubSpot's API (the browser's consent page, the sandbox's own
+    control paths and the short-lived journal entry URLs the API hands out aside)."""
     return [
         (m, p)
         for m, p in sandbox.sandbox.requests_seen
-        if not p.startswith("/_sandbox") and p != "/oauth/authorize"
+        if not p.startswith(("/_sandbox", "/_journal")) and p != "/oauth/authorize"
     ]
 
 
@@ -83,7 +90,7 @@ def test_install_sync_pull_webhook_task_and_uninstall_use_only_documented_2026_0
     assert ("DELETE", "/appinstalls/2026-03/external-install") in calls
     assert ("POST", "/oauth/2026-03/token/revoke") in calls
     assert sandbox.sandbox.refresh_tokens == {}
-    assert [e["eventTypeId"] for e in sandbox.sandbox.journal] == ["APP_UNINSTALL"]
+    assert [e["eventTypeId"] for e in sandbox.sandbox.journal] == ["APP_INSTALL", "APP_UNINSTALL"]
 
 
 def test_the_token_answer_names_the_portal_so_no_token_info_call_follows(
@@ -156,3 +163,72 @@ def test_a_refused_grant_means_reinstall_but_a_transient_token_error_is_retried(
         pull_tenant(svc, tenant_id)
     with db.system_session() as session:
         assert session.get(Tenant, tenant_id).status == "needs_reauth"
+
+
+# --- installs and uninstalls from HubSpot's webhooks journal -----------------------------------
+
+
+def tenant_row(db, tenant_id):
+    with db.system_session() as session:
+        return session.get(Tenant, tenant_id)
+
+
+def test_an_uninstall_in_hubspot_uninstalls_the_tenant_here(app, db, installed, sandbox):
+    tenant_id, _ = installed
+    svc = app.extensions["pql"]
+    sandbox.sandbox.uninstall(HUB)  # the portal's admin removes the app in HubSpot
+    read_lifecycle(svc, tenant_id, NOW)
+    tenant = tenant_row(db, tenant_id)
+    assert tenant.status == "uninstalled" and tenant.refresh_token_encrypted is None
+    calls = _api_calls(sandbox)
+    assert ("GET", "/webhooks-journal/journal-local/2026-03/earliest") in calls
+    # HubSpot told us: nothing is uninstalled or revoked there again.
+    assert not [c for c in calls if c[1].startswith(("/appinstalls", "/oauth/2026-03/token/"))]
+    assert [c for c in calls if not _documented(*c)] == []
+    # The next round reads on from where this one stopped, and changes nothing.
+    before = len(_api_calls(sandbox))
+    assert read_lifecycle(svc, tenant_id, NOW) == "0 lifecycle events"
+    assert any("/next/" in p for _, p in _api_calls(sandbox)[before:])
+
+
+def test_an_install_in_hubspot_calls_off_the_deletion_of_an_uninstalled_portal(
+    app, db, installed, sandbox
+):
+    tenant_id, _ = installed
+    svc = app.extensions["pql"]
+    uninstall(svc, tenant_id)
+    sandbox.sandbox.journal.append(sandbox.sandbox._lifecycle_entry(HUB, "APP_INSTALL"))
+    read_lifecycle(svc, tenant_id, NOW)
+    tenant = tenant_row(db, tenant_id)
+    assert tenant.status == "needs_reauth" and tenant.uninstalled_at is None
+    assert purge_uninstalled(db, NOW + dt.timedelta(days=90), dt.timedelta(days=30)) == []
+
+
+def test_an_uninstall_from_before_the_latest_install_is_history(app, client, db, sandbox):
+    svc = app.extensions["pql"]
+    sandbox.sandbox.wall_clock = lambda: NOW - dt.timedelta(days=2)
+    sandbox.sandbox.journal.append(sandbox.sandbox._lifecycle_entry(HUB, "APP_UNINSTALL"))
+    assert install(client).status_code == 200  # installed at NOW, after that uninstall
+    with db.system_session() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == str(HUB)))
+    read_lifecycle(svc, tenant_id, NOW)
+    assert tenant_row(db, tenant_id).status == "active"
+
+
+def test_a_refresh_token_refused_longer_than_the_grace_period_is_an_uninstall(
+    app, db, installed, sandbox
+):
+    tenant_id, _ = installed
+    svc = app.extensions["pql"]
+    sandbox.sandbox.revoke_refresh_tokens()
+    sandbox.sandbox.expire_access_tokens()
+    svc.clock = lambda: NOW + dt.timedelta(hours=1)
+    with pytest.raises(AuthorizationLost):
+        pull_tenant(svc, tenant_id)
+    grace = dt.timedelta(days=svc.settings.reauth_grace_days)
+    assert uninstall_lost_authorisations(svc, NOW + grace - dt.timedelta(hours=1), grace) == []
+    assert tenant_row(db, tenant_id).status == "needs_reauth"
+    assert uninstall_lost_authorisations(svc, NOW + grace + dt.timedelta(hours=2), grace) == [
+        tenant_id
+    ]
+    assert tenant_row(db, tenant_id).status == "uninstalled"
