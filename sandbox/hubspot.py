@@ -379,9 +379,25 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             return sandbox.portal(hub_id), None
 
     def rate_limited(portal: Portal, search: bool) -> Response | None:
-        """HubSpot's rolling per-portal window (and the search API's per-second one)."""
+        """HubSpot's rolling per-portal 10-second window, and the search API's per-second one,
+        which searches count against instead (they are exempt from the 10-second limit)."""
         now = sandbox.clock()
         with sandbox.lock:
+            if search:
+                searches = portal.search_calls
+                while searches and searches[0] <= now - 1.0:
+                    searches.popleft()
+                if len(searches) >= sandbox.searches_per_second:
+                    sandbox.stats["429"] += 1
+                    return _error(
+                        429,
+                        "You have reached your secondly limit.",
+                        "RATE_LIMITS",
+                        errorType="RATE_LIMIT",
+                        policyName="SECONDLY",
+                    )
+                searches.append(now)
+                return None
             calls = portal.calls
             while calls and calls[0] <= now - sandbox.window_seconds:
                 calls.popleft()
@@ -396,14 +412,6 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
                 )
                 response.headers.update(limit_headers(portal, 0))
                 return response
-            if search:
-                searches = portal.search_calls
-                while searches and searches[0] <= now - 1.0:
-                    searches.popleft()
-                if len(searches) >= sandbox.searches_per_second:
-                    sandbox.stats["429"] += 1
-                    return _error(429, "Search rate limit reached.", "RATE_LIMITS")
-                searches.append(now)
             calls.append(now)
         return None
 

@@ -18,11 +18,9 @@ from collections import defaultdict
 
 from flask import Blueprint, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
-from sqlalchemy import select
 
 from app.bodies import json_document
 from app.errors import RequestError
-from app.models import AccountScore, CrmRecord, UserScore
 from app.scores.definitions_store import current_definitions
 from app.services import services
 from app.sync.webhook_changes import apply_webhook_changes
@@ -241,40 +239,6 @@ def _apply(svc, portal: str, changes: list[CrmChange]) -> int:
     return done
 
 
-# --- CRM card ---------------------------------------------------------------------------------
-
-CARD_OBJECTS = {"COMPANY": "account", "CONTACT": "user"}
-
-
-class CardFetch(SignedByHubSpot):
-    """The classic CRM card's data fetch: which record of which portal."""
-
-    def parse(self) -> None:
-        self.portal = request.args.get("portalId", "")
-        self.object_id = request.args.get("associatedObjectId", "")
-        self.subject = CARD_OBJECTS.get(request.args.get("associatedObjectType", "").upper())
-        if not self.portal.isdigit() or not self.object_id.isdigit() or self.subject is None:
-            raise RequestError(
-                400,
-                "invalid_parameter",
-                "portalId, associatedObjectId (numbers) and associatedObjectType (COMPANY or "
-                "CONTACT) are required",
-            )
-
-    def resolve(self) -> None:
-        self.tenant_id = installation(self.svc.db, KEY, self.portal)
-
-
-@bp.get("/hubspot/card")
-def crm_card():
-    """The data fetch of the app's CRM card on HubSpot company and contact records: Activation
-    with the next step, engagement score and segment, PQL status. HubSpot signs the request
-    (v3, as webhooks); unsigned, stale or forged requests get 401."""
-    svc = services()
-    fetch = CardFetch.validated(svc)
-    return card_for(svc, fetch.tenant_id, fetch.subject, fetch.object_id)
-
-
 # --- the app card (a UI extension on company and contact records) ------------------------------
 
 # HubSpot's object type ids as the card's context names them.
@@ -314,54 +278,3 @@ def app_card():
             session, fetch.subject, fetch.object_id, defs, f"{svc.settings.public_url}/app/"
         )
     return card, 200
-
-
-def card_for(svc, tenant_id: int | None, subject: str, object_id: str):
-    if tenant_id is None:
-        return {"results": []}
-    model, key = (
-        (AccountScore, AccountScore.account_id)
-        if subject == "account"
-        else (UserScore, UserScore.user_id)
-    )
-    with svc.db.tenant_session(tenant_id) as session:
-        score = session.scalar(
-            select(model)
-            .join(CrmRecord, (CrmRecord.subject_id == key) & (CrmRecord.object_type == subject))
-            .where(CrmRecord.crm_id == object_id)
-        )
-    if score is None:
-        return {"results": []}
-    activation = f"{score.activation_rate:.0f}%"
-    if score.next_step:
-        activation += f" (next: {score.next_step})"
-    properties = [
-        {"label": "Activation", "dataType": "STRING", "value": activation},
-        {
-            "label": "Engagement score",
-            "dataType": "NUMERIC",
-            "value": round(score.engagement_score, 1),
-        },
-        {"label": "Engagement segment", "dataType": "STRING", "value": score.engagement_segment},
-    ]
-    if subject == "account":
-        properties.append(
-            {
-                "label": "PQL",
-                "dataType": "STATUS",
-                "value": "Product-qualified lead" if score.pql else "Not a PQL",
-                "optionType": "SUCCESS" if score.pql else "DEFAULT",
-            }
-        )
-        properties.append({"label": "Why", "dataType": "STRING", "value": score.pql_reason})
-    title = "Product usage" if subject == "account" else "Product usage (this user)"
-    return {
-        "results": [{"objectId": int(object_id), "title": title, "properties": properties}],
-        "primaryAction": {
-            "type": "IFRAME",
-            "width": 890,
-            "height": 748,
-            "uri": f"{svc.settings.public_url}/app/",
-            "label": "Open the PQL engine",
-        },
-    }

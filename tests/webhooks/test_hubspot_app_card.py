@@ -3,6 +3,8 @@ contact, answered with what the card shows."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from app.scores.scoring_pass import recompute
@@ -16,8 +18,8 @@ def app(hubspot_app):
     return hubspot_app
 
 
-def fetch(client, query: str, secret: str = "sandbox-secret", signature: str | None = None):
-    timestamp = str(int(NOW.timestamp() * 1000))
+def fetch(client, query: str, secret: str = "sandbox-secret", signature: str | None = None, at=NOW):
+    timestamp = str(int(at.timestamp() * 1000))
     uri = f"{PUBLIC_URL}/hubspot/app-card?{query}"
     signature = signature or signature_v3(secret, "GET", uri, b"", timestamp)
     return client.get(
@@ -61,6 +63,8 @@ def test_unsigned_or_forged_fetches_are_refused(app, client, installed):
     query = f"objectTypeId=0-2&objectId=1&portalId={HUB}"
     assert fetch(client, query, secret="not-the-secret").status_code == 401
     assert fetch(client, query, signature="ünïcode").status_code == 401
+    assert fetch(client, query, at=NOW - dt.timedelta(minutes=6)).status_code == 401
+    assert client.get(f"/hubspot/app-card?{query}").status_code == 401
 
 
 def test_bad_parameters_and_an_unknown_portal_are_named(app, client, installed):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import time
-from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -19,8 +17,7 @@ from app.models import AccountScore, CrmRecord, Delivery, Handoff, Trigger
 from app.scores.scoring_pass import recompute
 from app.sync import lifecycle
 from scoring.triggers import Snapshot, check, fires
-from tests.helpers.hubspot import HUB, NOW, PUBLIC_URL, acme, portal
-from webhooks.hubspot import signature_v3
+from tests.helpers.hubspot import NOW, acme, portal
 
 
 @pytest.fixture
@@ -285,46 +282,3 @@ def test_accounts_already_paying_when_first_seen_get_no_handoff(
     lifecycle.sync_tenant(svc, tenant_id)
     assert lifecycle.sync_tenant(svc, tenant_id).handoffs_written == 0
     assert portal(sandbox).objects["notes"] == {}
-
-
-# --- CRM card ---------------------------------------------------------------------------------
-
-
-def card(client, svc, query: dict, secret: str | None = None, timestamp: int | None = None):
-    path = "/hubspot/card?" + urlencode(query)
-    stamp = str(timestamp if timestamp is not None else int(time.time() * 1000))
-    signature = signature_v3(
-        secret or svc.settings.hubspot_client_secret, "GET", PUBLIC_URL + path, b"", stamp
-    )
-    return client.get(
-        path, headers={"X-HubSpot-Signature-v3": signature, "X-HubSpot-Request-Timestamp": stamp}
-    )
-
-
-def test_the_crm_card_shows_activation_score_segment_and_pql(app, client, db, installed, sandbox):
-    tenant_id, key = installed
-    svc = app.extensions["pql"]
-    svc.clock = lambda: dt.datetime.now(dt.UTC)
-    acme(client, key)
-    recompute(db, tenant_id, NOW)
-    lifecycle.sync_tenant(svc, tenant_id)
-    [company_id] = portal(sandbox).objects["companies"]
-    query = {
-        "portalId": HUB,
-        "associatedObjectId": company_id,
-        "associatedObjectType": "COMPANY",
-        "userId": 1,
-    }
-    answer = card(client, svc, query)
-    assert answer.status_code == 200
-    [result] = answer.get_json()["results"]
-    labels = {p["label"]: p["value"] for p in result["properties"]}
-    assert labels["Activation"].startswith("20%") and "next:" in labels["Activation"]
-    assert labels["Engagement segment"] and labels["PQL"] in ("Product-qualified lead", "Not a PQL")
-    # Forged, stale or unsigned: 401. Unknown records: no results. Bad parameters: 400.
-    assert card(client, svc, query, secret="wrong").status_code == 401
-    stale = int((time.time() - 600) * 1000)
-    assert card(client, svc, query, timestamp=stale).status_code == 401
-    assert client.get("/hubspot/card?" + urlencode(query)).status_code == 401
-    assert card(client, svc, {**query, "associatedObjectId": 999999}).get_json() == {"results": []}
-    assert card(client, svc, {**query, "associatedObjectType": "DEAL"}).status_code == 400

@@ -110,7 +110,7 @@ def _send(env, case):
     elif body is not None and body is not NOT_SET:
         kwargs["data"] = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    if path.startswith("/hubspot/webhooks") or path.startswith("/hubspot/card"):
+    if path.startswith(("/hubspot/webhooks", "/hubspot/app-card")):
         # Signed as HubSpot signs, so the parsing behind the check is fuzzed too.
         stamp = str(int(time.time() * 1000))
         query = client.get("/", query_string=case.query or {}).request.query_string.decode()
