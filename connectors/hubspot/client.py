@@ -139,6 +139,11 @@ def hubspot_property(spec: PropertySpec, group: str) -> dict:
     return body
 
 
+def _rich_text(text: str) -> str:
+    """Plain text as HubSpot rich text: one escaped paragraph per line."""
+    return "".join(f"<p>{html.escape(line)}</p>" for line in text.splitlines() if line)
+
+
 def _next_after(answer: dict) -> str | None:
     return ((answer.get("paging") or {}).get("next") or {}).get("after")
 
@@ -527,7 +532,8 @@ class HubSpotConnector:
     def create_task(self, task: TaskSpec) -> str:
         properties = {
             "hs_task_subject": task.subject,
-            "hs_task_body": task.body,
+            # Rich text in HubSpot: the text (names come from product events) is escaped.
+            "hs_task_body": _rich_text(task.body),
             "hs_task_status": "NOT_STARTED",
             "hs_task_priority": task.priority,
             "hs_timestamp": _ms(task.due_at),
@@ -562,8 +568,7 @@ class HubSpotConnector:
         """A note on the company's timeline (HubSpot notes have no title: it leads the
         body)."""
         properties = {
-            "hs_note_body": f"<p><strong>{html.escape(title)}</strong></p>"
-            + "".join(f"<p>{html.escape(line)}</p>" for line in body.splitlines() if line),
+            "hs_note_body": f"<p><strong>{html.escape(title)}</strong></p>" + _rich_text(body),
             "hs_timestamp": _ms(dt.datetime.now(dt.UTC)),
         }
         if owner_id:

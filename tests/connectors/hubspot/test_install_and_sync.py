@@ -10,7 +10,7 @@ import pytest
 import urllib3
 from sqlalchemy import select
 
-from app.models import AccountScore, CrmRecord, CsTask, Tenant, UserScore
+from app.models import Account, AccountScore, CrmRecord, CsTask, Tenant, UserScore
 from app.scores.scoring_pass import recompute
 from app.sync.access import SharedRateBudget, TenantTokens
 from app.sync.lifecycle import pull_tenant, purge_uninstalled, sync_tenant, uninstall
@@ -701,3 +701,18 @@ def test_searches_are_charged_to_the_portals_shared_search_budget_not_the_10s_on
     assert after[f"hubspot-search:{HUB}"] == before.get(f"hubspot-search:{HUB}", 0) + 1
     assert after[f"hubspot:{HUB}"] == before[f"hubspot:{HUB}"]  # searches are not in it
     assert connector.search_budget.limit == svc.settings.hubspot_searches_per_second
+
+
+def test_names_from_product_events_are_escaped_in_the_task_body(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    with db.tenant_transaction(tenant_id) as session:
+        session.scalars(select(Account)).one().name = '<img src=x onerror="alert(1)">'
+    dropping(db, tenant_id)
+    assert sync_tenant(app.extensions["pql"], tenant_id).tasks_created == 1
+    [task] = portal(sandbox).objects["tasks"].values()
+    body = task["properties"]["hs_task_body"]
+    assert "<img" not in body and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in body
+    assert body.startswith("<p>") and "fell from" in body
