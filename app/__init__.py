@@ -16,7 +16,7 @@ from app.config import Settings
 from app.db import Database
 from app.security import TokenCipher
 from app.services import Services
-from app.web import admin, api, health
+from app.web import admin, api, headers, health
 from connectors import registry
 from webhooks import tracking_api
 
@@ -68,6 +68,7 @@ def create_app(config: Mapping[str, str] | None = None) -> Flask:
     )
 
     errors.register(app)
+    headers.register(app, settings.is_production)
     for blueprint in (health.bp, tracking_api.bp, api.bp, admin.bp):
         app.register_blueprint(blueprint)
     for provider in registry.providers():
