@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import abort, g, redirect, render_template, session, url_for
+from flask import abort, g, redirect, render_template, request, session, url_for
 from sqlalchemy import func, select
 
 from app.models import (
@@ -13,6 +13,7 @@ from app.models import (
     WriteKey,
 )
 from app.services import services
+from app.sync import lifecycle
 from app.tenants import rotate_write_key
 from app.web.admin.session import bp, tenant_db
 
@@ -61,6 +62,7 @@ def home():
         sync_paused=doc.get("sync_paused"),
         api_usage=doc.get("crm_api_usage"),
         revealed=session.pop("revealed", None),
+        grace_days=svc.settings.uninstall_grace_days,
     )
 
 
@@ -92,3 +94,15 @@ def rotate_key(key_id: int):
         abort(409, description="That key is already revoked.")
     session["revealed"] = {"id": fresh.key_id, "secret": fresh.secret, "rotated": key_id}
     return redirect(url_for("admin_ui.home"))
+
+
+@bp.post("/uninstall")
+def uninstall_app():
+    """Uninstall from the admin pages, as from the CLI or the API: the CRM is told, tokens and
+    keys are revoked, the data goes after the grace period; this session ends."""
+    if request.form.get("confirm") != "yes":
+        abort(400, description="Tick the box to confirm the uninstall.")
+    svc = services()
+    lifecycle.uninstall(svc, g.tenant_id)
+    session.clear()
+    return render_template("admin/uninstalled.html", grace_days=svc.settings.uninstall_grace_days)

@@ -236,3 +236,18 @@ def test_segments_show_members_and_a_distribution(admin, client):
     page = client.get("/app/segments?name=Most engaged&field=trait.plan").get_data(as_text=True)
     assert "Most engaged: 1 accounts" in page
     assert re.search(r"<td>trial</td><td>1</td>", page)
+
+
+def test_an_admin_uninstalls_from_the_admin_pages_after_confirming(admin, client, db, sandbox):
+    home = client.get("/app/")
+    assert "Uninstall" in home.get_data(as_text=True)
+    token = csrf(home)
+    refused = client.post("/app/uninstall", data={"csrf": token})
+    assert refused.status_code == 400
+    done = client.post("/app/uninstall", data={"csrf": token, "confirm": "yes"})
+    assert done.status_code == 200 and "uninstalled" in done.get_data(as_text=True)
+    with db.system_session() as session:
+        tenant = session.scalars(select(Tenant).where(Tenant.external_id == "777")).one()
+    assert tenant.status == "uninstalled"
+    assert sandbox.sandbox.stats["uninstalls"] == 1  # the app left the portal too
+    assert client.get("/app/").status_code == 302  # this session is over
