@@ -147,6 +147,19 @@ def _host(website: str | None) -> str | None:
     return (urlparse(text).hostname or "").removeprefix("www.") or None
 
 
+MAX_CHUNKS = 10  # type chunks per sObject Collections request
+TYPE_OF_PREFIX = {prefix: sobject for sobject, prefix in PREFIX.items()}
+
+
+def _chunks(records: list[dict]) -> int:
+    """How many chunks Salesforce splits a request into: runs of records of one type."""
+    types = [
+        (r.get("attributes") or {}).get("type") or TYPE_OF_PREFIX.get(str(r.get("id", ""))[:3])
+        for r in records
+    ]
+    return sum(1 for n, kind in enumerate(types) if n == 0 or kind != types[n - 1])
+
+
 class SoqlError(ValueError):
     pass
 
@@ -685,6 +698,15 @@ class SalesforceSandbox:
                     400,
                     "EXCEEDED_ID_LIMIT",
                     f"record limit reached. cannot submit more than {COLLECTION_LIMIT} records",
+                )
+            if method in ("PATCH", "POST") and len(parts) == 2 and _chunks(records) > MAX_CHUNKS:
+                # Records of several types are processed in chunks (a run of one type); a
+                # request may hold 10 at most.
+                return self._error(
+                    400,
+                    "INVALID_BATCH",
+                    f"Cannot have more than {MAX_CHUNKS} chunks in a single operation. Please "
+                    "rearrange the data to reduce chunking.",
                 )
             allow = "allowSave=true" in request.headers.get("Sforce-Duplicate-Rule-Header", "")
             if len(parts) == 4 and method == "PATCH":

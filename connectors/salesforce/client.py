@@ -279,6 +279,9 @@ class SalesforceConnector(SchemaMixin, BulkMixin):
         ]
 
     def _collection_update(self, writes: Sequence[Write]) -> list[Outcome]:
+        # One run per object type: Salesforce refuses a request of more than 10 type chunks
+        # (Contacts and Leads interleaved would make one chunk per record).
+        writes = sorted(writes, key=lambda w: object_of(w.crm_id))
         answers = self._rest(
             f"update {len(writes)} records",
             "PATCH",

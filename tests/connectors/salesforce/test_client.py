@@ -607,3 +607,34 @@ def test_custom_field_names_stay_within_salesforce_rules():
     for bad in ("a" * 41, "pql__x", "_pql", "9pql", "pql_"):
         with pytest.raises(ValueError):
             field_name(bad)
+
+
+def test_a_request_of_more_than_ten_type_chunks_is_refused_as_salesforce_does(org, schema):
+    contacts = [org.insert("Contact", {"LastName": f"C{n}"}) for n in range(6)]
+    leads = [org.insert("Lead", {"LastName": f"L{n}", "Company": "X"}) for n in range(6)]
+    alternating = [i for pair in zip(contacts, leads, strict=True) for i in pair]
+    records = [{"attributes": {"type": i[:3]}, "id": i, "LastName": "Z"} for i in alternating]
+    for record in records:
+        record["attributes"]["type"] = "Contact" if record["id"].startswith("003") else "Lead"
+    with pytest.raises(CrmError, match="more than 10 chunks"):
+        schema._rest(
+            "update", "PATCH", "composite/sobjects", json={"allOrNone": False, "records": records}
+        )
+
+
+def test_blocked_creates_of_contacts_and_leads_are_written_in_one_run_per_object(org, schema):
+    account = org.insert("Account", {"Name": "Acme"})
+    writes = []
+    for n in range(12):  # known people, alternately Contacts and Leads in Salesforce
+        email = f"p{n}@acme.com"
+        if n % 2:
+            org.insert("Contact", {"LastName": f"P{n}", "Email": email, "AccountId": account})
+        else:
+            org.insert("Lead", {"LastName": f"P{n}", "Company": "Acme", "Email": email})
+        company = account if n % 2 else None  # so the create is a Contact, or a Lead
+        writes.append(
+            Write(f"u{n}", {"email": email, "pql_user_key": f"u{n}"}, company_crm_id=company)
+        )
+    outcomes = schema.create("Contact", writes)
+    assert [o.error for o in outcomes] == [None] * 12
+    assert {o.crm_id[:3] for o in outcomes} == {"003", "00Q"}
