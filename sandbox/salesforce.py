@@ -710,6 +710,12 @@ class SalesforceSandbox:
                 )
             allow = "allowSave=true" in request.headers.get("Sforce-Duplicate-Rule-Header", "")
             if len(parts) == 4 and method == "PATCH":
+                if parts[3] not in self._fields_of(org, user, parts[2]):
+                    # An external-id field the user cannot see: the request's resource is not
+                    # found, before any record is looked at.
+                    return self._error(
+                        404, "NOT_FOUND", f"The requested resource does not exist: {rest}"
+                    )
                 return jsonify([self._upsert(org, user, parts[2], parts[3], r) for r in records])
             if method == "PATCH":
                 return jsonify([self._update(org, user, r, allow) for r in records])
@@ -1056,6 +1062,8 @@ class SalesforceSandbox:
         job = self.jobs[job_id]
         info = {k: job[k] for k in ("id", "object", "operation", "state")}
         info["contentType"] = "CSV"
+        if job.get("errorMessage"):
+            info["errorMessage"] = job["errorMessage"]
         if job["results"]:
             info["numberRecordsProcessed"] = job["processed"]
             info["numberRecordsFailed"] = job["failed"]
@@ -1066,6 +1074,18 @@ class SalesforceSandbox:
     def _run_job(self, org: Org, job: dict[str, Any]) -> None:
         rows = list(csv.DictReader(io.StringIO(job["data"])))
         columns = list(rows[0]) if rows else []
+        visible = self._fields_of(org, job["user"], job["object"])
+        hidden = [c for c in columns if c != "Id" and c not in visible]
+        if hidden:
+            # A job naming a field the user cannot see fails as a whole, no row processed.
+            job.update(
+                state="Failed",
+                processed=0,
+                failed=0,
+                results=None,
+                errorMessage=f"InvalidBatch : Field name not found : {hidden[0]}",
+            )
+            return
         good, bad = io.StringIO(), io.StringIO()
         ok_writer = csv.DictWriter(good, ["sf__Id", "sf__Created", *columns], lineterminator="\n")
         bad_writer = csv.DictWriter(bad, ["sf__Id", "sf__Error", *columns], lineterminator="\n")

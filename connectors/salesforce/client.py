@@ -29,6 +29,7 @@ from simple_salesforce.format import quote_soql_value
 from connectors.base import (
     PULL_FIELDS,
     Caller,
+    CrmError,
     CrmObject,
     CrmPaused,
     Outcome,
@@ -363,15 +364,23 @@ class SalesforceConnector(SchemaMixin, BulkMixin):
         self, sobject: str, group: Sequence[tuple[Write, dict[str, Any]]]
     ) -> list[Outcome]:
         key = self._key_field(sobject)
-        answers = self._rest(
-            f"upsert {len(group)} {sobject}",
-            "PATCH",
-            f"composite/sobjects/{sobject}/{key}",
-            json={
-                "allOrNone": False,
-                "records": [{"attributes": {"type": sobject}, **f} for _, f in group],
-            },
-        )
+        try:
+            answers = self._rest(
+                f"upsert {len(group)} {sobject}",
+                "PATCH",
+                f"composite/sobjects/{sobject}/{key}",
+                json={
+                    "allOrNone": False,
+                    "records": [{"attributes": {"type": sobject}, **f} for _, f in group],
+                },
+            )
+        except CrmError as exc:
+            if exc.status != 404:
+                raise
+            # Salesforce answers an upsert on an external-id field the user cannot see with
+            # NOT_FOUND for the whole request: the permission set no longer grants it.
+            detail = f"the external id {sobject}.{key} is not found ({exc})"
+            raise FieldsNotVisible(hidden_fields_message(detail), 400, "INVALID_FIELD") from exc
         out = []
         for (write, _), answer in zip(group, answers, strict=True):
             errors = answer.get("errors") or []

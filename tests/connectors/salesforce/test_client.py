@@ -638,3 +638,14 @@ def test_blocked_creates_of_contacts_and_leads_are_written_in_one_run_per_object
     outcomes = schema.create("Contact", writes)
     assert [o.error for o in outcomes] == [None] * 12
     assert {o.crm_id[:3] for o in outcomes} == {"003", "00Q"}
+
+
+def test_an_upsert_on_a_hidden_external_id_is_the_hidden_fields_case(org, schema):
+    org.permission_sets["PQL_Engine"] = set()  # the key field is hidden from the user now
+    write = Write("acme", {"name": "Acme", "pql_account_key": "acme", "pql_segment": "Hot"})
+    with pytest.raises(
+        FieldsNotVisible, match=r"external id Account\.pql_account_key__c"
+    ) as caught:
+        schema.create("Account", [write])
+    assert caught.value.category == "INVALID_FIELD"
+    assert org.records["Account"] == {}

@@ -376,3 +376,22 @@ def test_the_handoff_note_lands_on_the_salesforce_account(app, client, db, insta
     [note] = org.records["Note"].values()
     assert note["ParentId"] == account_id and note["Title"] == "Handoff to Customer Success"
     assert "Acme is now a paying customer" in note["Body"] and "Left to onboard" in note["Body"]
+
+
+def test_a_bulk_job_over_hidden_fields_fails_whole_and_the_next_sync_grants_them_again(
+    app, client, db, installed, org_server
+):
+    tenant_id, key, org = installed
+    changed_accounts(client, db, tenant_id, key, 320)  # above this app's bulk threshold
+    assert sync(app, tenant_id).subjects["account"].created == 320
+    org.permission_sets["PQL_Engine"] = set()  # an admin emptied the permission set
+    with db.tenant_transaction(tenant_id) as session:
+        for score in session.scalars(select(AccountScore)):
+            score.engagement_score, score.crm_pending = 99.0, True
+    with pytest.raises(lifecycle.CrmError, match="permission set PQL_Engine") as caught:
+        sync(app, tenant_id)  # one bulk update job of 320 rows
+    assert caught.value.category == "INVALID_FIELD"
+    failed = [j for j in org_server.jobs.values() if j["state"] == "Failed"]
+    assert len(failed) == 1 and "Field name not found" in failed[0]["errorMessage"]
+    report = sync(app, tenant_id)  # the schema check grants the fields again
+    assert report.subjects["account"].updated == 320
