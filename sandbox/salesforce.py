@@ -50,6 +50,8 @@ PREFIX = {
     "Opportunity": "006",
     "User": "005",
     "Task": "00T",
+    "TaskPriority": "0J4",
+    "TaskStatus": "01J",
     "Note": "002",
     "PermissionSet": "0PS",
     "PermissionSetAssignment": "0Pa",
@@ -101,10 +103,31 @@ STANDARD = {
     },
     "PermissionSet": {"Name": "string"},
     "PermissionSetAssignment": {"PermissionSetId": "reference", "AssigneeId": "reference"},
+    # The org's Task picklists (customisable per org): read them, never assume them.
+    "TaskPriority": {
+        "ApiName": "string",
+        "MasterLabel": "string",
+        "IsDefault": "boolean",
+        "IsHighPriority": "boolean",
+    },
+    "TaskStatus": {
+        "ApiName": "string",
+        "MasterLabel": "string",
+        "IsDefault": "boolean",
+        "IsClosed": "boolean",
+    },
 }
+# Salesforce's standard Task values; an org may rename, add or remove them.
+TASK_PRIORITIES = (("High", False, True), ("Normal", True, False), ("Low", False, False))
+TASK_STATUSES = (
+    ("Not Started", True, False),
+    ("In Progress", False, False),
+    ("Completed", False, True),
+    ("Waiting on someone else", False, False),
+    ("Deferred", False, False),
+)
 DEFAULTS = {
     "Lead": {"IsConverted": False, "Status": "Open - Not Contacted"},
-    "Task": {"Status": "Not Started"},
 }
 REQUIRED = {
     "Account": ("Name",),
@@ -362,6 +385,27 @@ class Org:
             },
         )
         self.admin_id = admin
+        self.task_values(TASK_PRIORITIES, TASK_STATUSES)
+
+    def task_values(self, priorities, statuses) -> None:
+        """The org's Task Priority and Status values: (name, is default, is high / closed)."""
+        self.records["TaskPriority"].clear()
+        self.records["TaskStatus"].clear()
+        for name, default, high in priorities:
+            self.insert(
+                "TaskPriority",
+                {
+                    "ApiName": name,
+                    "MasterLabel": name,
+                    "IsDefault": default,
+                    "IsHighPriority": high,
+                },
+            )
+        for name, default, closed in statuses:
+            self.insert(
+                "TaskStatus",
+                {"ApiName": name, "MasterLabel": name, "IsDefault": default, "IsClosed": closed},
+            )
 
     def index_of(self, sobject: str, field: str) -> dict[str, str]:
         """Lower-cased value → record id, for unique fields and the duplicate rules' keys
@@ -847,6 +891,10 @@ class SalesforceSandbox:
                 )
                 continue
             spec = org.custom[sobject].get(name) or {}
+            if sobject == "Task" and name in ("Priority", "Status"):
+                # Restricted picklists holding the org's values.
+                table = "TaskPriority" if name == "Priority" else "TaskStatus"
+                spec = {"values": [r["ApiName"] for r in org.records[table].values()]}
             if spec.get("values") and value is not None and value not in spec["values"]:
                 errors.append(
                     {
@@ -914,6 +962,11 @@ class SalesforceSandbox:
         allow_duplicates: bool = False,
     ) -> dict[str, Any]:
         values = {k: v for k, v in fields.items() if k not in ("attributes", "Id", "id")}
+        if sobject == "Task":
+            for name, table in (("Status", "TaskStatus"), ("Priority", "TaskPriority")):
+                default = [r["ApiName"] for r in org.records[table].values() if r["IsDefault"]]
+                if not values.get(name) and default:
+                    values[name] = default[0]
         errors = self._check(org, user, sobject, values, None)
         missing = [f for f in REQUIRED.get(sobject, ()) if not values.get(f)]
         if missing:

@@ -115,6 +115,7 @@ class SalesforceConnector(SchemaMixin, BulkMixin):
         self.session = session or requests.Session()
         self.session.hooks["response"].append(self._on_response)
         self._clients: dict[str, Salesforce] = {}
+        self._task_picklists: tuple[dict[str, str], str | None] | None = None
         self._granted: dict[str, set[str]] = {}  # object → our fields in the permission set
         self._assigned = False
 
@@ -542,15 +543,46 @@ class SalesforceConnector(SchemaMixin, BulkMixin):
 
     # -- tasks
 
+    def _task_values(self) -> tuple[dict[str, str], str | None]:
+        """The org's Task priorities for the engine's HIGH / MEDIUM / LOW, and the status a new
+        task opens with: read once from TaskPriority and TaskStatus (orgs rename and replace
+        Salesforce's High / Normal / Low and Not Started)."""
+        if self._task_picklists is None:
+            priorities = list(
+                self._query(
+                    "read task priorities",
+                    "SELECT ApiName, IsDefault, IsHighPriority FROM TaskPriority",
+                )
+            )
+            statuses = list(
+                self._query(
+                    "read task statuses", "SELECT ApiName, IsDefault, IsClosed FROM TaskStatus"
+                )
+            )
+            default = next((p["ApiName"] for p in priorities if p.get("IsDefault")), None)
+            high = next((p["ApiName"] for p in priorities if p.get("IsHighPriority")), default)
+            low = next((p["ApiName"] for p in priorities if p["ApiName"].lower() == "low"), default)
+            opening = next(
+                (s["ApiName"] for s in statuses if s.get("IsDefault") and not s.get("IsClosed")),
+                next((s["ApiName"] for s in statuses if not s.get("IsClosed")), None),
+            )
+            by_level = {"HIGH": high, "MEDIUM": default, "LOW": low}
+            self._task_picklists = ({k: v for k, v in by_level.items() if v}, opening)
+        return self._task_picklists
+
     def create_task(self, task: TaskSpec) -> str:
+        priorities, opening = self._task_values()
         body: dict[str, Any] = {
             "Subject": task.subject[:255],
             "Description": task.body,
             "WhatId": task.company_crm_id,
             "ActivityDate": task.due_at.date().isoformat(),
-            "Priority": task.priority.capitalize(),
-            "Status": "Not Started",
         }
+        # Without a value of its own, the org's default applies.
+        if priorities.get(task.priority.upper()):
+            body["Priority"] = priorities[task.priority.upper()]
+        if opening:
+            body["Status"] = opening
         if task.user_crm_id and object_of(task.user_crm_id) == "Contact":
             body["WhoId"] = task.user_crm_id  # a Lead cannot be named with an account
         if task.owner_id:

@@ -649,3 +649,47 @@ def test_an_upsert_on_a_hidden_external_id_is_the_hidden_fields_case(org, schema
         schema.create("Account", [write])
     assert caught.value.category == "INVALID_FIELD"
     assert org.records["Account"] == {}
+
+
+def _task(schema, account: str, priority: str) -> str:
+    return schema.create_task(
+        TaskSpec(
+            "Engagement dropped: Acme",
+            "Fell from 80 to 40.",
+            account,
+            None,
+            dt.datetime(2026, 11, 28, tzinfo=dt.UTC),
+            priority=priority,
+        )
+    )
+
+
+def test_tasks_take_the_orgs_own_priority_and_opening_status(org, schema):
+    account = org.insert("Account", {"Name": "Acme"})
+    high, medium = _task(schema, account, "HIGH"), _task(schema, account, "MEDIUM")
+    tasks = org.records["Task"]
+    assert (tasks[high]["Priority"], tasks[high]["Status"]) == ("High", "Not Started")
+    assert tasks[medium]["Priority"] == "Normal"  # Salesforce has no "Medium"
+
+
+def test_a_customised_org_gets_its_renamed_task_values(org, schema):
+    org.task_values(
+        [("Routine", True, False), ("Urgent", False, True)],
+        [("Done", False, True), ("Open", True, False)],
+    )
+    account = org.insert("Account", {"Name": "Acme"})
+    task = org.records["Task"][_task(schema, account, "HIGH")]
+    assert (task["Priority"], task["Status"]) == ("Urgent", "Open")
+    low = org.records["Task"][_task(schema, account, "LOW")]
+    assert low["Priority"] == "Routine"  # no "Low" in this org: its default
+
+
+def test_the_sandbox_refuses_a_priority_the_org_does_not_have(org, schema):
+    account = org.insert("Account", {"Name": "Acme"})
+    with pytest.raises(CrmError, match="restricted picklist"):
+        schema._rest(
+            "create task",
+            "POST",
+            "sobjects/Task",
+            json={"Subject": "x", "WhatId": account, "Priority": "Medium"},
+        )
