@@ -371,6 +371,9 @@ class Org:
         self.records: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.custom: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # object → fields
         self.permission_sets: dict[str, set[str]] = {}  # name → "Object.field"
+        # Custom fields the Metadata API refuses (full name → message): one bad component of
+        # an upsert fails alone, the others are saved.
+        self.refused_fields: dict[str, str] = {}
         self.daily_limit, self.api_used = daily_limit, 0
         self.duplicate_rules = True
         self.counter = itertools.count(1)
@@ -1256,6 +1259,8 @@ class SalesforceSandbox:
         )
 
     def _upsert_field(self, org: Org, full_name: str, item) -> tuple[str, bool, str | None]:
+        if full_name in org.refused_fields:
+            return full_name, False, org.refused_fields[full_name]
         sobject, _, name = full_name.partition(".")
         if sobject not in STANDARD or not name.endswith("__c") or len(name) > 43:
             return full_name, False, f"invalid field name {full_name}"
@@ -1288,6 +1293,11 @@ class SalesforceSandbox:
             for p in item.findall(f"{{{MD}}}fieldPermissions")
             if p.findtext(f"{{{MD}}}readable") == "true"
         }
+        for field in sorted(fields):
+            sobject, _, name = field.partition(".")
+            if name.endswith("__c") and name not in org.custom[sobject]:
+                # Salesforce refuses a permission set naming a field that does not exist.
+                return full_name, False, f"In field: field - no CustomField named {field} found"
         created = full_name not in org.permission_sets
         org.permission_sets[full_name] = fields
         if created:

@@ -4,6 +4,7 @@ the integration user (Salesforce hides fields from the API until one grants them
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 
 from simple_salesforce import Salesforce
@@ -31,6 +32,7 @@ class SchemaMixin:
         and edit on every field of the app, assigned to the integration user."""
         objects = ["Account"] if object_type == "Account" else ["Contact", "Lead"]
         created: list[str] = []
+        failures: list[str] = []
         for sobject in objects:
             described = self._call(
                 f"describe {sobject}", lambda sf, o=sobject: getattr(sf, o).describe()
@@ -47,10 +49,21 @@ class SchemaMixin:
                     values = [v.get("value") for v in have.get("picklistValues") or []]
                     if values != list(spec.options):
                         stale.append(spec)
-            if stale:
-                self._upsert_fields(sobject, stale)
-            self._granted.setdefault(sobject, set()).update(field_name(s.name) for s in specs)
+            refused = self._upsert_fields(sobject, stale) if stale else {}
+            for name, reason in refused.items():
+                failures.append(f"{sobject}.{name} ({reason})")
+                if name not in visible:  # never created: nothing to grant
+                    created.remove(f"{sobject}.{name}")
+            self._granted.setdefault(sobject, set()).update(
+                field_name(s.name)
+                for s in specs
+                if field_name(s.name) not in refused or field_name(s.name) in visible
+            )
+        # Whatever was created is granted, also when another field was refused: a field
+        # outside the permission set stays hidden from the app for good.
         self._grant()
+        if failures:
+            raise CrmError("Salesforce refused fields: " + "; ".join(failures), 400, "METADATA")
         return created
 
     def _custom_field(self, mdapi, sobject: str, spec: PropertySpec):
@@ -101,7 +114,10 @@ class SchemaMixin:
             transport.session = self.session
         return mdapi
 
-    def _upsert_fields(self, sobject: str, specs: Sequence[PropertySpec]) -> None:
+    def _upsert_fields(self, sobject: str, specs: Sequence[PropertySpec]) -> dict[str, str]:
+        """Upsert the fields; those Salesforce refused (field name → its reason). A refused
+        component fails alone: the others of the call are saved."""
+        refused: dict[str, str] = {}
         for chunk in batches(specs, 10):  # the Metadata API's limit per call
 
             def upsert(sf, chunk=chunk):
@@ -110,8 +126,18 @@ class SchemaMixin:
                     mdapi.CustomField.upsert, [self._custom_field(mdapi, sobject, s) for s in chunk]
                 )
 
-            self._call(f"create {len(chunk)} {sobject} fields", upsert)
-        log.info("Salesforce: %s custom fields upserted on %s", len(specs), sobject)
+            try:
+                self._call(f"create {len(chunk)} {sobject} fields", upsert)
+            except CrmError as exc:
+                failed = _refused_components(str(exc))
+                if exc.category != "METADATA" or not failed:
+                    raise
+                refused.update({name.partition(".")[2]: reason for name, reason in failed.items()})
+        saved = len(specs) - len(refused)
+        log.info(
+            "Salesforce: %s custom fields upserted on %s, %s refused", saved, sobject, len(refused)
+        )
+        return refused
 
     def _grant(self) -> None:
         """The permission set: read and edit on every field of the app (an upsert replaces
@@ -178,3 +204,12 @@ def _metadata(method: Callable[[list], None], components: list) -> None:
                 f"the Metadata API refused: {str(exc).strip()}", 400, "METADATA"
             ) from exc
         raise
+
+
+def _refused_components(message: str) -> dict[str, str]:
+    """The components simple-salesforce lists in a refused upsert
+    ("\nAccount.x__c: (CODE, message), ..."): full name → reason."""
+    return {
+        name: reason.strip().rstrip(",").strip()
+        for name, reason in re.findall(r"(\w+\.\w+): (\([^\n]*)", message)
+    }

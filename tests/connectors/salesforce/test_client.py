@@ -693,3 +693,29 @@ def test_the_sandbox_refuses_a_priority_the_org_does_not_have(org, schema):
             "sobjects/Task",
             json={"Subject": "x", "WhatId": account, "Priority": "Medium"},
         )
+
+
+def test_a_refused_field_fails_alone_the_created_ones_are_granted_and_it_is_named(
+    sandbox, org, connector
+):
+    org.refused_fields["Account.pql_segment__c"] = "(FIELD_INTEGRITY_EXCEPTION, bad value set)"
+    with pytest.raises(CrmError, match=r"Account\.pql_segment__c .*bad value set") as caught:
+        connector.ensure_schema("Account", ("pql", "PQL"), ACCOUNT_SPECS)
+    assert caught.value.category == "METADATA"
+    assert "pql_segment__c" not in org.custom["Account"]
+    # The fields that were created are granted, so the app can use them meanwhile.
+    assert {"Account.pql_activation_rate__c", "Account.pql_account_key__c"} <= org.visible(
+        org.admin_id
+    )
+    org.refused_fields.clear()
+    again = make_connector(sandbox, org)
+    assert again.ensure_schema("Account", ("pql", "PQL"), ACCOUNT_SPECS) == [
+        "Account.pql_segment__c"
+    ]
+    assert "Account.pql_segment__c" in org.visible(org.admin_id)
+
+
+def test_the_sandbox_refuses_a_permission_set_naming_a_missing_field(sandbox, org, connector):
+    connector._granted["Account"] = {"pql_nowhere__c"}
+    with pytest.raises(CrmError, match=r"no CustomField named Account\.pql_nowhere__c"):
+        connector._grant()
