@@ -514,6 +514,7 @@ class SalesforceSandbox:
         self.access: dict[str, tuple[str, str]] = {}  # token → (org id, user id)
         self.refresh: dict[str, tuple[str, str]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.hold_jobs = False  # jobs stay InProgress (a busy org): waiting must end
         self.fail_next: list[tuple[int, Any]] = []  # (status, body) for the next answers
         self.requests: list[str] = []  # "METHOD path" of every API request
         self.busy_seconds = 0.0  # time spent answering them
@@ -1098,7 +1099,9 @@ class SalesforceSandbox:
             return "", 201
         if len(rest) == 1 and method == "PATCH":
             state = request.get_json().get("state")
-            if state == "UploadComplete":
+            if state == "UploadComplete" and self.hold_jobs:
+                job["state"] = "InProgress"
+            elif state == "UploadComplete":
                 self._run_job(org, job)
             elif state == "Aborted":
                 job["state"] = "Aborted"

@@ -19,6 +19,7 @@ IN_CHUNK = 200  # values per SOQL IN (...) clause at most
 # the URL (encoded) stays well inside Salesforce's 16 KB limit.
 QUERY_VALUE_CHARS = 6000
 BULK_JOB_LIMIT = 50_000  # records per Bulk API 2.0 job this connector builds
+BULK_WAIT_SECONDS = 600.0  # how long one sync waits for a bulk job to finish
 TIMEOUT = (5.0, 60.0)
 SCOPES = ("api", "refresh_token", "offline_access")
 PERMISSION_SET = "PQL_Engine"

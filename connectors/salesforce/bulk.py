@@ -52,6 +52,9 @@ class BulkMixin:
 
         def run(sf):
             handler = getattr(sf.bulk2, sobject)
+            # simple-salesforce waits up to a day for a job; a sync round waits this long,
+            # then the job is left to Salesforce and the next round looks again.
+            handler._client.DEFAULT_WAIT_TIMEOUT_SECONDS = self.bulk_wait_seconds
             if create:
                 jobs = handler.upsert(
                     records=rows, external_id_field=key, wait=self.bulk_poll_seconds

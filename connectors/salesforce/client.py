@@ -41,6 +41,7 @@ from connectors.base import (
 from connectors.salesforce.api import (
     API_VERSION,
     BULK_JOB_LIMIT,
+    BULK_WAIT_SECONDS,
     COLLECTION_LIMIT,
     GONE,
     IN_CHUNK,
@@ -69,7 +70,18 @@ log = logging.getLogger(__name__)
 # --- the connector ------------------------------------------------------------------------------
 
 
-class PinnedSession(requests.Session):
+class TimedSession(requests.Session):
+    """A session whose every request has a timeout: simple-salesforce's Bulk API 2.0 client
+    and the Metadata API's SOAP client (zeep) send none of their own, and one hung answer
+    would hold the worker."""
+
+    def request(self, method, url, **kwargs):
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = TIMEOUT
+        return super().request(method, url, **kwargs)
+
+
+class PinnedSession(TimedSession):
     """A session that checks certificates against ``ca_file`` for every request. (requests
     lets REQUESTS_CA_BUNDLE in the environment win over ``Session.verify``; an explicit
     per-request ``verify`` wins over both.)"""
@@ -99,6 +111,7 @@ class SalesforceConnector(SchemaMixin, BulkMixin):
         integration_user_id: str | None = None,
         bulk_threshold: int = 2000,
         bulk_poll_seconds: float = 2.0,
+        bulk_wait_seconds: float = BULK_WAIT_SECONDS,
         api_version: str = API_VERSION,
         session: requests.Session | None = None,
     ):
@@ -111,8 +124,9 @@ class SalesforceConnector(SchemaMixin, BulkMixin):
         self.kinds = kinds
         self.integration_user_id = integration_user_id
         self.bulk_threshold, self.bulk_poll_seconds = bulk_threshold, bulk_poll_seconds
+        self.bulk_wait_seconds = bulk_wait_seconds
         self.api_version = api_version
-        self.session = session or requests.Session()
+        self.session = session or TimedSession()
         self.session.hooks["response"].append(self._on_response)
         self._clients: dict[str, Salesforce] = {}
         self._task_picklists: tuple[dict[str, str], str | None] | None = None

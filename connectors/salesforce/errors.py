@@ -35,6 +35,8 @@ def classify(exc: Exception) -> Failure | None:
             return Failure(401, str(exc.message), "INVALID_SESSION_ID", expired_token=True)
         return Failure(400, f"the Metadata API refused: {exc.message}", code or "METADATA")
     if isinstance(exc, SalesforceOperationError) and not isinstance(exc, SalesforceError):
+        if "Job timeout" in str(exc):
+            return Failure(408, f"the bulk job did not finish in time: {exc}", "BULK_JOB_TIMEOUT")
         if "Field name not found" in str(exc):
             # The whole job failed on a field the integration user cannot see.
             return Failure(400, hidden_fields_message(str(exc)), "INVALID_FIELD")

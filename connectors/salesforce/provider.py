@@ -15,7 +15,7 @@ from app.sync.access import TenantTokens
 from connectors.base import AuthorizationLost, Caller
 from connectors.registry import Capabilities, Provider, register
 from connectors.salesforce import KEY, auth
-from connectors.salesforce.client import PinnedSession, SalesforceConnector
+from connectors.salesforce.client import PinnedSession, SalesforceConnector, TimedSession
 from connectors.salesforce.errors import DailyLimit, classify
 from connectors.salesforce.install import bp as install_bp
 from connectors.salesforce.install import verify_tls
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def _session(settings) -> requests.Session:
     if settings.salesforce_ca_bundle:
         return PinnedSession(settings.salesforce_ca_bundle)
-    return requests.Session()
+    return TimedSession()
 
 
 def connector_for(svc, tenant_id: int, rng: random.Random | None = None) -> SalesforceConnector:

@@ -8,6 +8,7 @@ import datetime as dt
 import random
 
 import pytest
+import requests
 import responses
 
 from connectors.base import Caller, CrmError, CrmPaused, PropertySpec, TaskSpec, Write
@@ -719,3 +720,28 @@ def test_the_sandbox_refuses_a_permission_set_naming_a_missing_field(sandbox, or
     connector._granted["Account"] = {"pql_nowhere__c"}
     with pytest.raises(CrmError, match=r"no CustomField named Account\.pql_nowhere__c"):
         connector._grant()
+
+
+def test_waiting_for_a_bulk_job_is_bounded(sandbox, org, schema):
+    sandbox.hold_jobs = True  # the org never finishes the job
+    accounts = [org.insert("Account", {"Name": f"A{n}"}) for n in range(3)]
+    schema.bulk_threshold, schema.bulk_wait_seconds = 1, 0.05
+    writes = [Write(f"a{n}", {"pql_segment": "Hot"}, crm_id=i) for n, i in enumerate(accounts)]
+    with pytest.raises(CrmError) as caught:
+        schema.update("Account", writes)
+    assert caught.value.category == "BULK_JOB_TIMEOUT"
+
+
+def test_every_request_of_the_connectors_session_has_a_timeout(monkeypatch):
+    from connectors.salesforce.api import TIMEOUT
+    from connectors.salesforce.client import PinnedSession, TimedSession
+
+    seen = []
+    monkeypatch.setattr(
+        requests.Session, "request", lambda self, method, url, **kw: seen.append(kw)
+    )
+    TimedSession().get("https://x.test/a")
+    TimedSession().post("https://x.test/b", timeout=3)
+    PinnedSession("/ca.pem").get("https://x.test/c")
+    assert [kw["timeout"] for kw in seen] == [TIMEOUT, 3, TIMEOUT]
+    assert seen[2]["verify"] == "/ca.pem"
