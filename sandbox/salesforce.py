@@ -53,6 +53,8 @@ PREFIX = {
     "TaskPriority": "0J4",
     "TaskStatus": "01J",
     "Note": "002",
+    "ContentNote": "069",
+    "ContentDocumentLink": "06A",
     "PermissionSet": "0PS",
     "PermissionSetAssignment": "0Pa",
 }
@@ -95,6 +97,14 @@ STANDARD = {
         "Priority": "picklist",
         "Status": "picklist",
     },
+    # Lightning's notes: the body is base64 HTML; a link puts the note on a record.
+    "ContentNote": {"Title": "string", "Content": "base64", "OwnerId": "reference"},
+    "ContentDocumentLink": {
+        "ContentDocumentId": "reference",
+        "LinkedEntityId": "reference",
+        "ShareType": "picklist",
+        "Visibility": "picklist",
+    },
     "Note": {
         "ParentId": "reference",
         "Title": "string",
@@ -134,6 +144,8 @@ REQUIRED = {
     "Contact": ("LastName",),
     "Lead": ("LastName", "Company"),
     "Note": ("ParentId", "Title"),
+    "ContentNote": ("Title",),
+    "ContentDocumentLink": ("ContentDocumentId", "LinkedEntityId"),
 }
 
 # The External Client App the sandbox orgs know.
@@ -171,6 +183,7 @@ def _host(website: str | None) -> str | None:
 
 
 MAX_CHUNKS = 10  # type chunks per sObject Collections request
+TEXT_LIMITS = {("Note", "Body"): 32_000}  # a classic Note's Body
 TYPE_OF_PREFIX = {prefix: sobject for sobject, prefix in PREFIX.items()}
 
 
@@ -374,6 +387,7 @@ class Org:
         # Custom fields the Metadata API refuses (full name → message): one bad component of
         # an upsert fails alone, the others are saved.
         self.refused_fields: dict[str, str] = {}
+        self.unavailable: set[str] = set()  # sObjects this org does not offer (ContentNote)
         self.daily_limit, self.api_used = daily_limit, 0
         self.duplicate_rules = True
         self.counter = itertools.count(1)
@@ -1049,8 +1063,15 @@ class SalesforceSandbox:
         return {**answer, "created": False}
 
     def _create_one(self, org: Org, user: str, sobject: str, body: dict):
-        if sobject not in STANDARD:
+        if sobject not in STANDARD or sobject in org.unavailable:
             return self._error(404, "NOT_FOUND", "The requested resource does not exist")
+        limit = TEXT_LIMITS.get((sobject, "Body")) if sobject == "Note" else None
+        if limit and len(body.get("Body") or "") > limit:
+            return self._error(
+                400, "STRING_TOO_LONG", f"Body: data value too large (max length={limit})"
+            )
+        if sobject == "ContentNote" and len(body.get("Title") or "") > 255:
+            return self._error(400, "STRING_TOO_LONG", "Title: data value too large")
         if sobject == "PermissionSetAssignment":
             for a in org.records[sobject].values():
                 if (a["PermissionSetId"], a["AssigneeId"]) == (

@@ -20,6 +20,10 @@ IN_CHUNK = 200  # values per SOQL IN (...) clause at most
 QUERY_VALUE_CHARS = 6000
 BULK_JOB_LIMIT = 50_000  # records per Bulk API 2.0 job this connector builds
 BULK_WAIT_SECONDS = 600.0  # how long one sync waits for a bulk job to finish
+# Documented lengths: a classic Note's Title and Body; a ContentNote's Title, and its content
+# kept well within what the note editor shows.
+NOTE_TITLE, NOTE_BODY = 80, 32_000
+CONTENT_NOTE_TITLE, CONTENT_NOTE_CHARS = 255, 32_000
 TIMEOUT = (5.0, 60.0)
 SCOPES = ("api", "refresh_token", "offline_access")
 PERMISSION_SET = "PQL_Engine"

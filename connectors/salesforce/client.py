@@ -16,8 +16,10 @@ inside the reserve kept for the customer's other integrations.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import heapq
+import html
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -43,9 +45,13 @@ from connectors.salesforce.api import (
     BULK_JOB_LIMIT,
     BULK_WAIT_SECONDS,
     COLLECTION_LIMIT,
+    CONTENT_NOTE_CHARS,
+    CONTENT_NOTE_TITLE,
     GONE,
     IN_CHUNK,
     NOT_PROVIDED,
+    NOTE_BODY,
+    NOTE_TITLE,
     PULLED_FIELDS,
     STANDARD_FIELDS,
     TIMEOUT,
@@ -607,9 +613,36 @@ class SalesforceConnector(SchemaMixin, BulkMixin):
     def create_note(
         self, account_crm_id: str, title: str, body: str, owner_id: str | None = None
     ) -> str:
-        """A Note on the Account (shown in its Notes & Attachments)."""
-        note: dict[str, Any] = {"ParentId": account_crm_id, "Title": title[:80], "Body": body}
-        if owner_id and object_of(owner_id) == "User":
-            note["OwnerId"] = owner_id
-        answer = self._rest("create note", "POST", "sobjects/Note", json=note)
+        """A note on the Account: a ContentNote linked to it (what Lightning's Notes list
+        shows), or a classic Note where the org has no ContentNote; both within their
+        documented lengths."""
+        owner = owner_id if owner_id and object_of(owner_id) == "User" else None
+        content = "".join(f"<p>{html.escape(line)}</p>" for line in body.splitlines() if line)
+        note: dict[str, Any] = {
+            "Title": title[:CONTENT_NOTE_TITLE],
+            "Content": base64.b64encode(content[:CONTENT_NOTE_CHARS].encode()).decode(),
+        }
+        if owner:
+            note["OwnerId"] = owner
+        try:
+            answer = self._rest("create note", "POST", "sobjects/ContentNote", json=note)
+        except CrmError as exc:
+            if exc.status != 404:
+                raise
+            classic: dict[str, Any] = {
+                "ParentId": account_crm_id,
+                "Title": title[:NOTE_TITLE],
+                "Body": body[:NOTE_BODY],
+            }
+            if owner:
+                classic["OwnerId"] = owner
+            answer = self._rest("create note", "POST", "sobjects/Note", json=classic)
+            return str(answer["id"])
+        link = {
+            "ContentDocumentId": answer["id"],
+            "LinkedEntityId": account_crm_id,
+            "ShareType": "V",
+            "Visibility": "AllUsers",
+        }
+        self._rest("link note", "POST", "sobjects/ContentDocumentLink", json=link)
         return str(answer["id"])

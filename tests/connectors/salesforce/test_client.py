@@ -4,6 +4,7 @@ the network replaced by ``responses``: most answers come from the sandbox org (m
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import random
 
@@ -745,3 +746,20 @@ def test_every_request_of_the_connectors_session_has_a_timeout(monkeypatch):
     PinnedSession("/ca.pem").get("https://x.test/c")
     assert [kw["timeout"] for kw in seen] == [TIMEOUT, 3, TIMEOUT]
     assert seen[2]["verify"] == "/ca.pem"
+
+
+def test_a_note_falls_back_to_a_classic_note_within_its_limits(org, schema):
+    org.unavailable.add("ContentNote")
+    account = org.insert("Account", {"Name": "Acme"})
+    note_id = schema.create_note(account, "T" * 300, "line\n" * 10_000)
+    note = org.records["Note"][note_id]
+    assert note["ParentId"] == account and len(note["Title"]) == 80
+    assert len(note["Body"]) == 32_000
+
+
+def test_a_content_note_escapes_and_bounds_its_content(org, schema):
+    account = org.insert("Account", {"Name": "Acme"})
+    note_id = schema.create_note(account, "T" * 300, "<b>Acme</b> & co")
+    note = org.records["ContentNote"][note_id]
+    assert len(note["Title"]) == 255
+    assert base64.b64decode(note["Content"]).decode() == "<p>&lt;b&gt;Acme&lt;/b&gt; &amp; co</p>"

@@ -4,6 +4,7 @@ the sandbox org mounted under ``responses``."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import math
 from urllib.parse import parse_qs, urlsplit
@@ -373,9 +374,13 @@ def test_the_handoff_note_lands_on_the_salesforce_account(app, client, db, insta
     recompute(db, tenant_id, NOW)
     assert sync(app, tenant_id).handoffs_written == 1
     [account_id] = org.records["Account"]
-    [note] = org.records["Note"].values()
-    assert note["ParentId"] == account_id and note["Title"] == "Handoff to Customer Success"
-    assert "Acme is now a paying customer" in note["Body"] and "Left to onboard" in note["Body"]
+    [note] = org.records["ContentNote"].values()  # what Lightning's Notes list shows
+    [link] = org.records["ContentDocumentLink"].values()
+    assert (link["ContentDocumentId"], link["LinkedEntityId"]) == (note["Id"], account_id)
+    assert note["Title"] == "Handoff to Customer Success"
+    content = base64.b64decode(note["Content"]).decode()
+    assert "Acme is now a paying customer" in content and "Left to onboard" in content
+    assert org.records["Note"] == {}
 
 
 def test_a_bulk_job_over_hidden_fields_fails_whole_and_the_next_sync_grants_them_again(
