@@ -111,7 +111,13 @@ STANDARD = {
         "Body": "textarea",
         "OwnerId": "reference",
     },
-    "PermissionSet": {"Name": "string"},
+    "PermissionSet": {
+        "Name": "string",
+        "IsOwnedByProfile": "boolean",
+        "PermissionsModifyAllData": "boolean",
+        "PermissionsModifyMetadata": "boolean",
+        "PermissionsAssignPermissionSets": "boolean",
+    },
     "PermissionSetAssignment": {"PermissionSetId": "reference", "AssigneeId": "reference"},
     # The org's Task picklists (customisable per org): read them, never assume them.
     "TaskPriority": {
@@ -402,7 +408,43 @@ class Org:
             },
         )
         self.admin_id = admin
+        self.grant_profile(admin, modify_all_data=True)
         self.task_values(TASK_PRIORITIES, TASK_STATUSES)
+
+    def grant_profile(
+        self,
+        user_id: str,
+        modify_all_data: bool = False,
+        modify_metadata: bool = False,
+        assign_permission_sets: bool = False,
+    ) -> None:
+        """The user's profile, as Salesforce shows it: a profile-owned permission set assigned
+        to the user, with its system permissions (Modify All Data implies the others)."""
+        profile = self.insert(
+            "PermissionSet",
+            {
+                "Name": f"X00e{user_id[-6:]}",
+                "IsOwnedByProfile": True,
+                "PermissionsModifyAllData": modify_all_data,
+                "PermissionsModifyMetadata": modify_metadata or modify_all_data,
+                "PermissionsAssignPermissionSets": assign_permission_sets or modify_all_data,
+            },
+        )
+        self.insert("PermissionSetAssignment", {"PermissionSetId": profile, "AssigneeId": user_id})
+
+    def add_user(self, name: str, **permissions: bool) -> str:
+        """Another user of the org (a rep, say), with the profile permissions given."""
+        user = self.insert(
+            "User",
+            {
+                "Name": name,
+                "Email": f"{name.lower()}@example.com",
+                "IsActive": True,
+                "UserType": "Standard",
+            },
+        )
+        self.grant_profile(user, **permissions)
+        return user
 
     def task_values(self, priorities, statuses) -> None:
         """The org's Task Priority and Status values: (name, is default, is high / closed)."""
@@ -529,6 +571,7 @@ class SalesforceSandbox:
         self.refresh: dict[str, tuple[str, str]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.hold_jobs = False  # jobs stay InProgress (a busy org): waiting must end
+        self.token_failures: list[tuple[int, str, str]] = []  # next refresh grants' answers
         self.fail_next: list[tuple[int, Any]] = []  # (status, body) for the next answers
         self.requests: list[str] = []  # "METHOD path" of every API request
         self.busy_seconds = 0.0  # time spent answering them
@@ -545,11 +588,18 @@ class SalesforceSandbox:
                 self.orgs[org_id] = Org(org_id, self.daily_limit)
             return self.orgs[org_id]
 
-    def grant_code(self, org: Org, challenge: str | None = None, redirect_uri: str = "") -> str:
+    def grant_code(
+        self,
+        org: Org,
+        challenge: str | None = None,
+        redirect_uri: str = "",
+        user: str | None = None,
+    ) -> str:
+        """The code a user of the org (its admin unless ``user`` says who) is given."""
         code = secrets.token_urlsafe(12)
         self.codes[code] = {
             "org": org.org_id,
-            "user": org.admin_id,
+            "user": user or org.admin_id,
             "challenge": challenge,
             "redirect_uri": redirect_uri,
         }
@@ -614,6 +664,10 @@ class SalesforceSandbox:
                 refresh = "5Aep" + secrets.token_urlsafe(24)
                 sandbox.refresh[refresh] = (grant["org"], grant["user"])
                 org_id, user_id = grant["org"], grant["user"]
+            elif form.get("grant_type") == "refresh_token" and sandbox.token_failures:
+                # Salesforce's "try again" answers: (status, error, description).
+                status, error, description = sandbox.token_failures.pop(0)
+                return jsonify(error=error, error_description=description), status
             elif form.get("grant_type") == "refresh_token":
                 refresh = None
                 owner = sandbox.refresh.get(form.get("refresh_token", ""))

@@ -168,3 +168,52 @@ def revoke(login_url: str, token: str, verify: str | bool = True) -> bool:
     if response.status_code != 200:
         log.warning("Salesforce token revocation answered %s", response.status_code)
     return response.status_code == 200
+
+
+# What the installing user needs: the app creates fields through the Metadata API and assigns
+# its permission set to the integration user.
+ADMIN_PERMISSIONS = {
+    "Modify Metadata Through Metadata API Functions (or Modify All Data)": (
+        "PermissionsModifyAllData",
+        "PermissionsModifyMetadata",
+    ),
+    "Assign Permission Sets (or Modify All Data)": (
+        "PermissionsModifyAllData",
+        "PermissionsAssignPermissionSets",
+    ),
+}
+
+
+def missing_admin_permissions(
+    tokens: SalesforceTokens, api_version: str, verify: str | bool = True
+) -> list[str]:
+    """The permissions the installing user lacks, read from the permission sets assigned to
+    them (their profile's included)."""
+    base = f"{tokens.instance_url}/services/data/v{api_version}/query"
+    headers = {"Authorization": f"Bearer {tokens.access_token}"}
+
+    def query(soql: str) -> list[dict]:
+        try:
+            answer = requests.get(
+                base, params={"q": soql}, headers=headers, timeout=TIMEOUT, verify=verify
+            )
+        except requests.RequestException as exc:
+            raise CrmError(f"Salesforce unreachable: {exc}") from exc
+        if answer.status_code != 200:
+            raise CrmError(f"Salesforce refused reading permissions: {answer.text[:200]}", 502)
+        return answer.json().get("records") or []
+
+    user = tokens.user_id.replace("'", "")
+    assigned = [
+        r["PermissionSetId"]
+        for r in query(
+            f"SELECT PermissionSetId FROM PermissionSetAssignment WHERE AssigneeId = '{user}'"
+        )
+    ]
+    columns = sorted({c for names in ADMIN_PERMISSIONS.values() for c in names})
+    held: set[str] = set()
+    if assigned:
+        ids = ", ".join(f"'{i}'" for i in assigned)
+        for row in query(f"SELECT Id, {', '.join(columns)} FROM PermissionSet WHERE Id IN ({ids})"):
+            held |= {c for c in columns if row.get(c)}
+    return [need for need, any_of in ADMIN_PERMISSIONS.items() if not held & set(any_of)]

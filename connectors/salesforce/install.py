@@ -117,10 +117,26 @@ def oauth_callback():
         installed = complete_install(
             svc, code, _redirect_uri(), cookie["verifier"], payload["environment"]
         )
+    except MissingPermissions as exc:
+        return _error_page(
+            "The app creates its fields through the Metadata API and assigns them to its user "
+            "with a permission set, so the person installing it needs "
+            + " and ".join(exc.missing)
+            + ". Ask a Salesforce admin to install it, or to grant you these permissions.",
+            403,
+        )
     except CrmError as exc:
         log.warning("Salesforce install failed: %s", exc)
         return _error_page(f"Salesforce refused the install ({exc}).", 502)
     return install_pages.installed_page(svc, KEY, installed, STATE_COOKIE)
+
+
+class MissingPermissions(CrmError):
+    """The installing user cannot create the app's fields or assign its permission set."""
+
+    def __init__(self, missing: list[str]):
+        super().__init__("missing permissions: " + "; ".join(missing), 403)
+        self.missing = missing
 
 
 def complete_install(
@@ -139,6 +155,13 @@ def complete_install(
         verifier,
         verify=verify_tls(settings),
     )
+    missing = auth.missing_admin_permissions(
+        tokens, settings.salesforce_api_version, verify=verify_tls(settings)
+    )
+    if missing:
+        # Nothing is kept of this user's grant: their token is revoked at once.
+        auth.revoke(login, tokens.refresh_token or tokens.access_token, verify=verify_tls(settings))
+        raise MissingPermissions(missing)
     grant = lifecycle.Grant(tokens.access_token, tokens.refresh_token, tokens.expires_in)
     return lifecycle.activate(
         svc,

@@ -8,7 +8,7 @@ LOGIN = "https://login.sandbox-sf.test"
 INSTANCE = "https://acme.my.sandbox-sf.test"
 
 
-def install(client, org_server, environment="production", org=None):
+def install(client, org_server, environment="production", org=None, user=None):
     """The admin's browser: our install URL → Salesforce's consent → our callback."""
     started = client.get(f"/salesforce/install?environment={environment}")
     assert started.status_code == 302
@@ -16,6 +16,8 @@ def install(client, org_server, environment="production", org=None):
     query = parse_qs(consent.query)
     assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0]
     org = org or org_server.org()
-    code = org_server.grant_code(org, query["code_challenge"][0], query["redirect_uri"][0])
+    code = org_server.grant_code(
+        org, query["code_challenge"][0], query["redirect_uri"][0], user=user
+    )
     back = urlsplit(query["redirect_uri"][0])
     return client.get(f"{back.path}?code={code}&state={query['state'][0]}"), org

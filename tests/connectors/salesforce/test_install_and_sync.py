@@ -400,3 +400,49 @@ def test_a_bulk_job_over_hidden_fields_fails_whole_and_the_next_sync_grants_them
     assert len(failed) == 1 and "Field name not found" in failed[0]["errorMessage"]
     report = sync(app, tenant_id)  # the schema check grants the fields again
     assert report.subjects["account"].updated == 320
+
+
+def test_a_user_without_metadata_and_permission_set_rights_is_told_and_nothing_is_kept(
+    app, client, db, org_server
+):
+    org = org_server.org()
+    rep = org.add_user("Rita")  # a rep: neither Modify Metadata nor Assign Permission Sets
+    page, _ = install(client, org_server, org=org, user=rep)
+    text = page.get_data(as_text=True)
+    assert page.status_code == 403
+    assert "Modify Metadata Through Metadata API Functions" in text
+    assert "Assign Permission Sets" in text
+    with db.system_session() as session:
+        assert session.scalars(select(Tenant)).all() == []
+    assert not [u for _, u in org_server.refresh.values() if u == rep]  # revoked at once
+
+
+def test_a_user_with_the_two_permissions_but_not_modify_all_data_installs(
+    app, client, db, org_server
+):
+    org = org_server.org()
+    ops = org.add_user("Olga", modify_metadata=True, assign_permission_sets=True)
+    page, _ = install(client, org_server, org=org, user=ops)
+    assert page.status_code == 200, page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (400, "invalid_grant", "token request is already being processed"),
+        (400, "unknown_error", "retry your request"),
+    ],
+)
+def test_a_transient_token_error_is_retried_not_a_reinstall(
+    app, client, db, installed, org_server, answer
+):
+    tenant_id, key, _org = installed
+    org_server.expire_sessions()
+    org_server.token_failures.append(answer)
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    with pytest.raises(lifecycle.CrmError) as caught:
+        sync(app, tenant_id)
+    assert not isinstance(caught.value, lifecycle.AuthorizationLost)
+    assert crm_status(client, db, tenant_id)["needs_reauthorisation"] is False
+    assert sync(app, tenant_id).subjects["account"].created == 1  # the next round goes through
