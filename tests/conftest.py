@@ -187,6 +187,9 @@ def org_server():
         login = SalesforceSandbox.__new__(SalesforceSandbox)
         login.__dict__ = org_sandbox.__dict__
         mount(mock, login, salesforce.LOGIN)
+        my_domain = SalesforceSandbox.__new__(SalesforceSandbox)
+        my_domain.__dict__ = org_sandbox.__dict__
+        mount(mock, my_domain, salesforce.MY_DOMAIN)
         org_sandbox.base_url = salesforce.INSTANCE
         yield org_sandbox
 

@@ -10,6 +10,7 @@ complete someone else's install.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 
 from flask import Blueprint, make_response, redirect, request
@@ -28,6 +29,18 @@ bp = Blueprint(KEY, __name__, url_prefix="/salesforce")
 STATE_MAX_AGE = 600
 STATE_COOKIE = "pql_sf_install"
 ENVIRONMENTS = ("production", "sandbox")
+# An org's My Domain login host (orgs may block login.salesforce.com for their users).
+MY_DOMAIN = re.compile(
+    r"[a-z0-9](?:[a-z0-9-]{0,62})(?:--[a-z0-9]+)?(?:\.(?:sandbox|develop))?\.my\.salesforce\.com"
+)
+
+
+def my_domain_login(raw: str) -> str | None:
+    """``https://<host>`` for a My Domain host (``acme.my.salesforce.com``, with or without
+    ``https://``), None for anything else: the host is where the code is exchanged, so it
+    must be Salesforce's."""
+    host = raw.strip().lower().removeprefix("https://").rstrip("/")
+    return f"https://{host}" if MY_DOMAIN.fullmatch(host) else None
 
 
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
@@ -67,11 +80,18 @@ def install():
     environment = request.args.get("environment", "production")
     if environment not in ENVIRONMENTS:
         return _error_page("environment must be production or sandbox.", 400)
+    login = login_url(settings, environment)
+    if request.args.get("my_domain"):
+        login = my_domain_login(request.args["my_domain"])
+        if login is None:
+            return _error_page(
+                "my_domain must be your org's My Domain host, like acme.my.salesforce.com.", 400
+            )
     verifier, challenge = auth.pkce_pair()
     nonce = secrets.token_urlsafe(16)
-    state = _serializer("state").dumps({"nonce": nonce, "environment": environment})
+    state = _serializer("state").dumps({"nonce": nonce, "environment": environment, "login": login})
     target = auth.authorize_url(
-        login_url(settings, environment),
+        login,
         settings.salesforce_client_id,
         _redirect_uri(),
         state,
@@ -115,7 +135,12 @@ def oauth_callback():
     svc = services()
     try:
         installed = complete_install(
-            svc, code, _redirect_uri(), cookie["verifier"], payload["environment"]
+            svc,
+            code,
+            _redirect_uri(),
+            cookie["verifier"],
+            payload["environment"],
+            login=payload.get("login"),
         )
     except MissingPermissions as exc:
         return _error_page(
@@ -140,12 +165,18 @@ class MissingPermissions(CrmError):
 
 
 def complete_install(
-    svc, code: str, redirect_uri: str, verifier: str, environment: str = "production"
+    svc,
+    code: str,
+    redirect_uri: str,
+    verifier: str,
+    environment: str = "production",
+    login: str | None = None,
 ) -> lifecycle.Installed:
-    """Exchange the code (with the PKCE verifier) at the login host the install started on;
-    the token answer names the org, the integration user and the instance URL."""
+    """Exchange the code (with the PKCE verifier) at the login host the install started on
+    (the org's My Domain when given; it is kept for the tenant's refreshes); the token answer
+    names the org, the integration user and the instance URL."""
     settings = svc.settings
-    login = login_url(settings, environment)
+    login = login or login_url(settings, environment)
     tokens = auth.exchange_code(
         login,
         settings.salesforce_client_id,

@@ -6,11 +6,13 @@ from urllib.parse import parse_qs, urlsplit
 
 LOGIN = "https://login.sandbox-sf.test"
 INSTANCE = "https://acme.my.sandbox-sf.test"
+MY_DOMAIN = "https://acme.my.salesforce.com"  # an org's own login host
 
 
-def install(client, org_server, environment="production", org=None, user=None):
+def install(client, org_server, environment="production", org=None, user=None, my_domain=None):
     """The admin's browser: our install URL → Salesforce's consent → our callback."""
-    started = client.get(f"/salesforce/install?environment={environment}")
+    extra = f"&my_domain={my_domain}" if my_domain else ""
+    started = client.get(f"/salesforce/install?environment={environment}{extra}")
     assert started.status_code == 302
     consent = urlsplit(started.headers["Location"])
     query = parse_qs(consent.query)

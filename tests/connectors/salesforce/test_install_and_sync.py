@@ -19,7 +19,7 @@ from app.tenants import issue_write_key
 from connectors.base import CrmPaused
 from tests.helpers.apps import write_key_of
 from tests.helpers.hubspot import NOW, acme, dropping, send
-from tests.helpers.salesforce import INSTANCE, LOGIN, install
+from tests.helpers.salesforce import INSTANCE, LOGIN, MY_DOMAIN, install
 
 
 @pytest.fixture
@@ -446,3 +446,23 @@ def test_a_transient_token_error_is_retried_not_a_reinstall(
     assert not isinstance(caught.value, lifecycle.AuthorizationLost)
     assert crm_status(client, db, tenant_id)["needs_reauthorisation"] is False
     assert sync(app, tenant_id).subjects["account"].created == 1  # the next round goes through
+
+
+def test_an_org_that_blocks_the_global_login_host_installs_through_its_my_domain(
+    app, client, db, org_server
+):
+    started = client.get("/salesforce/install?my_domain=acme.my.salesforce.com")
+    assert started.headers["Location"].startswith(f"{MY_DOMAIN}/services/oauth2/authorize?")
+    page, org = install(client, org_server, my_domain="acme.my.salesforce.com")
+    assert page.status_code == 200, page.get_data(as_text=True)
+    with db.system_session() as session:
+        tenant = session.scalars(select(Tenant).where(Tenant.external_id == org.org_id)).one()
+    assert tenant.settings["login_url"] == MY_DOMAIN  # refreshes go there too
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example.com", "acme.my.salesforce.com.evil.io", "http://acme.my.salesforce.com"]
+)
+def test_a_login_host_that_is_not_a_my_domain_is_refused(app, client, host):
+    answer = client.get(f"/salesforce/install?my_domain={host}")
+    assert answer.status_code == 400 and "My Domain" in answer.get_data(as_text=True)
