@@ -669,13 +669,17 @@ class SalesforceSandbox:
                 status, error, description = sandbox.token_failures.pop(0)
                 return jsonify(error=error, error_description=description), status
             elif form.get("grant_type") == "refresh_token":
-                refresh = None
                 owner = sandbox.refresh.get(form.get("refresh_token", ""))
                 if owner is None:
                     return jsonify(
                         error="invalid_grant", error_description="expired access/refresh token"
                     ), 400
                 org_id, user_id = owner
+                # Refresh-token rotation (required of partner apps): a new one replaces the
+                # one used, which stops working.
+                del sandbox.refresh[form["refresh_token"]]
+                refresh = "5Aep" + secrets.token_urlsafe(24)
+                sandbox.refresh[refresh] = owner
             else:
                 return jsonify(error="unsupported_grant_type"), 400
             access = "00D!" + secrets.token_urlsafe(24)

@@ -139,7 +139,8 @@ def refresh_tokens(
     refresh_token: str,
     verify: str | bool = True,
 ) -> SalesforceTokens:
-    """A new access token; Salesforce keeps the refresh token (it is not rotated)."""
+    """A new access token, and a new refresh token where the app rotates them (partner apps
+    must); without one in the answer the one held stays valid."""
     return _token_grant(
         login_url,
         {

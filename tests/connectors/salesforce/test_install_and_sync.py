@@ -251,11 +251,15 @@ def test_an_expired_session_is_refreshed_through_the_token_endpoint(
     with db.system_session() as session:
         before = session.get(Tenant, tenant_id).access_token_encrypted
     org_server.expire_sessions()
+    used = set(org_server.refresh)
     report = scored_and_synced(app, client, db, tenant_id, key)
     assert report.calls["token_refreshes"] == 1
     with db.system_session() as session:
         tenant = session.get(Tenant, tenant_id)
     assert tenant.access_token_encrypted != before and tenant.status == "active"
+    # The refresh token was rotated: the one kept is the new one, the old one is dead.
+    kept = app.extensions["pql"].token_cipher.decrypt(tenant.refresh_token_encrypted)
+    assert kept in org_server.refresh and kept not in used
 
 
 def test_a_revoked_refresh_token_asks_for_reauthorisation(app, client, db, installed, org_server):
