@@ -273,7 +273,11 @@ def deliver_pending(
         due = session.execute(
             select(Delivery, Trigger)
             .join(Trigger, Trigger.id == Delivery.trigger_id)
-            .where(Delivery.status == "pending", Delivery.next_attempt_at <= now)
+            .where(
+                Delivery.status == "pending",
+                Delivery.next_attempt_at <= now,
+                Trigger.enabled.is_(True),  # a disabled trigger's queue is not sent
+            )
             .order_by(Delivery.next_attempt_at, Delivery.id)
             .limit(BATCH)
         ).all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, g, redirect, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.web.admin.session import bp, tenant_db, tenant_segment_names
 
@@ -95,7 +95,7 @@ def create_trigger():
 
 @bp.post("/triggers/<int(max=2147483647):trigger_id>/<any(enable, disable, delete):change>")
 def change_trigger(trigger_id: int, change: str):
-    from app.models import Trigger
+    from app.models import Delivery, Trigger
 
     with tenant_db().tenant_transaction(g.tenant_id) as db_session:
         rule = db_session.get(Trigger, trigger_id)
@@ -105,4 +105,11 @@ def change_trigger(trigger_id: int, change: str):
             db_session.delete(rule)
         else:
             rule.enabled = change == "enable"
+            if not rule.enabled:
+                # What it queued is not sent either (it was meant for the rule as it was).
+                db_session.execute(
+                    update(Delivery)
+                    .where(Delivery.trigger_id == rule.id, Delivery.status == "pending")
+                    .values(status="cancelled")
+                )
     return redirect(url_for("admin_ui.triggers_page"))

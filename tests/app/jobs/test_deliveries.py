@@ -282,3 +282,24 @@ def test_accounts_already_paying_when_first_seen_get_no_handoff(
     lifecycle.sync_tenant(svc, tenant_id)
     assert lifecycle.sync_tenant(svc, tenant_id).handoffs_written == 0
     assert portal(sandbox).objects["notes"] == {}
+
+
+def test_disabling_a_trigger_stops_what_it_had_queued(app, client, db, installed):
+    tenant_id, key = installed
+    rule = add_trigger(db, tenant_id)
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    assert len(deliveries(db, tenant_id)) == 1
+    with db.tenant_transaction(tenant_id) as session:
+        session.get(Trigger, rule).enabled = False
+    with responses.RequestsMock():  # no request may leave
+        assert deliver_pending(db, tenant_id, NOW) == {"delivered": 0, "retrying": 0, "failed": 0}
+    assert deliveries(db, tenant_id)[0].attempts == 0
+    # Disabled from the triggers page (the install signed this browser in), the queue is
+    # cancelled too.
+    with db.tenant_transaction(tenant_id) as session:
+        session.get(Trigger, rule).enabled = True
+    page = client.get("/app/triggers").get_data(as_text=True)
+    token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    client.post(f"/app/triggers/{rule}/disable", data={"csrf": token})
+    assert [d.status for d in deliveries(db, tenant_id)] == ["cancelled"]
