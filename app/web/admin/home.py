@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import abort, g, redirect, render_template, request, session, url_for
+from flask import abort, g, render_template, request, session
 from sqlalchemy import func, select
 
 from app.models import (
@@ -22,6 +22,12 @@ from app.web.admin.session import bp, tenant_db
 
 @bp.get("/")
 def home():
+    return _home_page()
+
+
+def _home_page(revealed: dict | None = None):
+    """The home page; ``revealed`` is a key shown in this answer only (never kept in the
+    session cookie, which is signed, not encrypted; the page is not stored either)."""
     svc = services()
     now = svc.clock()
     start_of_day = dt.datetime.combine(now.date(), dt.time(), dt.UTC)
@@ -61,7 +67,7 @@ def home():
         sync_error=doc.get("sync_error"),
         sync_paused=doc.get("sync_paused"),
         api_usage=doc.get("crm_api_usage"),
-        revealed=session.pop("revealed", None),
+        revealed=revealed,
         grace_days=svc.settings.uninstall_grace_days,
     )
 
@@ -78,11 +84,9 @@ def _key(key_id: int) -> WriteKey:
 def reveal_key(key_id: int):
     key = _key(key_id)
     if not key.secret_encrypted or key.revoked_at:
-        session["revealed"] = {"id": key.id, "error": "This key cannot be shown again: rotate it."}
-    else:
-        secret = services().token_cipher.decrypt(key.secret_encrypted)
-        session["revealed"] = {"id": key.id, "secret": secret}
-    return redirect(url_for("admin_ui.home"))
+        return _home_page({"id": key.id, "error": "This key cannot be shown again: rotate it."})
+    secret = services().token_cipher.decrypt(key.secret_encrypted)
+    return _home_page({"id": key.id, "secret": secret})
 
 
 @bp.post("/keys/<int(max=2147483647):key_id>/rotate")
@@ -92,8 +96,7 @@ def rotate_key(key_id: int):
         fresh = rotate_write_key(svc.db, g.tenant_id, key_id, cipher=svc.token_cipher)
     except ValueError:
         abort(409, description="That key is already revoked.")
-    session["revealed"] = {"id": fresh.key_id, "secret": fresh.secret, "rotated": key_id}
-    return redirect(url_for("admin_ui.home"))
+    return _home_page({"id": fresh.key_id, "secret": fresh.secret, "rotated": key_id})
 
 
 @bp.post("/uninstall")

@@ -164,16 +164,22 @@ def test_preview_then_save_then_roll_back(admin, client, db):
     assert "Saved as version 3" in client.get(back.headers["Location"]).get_data(as_text=True)
 
 
-def test_write_keys_are_revealed_and_rotated(admin, client, db):
+def test_write_keys_are_revealed_and_rotated(app, admin, client, db):
     tenant_id, key = admin
     home = client.get("/app/")
     token = csrf(home)
     with db.tenant_session(tenant_id) as session:
         key_id = session.scalar(select(WriteKey.id))
-    client.post(f"/app/keys/{key_id}/reveal", data={"csrf": token})
-    assert f'<code id="revealed-key">{key}</code>' in client.get("/app/").get_data(as_text=True)
-    client.post(f"/app/keys/{key_id}/rotate", data={"csrf": token})
-    page = client.get("/app/").get_data(as_text=True)
+    shown = client.post(f"/app/keys/{key_id}/reveal", data={"csrf": token})
+    assert f'<code id="revealed-key">{key}</code>' in shown.get_data(as_text=True)
+    assert shown.headers["Cache-Control"] == "no-store"
+    # Shown in that answer only: not kept in the (signed, not encrypted) session cookie.
+    cookie = client.get_cookie("pql_session").value
+    kept = app.session_interface.get_signing_serializer(app).loads(cookie)
+    assert key not in str(kept)
+    assert key not in client.get("/app/").get_data(as_text=True)
+    rotated = client.post(f"/app/keys/{key_id}/rotate", data={"csrf": token})
+    page = rotated.get_data(as_text=True)
     fresh = re.search(r'<code id="revealed-key">([^<]+)</code>', page).group(1)
     assert fresh != key and f"Key {key_id} is revoked" in page
     with db.tenant_session(tenant_id) as session:
