@@ -82,6 +82,20 @@ def installation(db: Database, crm: str, external_id: str, active: bool = True) 
         return session.scalar(query)
 
 
+def end_admin_sessions(db: Database, tenant_id: int) -> None:
+    """Every admin-page session of the tenant ends (logout, uninstall, a new install): the
+    sessions carry the generation they were signed in under, and this moves it on."""
+    with db.system_transaction() as session:
+        tenant = session.get(Tenant, tenant_id, with_for_update=True)
+        doc = dict(tenant.settings or {})
+        doc["session_generation"] = int(doc.get("session_generation", 0)) + 1
+        tenant.settings = doc
+
+
+def session_generation(tenant: Tenant) -> int:
+    return int((tenant.settings or {}).get("session_generation", 0))
+
+
 def list_tenants(db: Database) -> list[Tenant]:
     with db.system_session() as session:
         return list(session.scalars(select(Tenant).order_by(Tenant.id)))

@@ -22,7 +22,7 @@ from app.sync.handoff import write_handoffs
 from app.sync.pull import pull
 from app.sync.push import SyncReport, push_changed_traits
 from app.sync.schema import ensure_schema
-from app.tenants import NotFound, get_tenant, issue_write_key
+from app.tenants import NotFound, end_admin_sessions, get_tenant, issue_write_key
 from connectors import registry
 from connectors.base import AuthorizationLost, CrmError, CrmPaused
 
@@ -78,6 +78,9 @@ def activate(
         for stale in ("schema_version", "sync_paused", "sync_error", "needs_reauth_since"):
             doc.pop(stale, None)  # a reinstall re-checks the properties and starts afresh
         doc["installed_at"] = now.isoformat()  # journal events older than this are history
+        if not already_active:
+            # A new install (or one after an uninstall): sessions from before it end.
+            doc["session_generation"] = int(doc.get("session_generation", 0)) + 1
         tenant.settings = doc
         session.flush()
         tenant_id = tenant.id
@@ -236,6 +239,7 @@ def uninstall(svc, tenant_id: int, at_crm: bool = True) -> None:
     provider = provider_of(svc, tenant_id)
     if at_crm and provider and provider.revoke and tenant.refresh_token_encrypted:
         provider.revoke(svc, tenant)
+    end_admin_sessions(svc.db, tenant_id)
     with svc.db.system_transaction() as session:
         tenant = session.get(Tenant, tenant_id, with_for_update=True)
         tenant.status = "uninstalled"

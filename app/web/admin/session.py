@@ -14,6 +14,7 @@ from app.models import Tenant
 from app.scores.definitions_store import current_definitions
 from app.security import constant_time_equals
 from app.services import services
+from app.tenants import end_admin_sessions, get_tenant, session_generation
 from app.web.read_model import segment_names
 from connectors import registry
 
@@ -33,6 +34,7 @@ def sign_in(tenant_id: int, actor: str) -> None:
     session["actor"] = actor
     session["csrf"] = secrets.token_urlsafe(24)
     session["signed_in_at"] = services().clock().isoformat()
+    session["generation"] = session_generation(get_tenant(services().db, tenant_id))
 
 
 @bp.before_request
@@ -49,7 +51,8 @@ def require_session():
         return redirect(url_for("admin_ui.login", next=request.path))
     with services().db.system_session() as db_session:
         tenant = db_session.get(Tenant, tenant_id)
-    if tenant is None or tenant.status == "uninstalled":
+    ended = tenant is not None and session.get("generation", 0) != session_generation(tenant)
+    if tenant is None or tenant.status == "uninstalled" or ended:
         session.clear()
         return redirect(url_for("admin_ui.login"))
     g.tenant_id, g.tenant, g.actor = tenant_id, tenant, session.get("actor", "admin")
@@ -84,6 +87,8 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    # A copy of this cookie (taken before the logout) must not keep working.
+    end_admin_sessions(services().db, g.tenant_id)
     session.clear()
     return redirect(url_for("admin_ui.login"))
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from app.models import DefinitionsVersion, Tenant, WriteKey
 from app.scores.scoring_pass import recompute
+from app.sync.lifecycle import uninstall
 from tests.helpers.apps import write_key_of
 from tests.helpers.hubspot import NOW, acme, install
 
@@ -257,3 +258,24 @@ def test_an_admin_uninstalls_from_the_admin_pages_after_confirming(admin, client
     assert tenant.status == "uninstalled"
     assert sandbox.sandbox.stats["uninstalls"] == 1  # the app left the portal too
     assert client.get("/app/").status_code == 302  # this session is over
+
+
+def test_a_copied_session_cookie_stops_working_after_logout_and_after_a_reinstall(
+    app, admin, client, db, sandbox
+):
+    copied = client.get_cookie("pql_session").value
+    thief = app.test_client()
+    thief.set_cookie("pql_session", copied)
+    assert thief.get("/app/").status_code == 200
+    client.post("/app/logout", data={"csrf": csrf(client.get("/app/"))})
+    assert thief.get("/app/").status_code == 302  # the copy ended with the logout
+    # Signed in again, then the app is uninstalled and installed again: old sessions end.
+    install(client, 777)
+    copied = client.get_cookie("pql_session").value
+    thief.set_cookie("pql_session", copied)
+    assert thief.get("/app/").status_code == 200
+    tenant_id, _ = admin
+    uninstall(app.extensions["pql"], tenant_id)
+    install(client, 777)
+    assert client.get("/app/").status_code == 200  # the new install's session works
+    assert thief.get("/app/").status_code == 302
