@@ -50,7 +50,11 @@ def has_nul(value: Any) -> bool:
 
 
 def json_document(
-    raw: bytes, expect: type = dict, what: str = "a JSON object", refuse_nul: bool = True
+    raw: bytes,
+    expect: type = dict,
+    what: str = "a JSON object",
+    refuse_nul: bool = True,
+    **loads: Any,
 ) -> Any:
     """``raw`` parsed as JSON of type ``expect`` (400 ``invalid_json`` otherwise; 400
     ``invalid_characters`` for a NUL, unless the caller refuses NULs per item itself, as the
@@ -58,7 +62,7 @@ def json_document(
     if not raw.strip():
         raise RequestError(400, "invalid_json", f"request body is empty; send {what}")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, **loads)
     except UnicodeDecodeError as exc:
         raise RequestError(400, "invalid_json", "request body is not UTF-8 text") from exc
     except RecursionError as exc:

@@ -22,6 +22,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import math
 import uuid
 import zlib
 from typing import Any
@@ -51,6 +52,45 @@ PATH_TYPES = {
 BATCH_PATHS = ("batch", "b", "import")
 MAX_BATCH_MESSAGES = 2500
 MAX_ID_LENGTH = 255
+# Times a product event can carry (and the database and CRMs store).
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+MAX_INT_DIGITS = 4300  # Python's own limit for int(); longer numbers are refused per message
+
+
+class _TooLong:
+    """A JSON integer with more digits than Python converts: refused with its message."""
+
+
+TOO_LONG = _TooLong()
+
+
+def parse_int(text: str) -> int | _TooLong:
+    """``json.loads``' integers, without the ValueError that would refuse the whole body."""
+    return int(text) if len(text.lstrip("-")) <= MAX_INT_DIGITS else TOO_LONG
+
+
+def unstorable(value: Any) -> str | None:
+    """Why a value cannot be stored as JSON and text, if it cannot: NaN and Infinity (not
+    JSON, refused by PostgreSQL's JSONB), lone UTF-16 surrogates (not UTF-8), integers longer
+    than Python converts."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "contains NaN or Infinity, which JSON does not allow"
+    if isinstance(value, _TooLong):
+        return f"contains a number of more than {MAX_INT_DIGITS} digits"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone UTF-16 surrogate, which is not text"
+        return None
+    if isinstance(value, dict):
+        return next(
+            (r for k, v in value.items() for r in (unstorable(k), unstorable(v)) if r), None
+        )
+    if isinstance(value, list):
+        return next((r for v in value if (r := unstorable(v))), None)
+    return None
 
 
 # --- decoding ------------------------------------------------------------------------------
@@ -135,6 +175,10 @@ class Timestamp(fields.Field):
             raise ValidationError(f"is not an ISO-8601 date-time: {value[:40]!r}") from exc
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)
+        if not EARLIEST <= parsed < LATEST:
+            raise ValidationError(
+                f"must be between {EARLIEST.year} and {LATEST.year - 1}: {value[:40]!r}"
+            )
         return parsed.astimezone(dt.UTC)
 
 
@@ -200,7 +244,10 @@ def corrected_timestamp(
         return received_at
     if sent_at is None:
         return timestamp
-    return received_at - (sent_at - timestamp)
+    corrected = received_at - (sent_at - timestamp)  # OverflowError past year 1 or 9999
+    if not EARLIEST <= corrected < LATEST:
+        raise OverflowError(f"the corrected time {corrected:%Y-%m-%d} is out of range")
+    return corrected
 
 
 def _group_id_of(data: dict[str, Any]) -> str | None:
@@ -306,6 +353,17 @@ def parse_messages(
         if forced_type is not None:
             merged["type"] = forced_type
         message_id = merged.get("messageId") if isinstance(merged.get("messageId"), str) else None
+        problem = unstorable(merged)
+        if problem:
+            rejections.append(
+                Rejection(
+                    index,
+                    None if unstorable(message_id) else message_id,
+                    {"_schema": [problem]},
+                    "",
+                )
+            )
+            continue
         serialized = _serialized(merged)
         if "\\u0000" in serialized and has_nul(merged):
             rejections.append(
@@ -342,7 +400,17 @@ def parse_messages(
                 Rejection(index, message_id, exc.messages_dict, _excerpt(merged, max_message_bytes))
             )
             continue
-        messages.append(_to_message(data, merged, received_at))
+        try:
+            messages.append(_to_message(data, merged, received_at))
+        except OverflowError:
+            rejections.append(
+                Rejection(
+                    index,
+                    message_id,
+                    {"timestamp": ["timestamp and sentAt are too far apart to correct"]},
+                    _excerpt(merged, max_message_bytes),
+                )
+            )
 
     if not messages:
         if forced_type is not None:

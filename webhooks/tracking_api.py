@@ -23,6 +23,7 @@ from webhooks.segment import (
     BATCH_PATHS,
     PATH_TYPES,
     decode_body,
+    parse_int,
     parse_messages,
     write_key_from,
 )
@@ -69,7 +70,8 @@ class TrackingRequest(InboundRequest):
         batch = self.path in BATCH_PATHS
         limit = settings.max_batch_bytes if batch else settings.max_message_bytes
         decoded = decode_body(self.body, request.headers.get("Content-Encoding"), limit)
-        self.document = json_document(decoded, refuse_nul=False)  # refused per message
+        # NULs and numbers that cannot be stored are refused per message, not per request.
+        self.document = json_document(decoded, refuse_nul=False, parse_int=parse_int)
         write_key = write_key_from(request.headers.get("Authorization"), self.document)
         if not write_key:
             raise RequestError(

@@ -318,7 +318,10 @@ def domain_of(value: Any) -> str | None:
     text = value.strip().lower()
     if "@" in text and "/" not in text:
         text = text.rsplit("@", 1)[1]
-    host = urlsplit(text if "//" in text else "//" + text).hostname or ""
+    try:
+        host = urlsplit(text if "//" in text else "//" + text).hostname or ""
+    except ValueError:  # not a URL at all ("http://[::1", say): no domain to match on
+        return None
     host = host.removeprefix("www.")
     return host[:255] or None
 

@@ -343,3 +343,51 @@ def test_a_nul_character_is_refused_by_name_not_a_server_error(client, db, tenan
         from app.models import Event
 
         assert [e.name for e in session.scalars(select(Event))] == ["Fine"]
+
+
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ('{"type": "track", "userId": "x", "event": "E", "properties": {"n": NaN}}', "NaN"),
+        ('{"type": "track", "userId": "x", "event": "E", "properties": {"n": 1e999}}', "NaN"),
+        ('{"type": "track", "userId": "x", "event": "E", "properties": {"n": -Infinity}}', "NaN"),
+        ('{"type": "track", "userId": "\\ud800", "event": "E"}', "surrogate"),
+        ('{"type": "identify", "userId": "x", "traits": {"n": "\\udfff"}}', "surrogate"),
+        (
+            '{"type": "track", "userId": "x", "event": "E", "properties": {"n": 1'
+            + "0" * 5000
+            + "}}",
+            "digits",
+        ),
+        (
+            '{"type": "track", "userId": "x", "event": "E", "timestamp": "9999-12-31T00:00:00Z"}',
+            "between",
+        ),
+        (
+            '{"type": "track", "userId": "x", "event": "E", "timestamp": "0001-01-01T00:00:00Z",'
+            ' "sentAt": "9999-01-01T00:00:00Z"}',
+            "between",
+        ),
+        (
+            '{"type": "track", "userId": "x", "event": "E", "timestamp": "1971-01-01T00:00:00Z",'
+            ' "sentAt": "2099-01-01T00:00:00Z"}',
+            "too far apart",
+        ),
+    ],
+)
+def test_a_message_that_cannot_be_stored_is_refused_alone_and_the_batch_kept(
+    client, tenant_key, bad, why
+):
+    _, key = tenant_key
+    good = json.dumps(track(user="kept"))
+    body = ('{"batch": [' + good + ", " + bad + "]}").encode()
+    answer = post(client, "batch", body, key)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    [rejected] = answer.get_json()["rejected"]
+    assert rejected["index"] == 1 and why in json.dumps(rejected["errors"])
+
+
+def test_a_group_website_that_is_no_url_keeps_the_account_without_a_domain(client, tenant_key):
+    _, key = tenant_key
+    group = {"type": "group", "userId": "u", "groupId": "g", "traits": {"website": "http://[::1"}}
+    assert post(client, "group", group, key).status_code == 200
