@@ -69,12 +69,12 @@ def definitions_import(tenant_id: int, note: str, file) -> None:
     import yaml
     from marshmallow import ValidationError
 
-    from app.scores.definitions_store import save_definitions
+    from app.scores.definitions_store import load_yaml, save_definitions
 
     require_schema()
     tenant_or_fail(tenant_id)
     try:
-        document = yaml.safe_load(file)
+        document = load_yaml(file.read())
     except yaml.YAMLError as exc:
         raise click.ClickException(f"{file.name} is not valid YAML: {exc}") from exc
     try:

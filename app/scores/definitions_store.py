@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+import yaml
 from marshmallow import (
     RAISE,
     Schema,
@@ -91,10 +92,25 @@ def _checklist_field() -> fields.Field:
     )
 
 
+class ConditionValue(fields.Field):
+    """A condition's value: a scalar, or a flat list of scalars (``in``)."""
+
+    SCALARS = (str, int, float, bool, type(None))
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, list):
+            if len(value) > 1000 or not all(isinstance(v, self.SCALARS) for v in value):
+                raise ValidationError("must be a list of at most 1000 plain values")
+            return value
+        if not isinstance(value, self.SCALARS):
+            raise ValidationError("must be a plain value or a list of them")
+        return value
+
+
 class ConditionSchema(_Strict):
     field = fields.String(required=True, validate=validate.Length(min=1, max=255))
     op = fields.String(required=True, validate=validate.OneOf(CONDITION_OPS))
-    value = fields.Raw(allow_none=True, load_default=None)
+    value = ConditionValue(allow_none=True, load_default=None)
 
     @post_load
     def _make(self, data, **kwargs):
@@ -325,11 +341,64 @@ class DefinitionsSchema(_Strict):
 _schema = DefinitionsSchema()
 
 
+# A definitions document is a few kilobytes; these bounds are far above any real one.
+MAX_DOCUMENT_BYTES = 256 * 1024
+MAX_NODES = 20_000
+MAX_DEPTH = 16
+
+
+def _shape_problem(document: Any) -> str | None:
+    """Too deep or too many values (what a YAML alias bomb or a nested payload builds)."""
+    nodes, stack = 0, [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            return f"has more than {MAX_NODES} values"
+        if depth > MAX_DEPTH:
+            return f"is nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return None
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: definitions never need them, and aliases expand a
+    few hundred bytes into megabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases are not allowed", event.start_mark
+            )
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases are not allowed", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str | bytes) -> Any:
+    """A YAML (or JSON) definitions text, bounded: no anchors or aliases, at most
+    ``MAX_DOCUMENT_BYTES``. Raises ``yaml.YAMLError`` naming the problem."""
+    size = len(text.encode() if isinstance(text, str) else text)
+    if size > MAX_DOCUMENT_BYTES:
+        raise yaml.YAMLError(f"the text is {size} bytes; the limit is {MAX_DOCUMENT_BYTES}")
+    return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass
+
+
 def parse_document(document: Any) -> Definitions:
     """Validate a definitions document. Raises ``ValidationError`` whose ``messages`` name each
     bad field by its path."""
     if not isinstance(document, dict):
         raise ValidationError({"_schema": ["definitions must be an object"]})
+    problem = _shape_problem(document)
+    if problem:
+        raise ValidationError({"_schema": [f"the document {problem}"]})
     return _schema.load(document)
 
 

@@ -121,6 +121,26 @@ def test_definitions_import_of_an_invalid_file_names_the_fields_and_saves_nothin
     assert broken.exit_code == 1 and "not valid YAML" in broken.output
 
 
+def test_definitions_import_refuses_yaml_aliases_and_oversized_files(cli, db, tmp_path):
+    tenant = create_tenant(db, "Acme")
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8)
+    )
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    result = cli.invoke(
+        args=["definitions", "import", "--tenant", str(tenant.id), str(tmp_path / "bomb.yaml")]
+    )
+    assert result.exit_code == 1 and "anchors and aliases are not allowed" in result.output
+    (tmp_path / "big.yaml").write_text("frequency_days: 7\n" + "#" * 300_000 + "\n")
+    big = cli.invoke(
+        args=["definitions", "import", "--tenant", str(tenant.id), str(tmp_path / "big.yaml")]
+    )
+    assert big.exit_code == 1 and "the limit is" in big.output
+    history = cli.invoke(args=["definitions", "history", "--tenant", str(tenant.id)])
+    assert [line.split()[0] for line in history.output.splitlines()] == ["1"]
+
+
 def test_score_command_reports_what_it_scored(cli, db):
     tenant = create_tenant(db, "Acme")
     result = cli.invoke(args=["score", "--tenant", str(tenant.id)])

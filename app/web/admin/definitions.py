@@ -12,6 +12,7 @@ from marshmallow import ValidationError
 from app.scores.definitions_store import (
     current_definitions,
     definitions_history,
+    load_yaml,
     parse_document,
     rollback_definitions,
     save_definitions,
@@ -66,11 +67,13 @@ def _read_form() -> tuple[dict[str, Any], dict[str, list[str]], dict[str, str]]:
     errors: dict[str, list[str]] = {}
     for name, text in texts.items():
         try:
-            document[name] = yaml.safe_load(text) if text.strip() else None
+            document[name] = load_yaml(text) if text.strip() else None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            errors.setdefault(name, []).append(f"not valid YAML{where}: {exc.__class__.__name__}")
+            errors.setdefault(name, []).append(
+                f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}"
+            )
     document = {k: v for k, v in document.items() if v is not None}
     return document, errors, texts
 

@@ -140,6 +140,18 @@ def test_a_definitions_error_is_shown_next_to_its_field_and_nothing_is_saved(adm
         assert len(session.scalars(select(DefinitionsVersion)).all()) == 1
 
 
+def test_a_yaml_alias_bomb_in_the_form_is_refused_and_nothing_is_saved(admin, client, db):
+    tenant_id, _ = admin
+    page = client.get("/app/definitions")
+    texts = sections_of(page)
+    texts["trend"] = "x: &a [1, 1, 1, 1, 1, 1, 1, 1]\ny: &b [*a, *a, *a, *a, *a, *a, *a]\n"
+    answer = client.post("/app/definitions", data={**texts, "csrf": csrf(page), "action": "save"})
+    body = answer.get_data(as_text=True)
+    assert answer.status_code == 422 and "anchors and aliases are not allowed" in body
+    with db.tenant_session(tenant_id) as session:
+        assert len(session.scalars(select(DefinitionsVersion)).all()) == 1
+
+
 def test_preview_then_save_then_roll_back(admin, client, db):
     tenant_id, _ = admin
     page = client.get("/app/definitions")

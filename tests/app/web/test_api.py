@@ -164,3 +164,23 @@ def test_scoring_can_be_run_through_the_api(app, client, admin, tenant_key):
     app.extensions["pql"].clock = lambda: NOW + dt.timedelta(hours=1)
     body = client.post("/api/v1/scoring/run", json={"full": True}, headers=admin).get_json()
     assert (body["full"], body["accounts"]) == (True, 1)
+
+
+def test_a_deeply_nested_definitions_document_is_refused_with_a_422_not_a_crash(client, admin):
+    document = client.get("/api/v1/definitions", headers=admin).get_json()["document"]
+    nested: object = 1
+    for _ in range(900):
+        nested = [nested]
+    document["pql"]["limit_traits"] = [{"field": "plan", "op": "eq", "value": nested}]
+    response = client.put("/api/v1/definitions", json={"document": document}, headers=admin)
+    assert response.status_code == 422
+    assert "nested deeper" in str(response.get_json()["errors"])
+    assert client.get("/api/v1/definitions", headers=admin).get_json()["version"] == 1
+
+
+def test_a_condition_value_must_be_plain(client, admin):
+    document = client.get("/api/v1/definitions", headers=admin).get_json()["document"]
+    document["pql"]["limit_traits"] = [{"field": "plan", "op": "eq", "value": {"a": 1}}]
+    response = client.put("/api/v1/definitions", json={"document": document}, headers=admin)
+    assert response.status_code == 422
+    assert "plain value" in str(response.get_json()["errors"])
