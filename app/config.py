@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 
@@ -66,6 +67,9 @@ class Settings:
     database_url: str
     log_level: str = "INFO"
     public_url: str = "http://127.0.0.1:5000"
+    # SECRET_KEY or a token key is the public development value (refused beside a real CRM
+    # app, and by the web server on a non-loopback address).
+    development_secrets: bool = False
     # Ingestion limits follow Segment's HTTP API: 32 KB per message, 500 KB per batch.
     max_message_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
@@ -154,6 +158,12 @@ class Settings:
                     "(32 url-safe base64-encoded bytes)"
                 ) from exc
 
+        derived = {_dev_encryption_key(secret_key), _dev_encryption_key(DEV_SECRET_KEY)}
+        development_secrets = secret_key == DEV_SECRET_KEY or bool(derived & set(raw_keys))
+        public_url = env.get("PUBLIC_URL", "http://127.0.0.1:5000").rstrip("/")
+        if production:
+            _refuse_weak_production_values(secret_key, raw_keys, derived, public_url)
+
         database_url = env.get("DATABASE_URL", "")
         if not database_url:
             if instance_path is None:
@@ -161,6 +171,12 @@ class Settings:
             database_url = _default_sqlite_url(instance_path)
 
         crms = {**_hubspot(env), **_salesforce(env)}
+        if development_secrets and _real_crm(crms):
+            raise ConfigError(
+                "real CRM app credentials are set but SECRET_KEY or TOKEN_ENCRYPTION_KEYS is the "
+                "public development value: anyone could sign an admin session or read the "
+                "tokens (generate real values with: pql secrets generate)"
+            )
         if production and not (crms["hubspot_client_id"] or crms["salesforce_client_id"]):
             raise ConfigError(
                 "production needs a CRM app: set HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET, "
@@ -172,7 +188,8 @@ class Settings:
             token_encryption_keys=tuple(raw_keys),
             database_url=normalise_database_url(database_url),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
-            public_url=env.get("PUBLIC_URL", "http://127.0.0.1:5000").rstrip("/"),
+            public_url=public_url,
+            development_secrets=development_secrets,
             max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 32 * 1024, minimum=1024),
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", 500 * 1024, minimum=1024),
             ingest_messages_per_10s=_int(env, "INGEST_MESSAGES_PER_10S", 50_000, minimum=0),
@@ -183,6 +200,43 @@ class Settings:
             uninstall_grace_days=_int(env, "UNINSTALL_GRACE_DAYS", 30, minimum=0),
             reauth_grace_days=_int(env, "REAUTH_GRACE_DAYS", 14, minimum=1),
         )
+
+
+# A random SECRET_KEY of 32 characters has far more distinct characters than this.
+MIN_DISTINCT_SECRET_CHARACTERS = 12
+
+
+def _refuse_weak_production_values(
+    secret_key: str, raw_keys: list[str], derived: set[str], public_url: str
+) -> None:
+    if len(set(secret_key)) < MIN_DISTINCT_SECRET_CHARACTERS:
+        raise ConfigError(
+            "SECRET_KEY is not random (too few distinct characters); "
+            "generate one with: pql secrets generate"
+        )
+    if derived & set(raw_keys):
+        raise ConfigError(
+            "TOKEN_ENCRYPTION_KEYS holds the development key derived from SECRET_KEY; "
+            "generate one with: pql secrets generate"
+        )
+    if not public_url.startswith("https://"):
+        raise ConfigError(
+            f"PUBLIC_URL must be an https:// address in production, got {public_url!r} "
+            "(OAuth redirects and session cookies travel over it)"
+        )
+
+
+def _real_crm(crms: dict) -> bool:
+    """App credentials for the real platforms (not a local stand-in)."""
+
+    def host(url: str) -> str:
+        return (urlsplit(url).hostname or "").lower()
+
+    hubspot = crms["hubspot_client_id"] and host(crms["hubspot_base_url"]).endswith("hubapi.com")
+    salesforce = crms["salesforce_client_id"] and host(crms["salesforce_login_url"]).endswith(
+        ("salesforce.com", "force.com")
+    )
+    return bool(hubspot or salesforce)
 
 
 def _property_prefix(raw: str) -> str:

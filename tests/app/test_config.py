@@ -7,11 +7,16 @@ from app.config import ConfigError, Settings
 from app.security import new_encryption_key
 from sandbox.hubspot import app_env as hubspot_env
 
-REAL_SECRET = "s" * 48
+REAL_SECRET = "Vq3k9ZpL0wX7mB2nR8tY5cH1jF6dG4sA"
 
 
 def production(**extra):
-    return {"APP_ENV": "production", "DATABASE_URL": "sqlite:///:memory:", **extra}
+    return {
+        "APP_ENV": "production",
+        "DATABASE_URL": "sqlite:///:memory:",
+        "PUBLIC_URL": "https://pql.example.com",
+        **extra,
+    }
 
 
 def test_production_refuses_to_start_without_secret_key():
@@ -120,8 +125,70 @@ def test_salesforce_settings_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="SALESFORCE_API_VERSION"):
         Settings.from_env({"SALESFORCE_API_VERSION": "v62"}, tmp_path)
     real = Settings.from_env(
-        {"SALESFORCE_CLIENT_ID": "id", "SALESFORCE_CLIENT_SECRET": "secret"}, tmp_path
+        {
+            "SALESFORCE_CLIENT_ID": "id",
+            "SALESFORCE_CLIENT_SECRET": "secret",
+            "SECRET_KEY": REAL_SECRET,
+            "TOKEN_ENCRYPTION_KEYS": new_encryption_key(),
+        },
+        tmp_path,
     )
     assert real.salesforce_login_url == "https://login.salesforce.com"
     assert real.salesforce_sandbox_login_url == "https://test.salesforce.com"
     assert real.salesforce_enabled
+
+
+def real_hubspot(**extra):
+    return {"HUBSPOT_CLIENT_ID": "a-client", "HUBSPOT_CLIENT_SECRET": "a-secret", **extra}
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"SECRET_KEY": "ab" * 24}, "SECRET_KEY is not random"),
+        ({"SECRET_KEY": "s" * 48}, "SECRET_KEY is not random"),
+        ({"PUBLIC_URL": "http://pql.example.com"}, "PUBLIC_URL must be an https"),
+    ],
+)
+def test_production_refuses_weak_values(extra, problem):
+    env = production(
+        **real_hubspot(SECRET_KEY=REAL_SECRET, TOKEN_ENCRYPTION_KEYS=new_encryption_key())
+    )
+    with pytest.raises(ConfigError, match=problem):
+        Settings.from_env({**env, **extra})
+
+
+def test_production_refuses_the_token_key_derived_from_the_secret_key():
+    from app.config import _dev_encryption_key
+
+    env = production(
+        **real_hubspot(
+            SECRET_KEY=REAL_SECRET,
+            TOKEN_ENCRYPTION_KEYS=f"{new_encryption_key()},{_dev_encryption_key(REAL_SECRET)}",
+        )
+    )
+    with pytest.raises(ConfigError, match="development key derived"):
+        Settings.from_env(env)
+
+
+def test_development_refuses_the_development_secrets_beside_real_crm_credentials(tmp_path):
+    with pytest.raises(ConfigError, match="public development value"):
+        Settings.from_env(real_hubspot(), instance_path=tmp_path)
+    with pytest.raises(ConfigError, match="public development value"):
+        Settings.from_env(
+            {"SALESFORCE_CLIENT_ID": "c", "SALESFORCE_CLIENT_SECRET": "s"}, instance_path=tmp_path
+        )
+    with pytest.raises(ConfigError, match="public development value"):
+        Settings.from_env(
+            real_hubspot(SECRET_KEY=REAL_SECRET), instance_path=tmp_path
+        )  # the token key is then derived from SECRET_KEY
+    safe = Settings.from_env(
+        real_hubspot(SECRET_KEY=REAL_SECRET, TOKEN_ENCRYPTION_KEYS=new_encryption_key()),
+        instance_path=tmp_path,
+    )
+    assert not safe.development_secrets
+    # A local stand-in for the CRM with the development secrets is the demo: allowed.
+    demo = Settings.from_env(
+        real_hubspot(HUBSPOT_BASE_URL="http://127.0.0.1:8025"), instance_path=tmp_path
+    )
+    assert demo.development_secrets

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from app.security import new_encryption_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,6 +36,8 @@ def test_the_web_process_logs_no_write_key_and_no_query_string(migrated_url, unu
     env = {
         **os.environ,
         "APP_ENV": "test",
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "TOKEN_ENCRYPTION_KEYS": new_encryption_key(),
         "DATABASE_URL": migrated_url,
         "PORT": str(unused_port),
         "WEB_CONCURRENCY": "1",
@@ -68,3 +73,18 @@ def test_the_web_process_logs_no_write_key_and_no_query_string(migrated_url, unu
     assert '"POST /v1/batch HTTP/1.1" 401' in output, output  # the access log is there
     assert "/hubspot/oauth-callback HTTP/1.1" in output
     assert key not in output and code not in output
+
+
+def test_the_web_process_refuses_a_public_address_with_the_development_secrets(
+    migrated_url, unused_port
+):
+    command = _procfile()["web"].split(" ", 1)[1]
+    argv = shlex.split(command)
+    argv[0] = str(Path(sys.executable).parent / argv[0])
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEYS")}
+    env.update(APP_ENV="development", DATABASE_URL=migrated_url, PORT=str(unused_port))
+    finished = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert finished.returncode != 0
+    assert "refusing to listen on 0.0.0.0" in finished.stdout + finished.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from tests.helpers.hubspot import install
@@ -35,7 +37,7 @@ def test_hsts_only_in_production(client, make_app):
 
     production = make_app(
         APP_ENV="production",
-        SECRET_KEY="k" * 16 + "Zx9" * 8,
+        SECRET_KEY=secrets.token_urlsafe(32),
         TOKEN_ENCRYPTION_KEYS=new_encryption_key(),
         PUBLIC_URL="https://pql.example.com",
     )
