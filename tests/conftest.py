@@ -203,3 +203,22 @@ def salesforce_app(make_app, org_server):
         SALESFORCE_SANDBOX_LOGIN_URL=salesforce.LOGIN,
         SALESFORCE_BULK_THRESHOLD="300",
     )
+
+
+# A public address (documentation examples resolve nowhere offline) for the trigger targets
+# tests send to: Slack's webhook host and the reserved ``.test`` names.
+PUBLIC_TEST_ADDRESS = "93.184.215.14"
+
+
+@pytest.fixture(autouse=True)
+def _public_test_hosts(monkeypatch):
+    from app.jobs import outbound
+
+    real = outbound._getaddrinfo
+
+    def getaddrinfo(host, port):
+        if host == outbound.SLACK_WEBHOOK_HOST or host.endswith(".test"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC_TEST_ADDRESS, port))]
+        return real(host, port)
+
+    monkeypatch.setattr(outbound, "_getaddrinfo", getaddrinfo)

@@ -11,6 +11,7 @@ once: a crash after a send and before its row is marked repeats that one send.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -18,12 +19,14 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db import Database
+from app.jobs import outbound
 from app.models import (
     Account,
     AccountMembership,
@@ -49,8 +52,9 @@ BATCH = 100
 # --- rules ------------------------------------------------------------------------------------
 
 
-def check_trigger(values: dict[str, Any]) -> dict[str, str]:
-    """Problems with a trigger's settings, by field."""
+def check_trigger(values: dict[str, Any], allow_loopback: bool = False) -> dict[str, str]:
+    """Problems with a trigger's settings, by field. A target URL is checked as it will be at
+    send time (``app.jobs.outbound``); ``allow_loopback`` outside production only."""
     problems = check(values.get("subject", ""), values.get("event", ""), values.get("params", {}))
     if not str(values.get("name") or "").strip():
         problems["name"] = "give the trigger a name"
@@ -60,8 +64,10 @@ def check_trigger(values: dict[str, Any]) -> dict[str, str]:
         problems["action"] = f"must be one of {', '.join(ACTIONS)}"
     if action in ("slack", "webhook"):
         url = str(action_params.get("url") or "")
-        if not url.startswith("https://") and not url.startswith("http://127.0.0.1"):
-            problems["url"] = "an https:// URL"
+        try:
+            outbound.resolve(url, allow_loopback, slack=action == "slack")
+        except outbound.UnsafeTarget as exc:
+            problems["url"] = str(exc)
     if action == "webhook" and len(str(action_params.get("secret") or "")) < 16:
         problems["secret"] = "at least 16 characters, to sign the requests"
     cap = values.get("cap_hours")
@@ -202,22 +208,36 @@ class DeliveryError(Exception):
     """This attempt failed; the delivery is retried later."""
 
 
-def _post(url: str, body: bytes, headers: dict[str, str]) -> str:
+def _post(
+    url: str, body: bytes, headers: dict[str, str], allow_loopback: bool, slack: bool = False
+) -> str:
+    """The target is checked again (its host may resolve elsewhere by now). Only the host
+    and the status code are recorded: the URL's path is a credential for Slack, and an
+    answer's body is the target's text, not ours to store."""
+    host = urlsplit(url).hostname or "the target"
     try:
-        answer = requests.post(url, data=body, headers=headers, timeout=HTTP_TIMEOUT)
+        status = outbound.post(url, body, headers, HTTP_TIMEOUT, allow_loopback, slack)
+    except outbound.UnsafeTarget as exc:
+        raise DeliveryError(str(exc)) from exc
     except requests.RequestException as exc:
-        raise DeliveryError(f"no answer from {url}: {exc.__class__.__name__}") from exc
-    if not 200 <= answer.status_code < 300:
-        raise DeliveryError(f"{url} answered {answer.status_code}: {answer.text[:200]}")
-    return f"HTTP {answer.status_code}"
+        raise DeliveryError(f"no answer from {host}: {exc.__class__.__name__}") from exc
+    if not 200 <= status < 300:
+        raise DeliveryError(f"{host} answered HTTP {status}")
+    return f"HTTP {status}"
 
 
-def send_slack(rule: Trigger, payload: dict[str, Any]) -> str:
+def send_slack(rule: Trigger, payload: dict[str, Any], allow_loopback: bool = False) -> str:
     body = json.dumps({"text": message(payload)}).encode()
-    return _post(rule.action_params["url"], body, {"Content-Type": "application/json"})
+    return _post(
+        rule.action_params["url"],
+        body,
+        {"Content-Type": "application/json"},
+        allow_loopback,
+        slack=True,
+    )
 
 
-def send_webhook(rule: Trigger, payload: dict[str, Any]) -> str:
+def send_webhook(rule: Trigger, payload: dict[str, Any], allow_loopback: bool = False) -> str:
     body = json.dumps(payload, sort_keys=True).encode()
     timestamp = str(int(time.time()))
     headers = {
@@ -226,7 +246,7 @@ def send_webhook(rule: Trigger, payload: dict[str, Any]) -> str:
         "X-PQL-Signature": sign(rule.action_params["secret"], timestamp, body),
         "User-Agent": "pql-engine-triggers",
     }
-    return _post(rule.action_params["url"], body, headers)
+    return _post(rule.action_params["url"], body, headers, allow_loopback)
 
 
 def _crm_target(db: Database, tenant_id: int, delivery: Delivery) -> tuple[str, str | None, dict]:
@@ -264,10 +284,14 @@ def deliver_pending(
     now: dt.datetime,
     connector_factory: Callable[[], Any] | None = None,
     senders: dict[str, Callable[[Trigger, dict], str]] | None = None,
+    allow_loopback: bool = False,
 ) -> dict[str, int]:
     """Send this tenant's due deliveries (oldest first, a batch per call). Each attempt is
     recorded on its row; failures are retried after 1, 2, 4, 8, 16 minutes, then given up."""
-    senders = senders or {"slack": send_slack, "webhook": send_webhook}
+    senders = senders or {
+        "slack": functools.partial(send_slack, allow_loopback=allow_loopback),
+        "webhook": functools.partial(send_webhook, allow_loopback=allow_loopback),
+    }
     counts = {"delivered": 0, "retrying": 0, "failed": 0}
     with db.tenant_session(tenant_id) as session:
         due = session.execute(

@@ -71,7 +71,7 @@ def add_trigger(db, tenant_id, **values):
         "event": "new",
         "params": {},
         "action": "slack",
-        "action_params": {"url": "https://hooks.slack.test/T1/B1/x"},
+        "action_params": {"url": "https://hooks.slack.com/services/T1/B1/x"},
         "cap_hours": 24,
     }
     with db.tenant_transaction(tenant_id) as session:
@@ -140,7 +140,12 @@ def test_slack_and_signed_webhook_deliveries_with_retries_and_a_log(app, client,
     acme(client, key)
     recompute(db, tenant_id, NOW)
     with responses.RequestsMock() as mock:
-        mock.add(responses.POST, "https://hooks.slack.test/T1/B1/x", status=500)
+        mock.add(
+            responses.POST,
+            "https://hooks.slack.com/services/T1/B1/x",
+            status=500,
+            body="internal detail from the target",
+        )
         mock.add(responses.POST, "https://bridge.test/pql", status=200)
         counts = deliver_pending(db, tenant_id, NOW)
         assert counts == {"delivered": 1, "retrying": 1, "failed": 0}
@@ -149,12 +154,14 @@ def test_slack_and_signed_webhook_deliveries_with_retries_and_a_log(app, client,
         assert headers["X-PQL-Signature"] == sign(secret, headers["X-PQL-Timestamp"], body)
         assert json.loads(body)["name"] == "Acme"
     slack = next(d for d in deliveries(db, tenant_id) if d.payload["trigger"] == "Hot account")
-    assert (slack.status, slack.attempts) == ("pending", 1) and "answered 500" in slack.last_error
+    assert (slack.status, slack.attempts) == ("pending", 1)
+    # Only the host and status: the URL's path is Slack's credential, the body the target's.
+    assert slack.last_error == "hooks.slack.com answered HTTP 500"
     assert slack.next_attempt_at == NOW + dt.timedelta(minutes=1)
     # Not due yet: nothing is sent; when due, it goes out.
     with responses.RequestsMock() as mock:
         assert deliver_pending(db, tenant_id, NOW)["delivered"] == 0
-        mock.add(responses.POST, "https://hooks.slack.test/T1/B1/x", status=200)
+        mock.add(responses.POST, "https://hooks.slack.com/services/T1/B1/x", status=200)
         assert deliver_pending(db, tenant_id, NOW + dt.timedelta(minutes=2))["delivered"] == 1
         assert "Acme: first seen" in json.loads(mock.calls[0].request.body)["text"]
 
@@ -170,7 +177,7 @@ def test_a_delivery_that_keeps_failing_is_given_up_after_the_last_attempt(
     with responses.RequestsMock() as mock:
         mock.add(
             responses.POST,
-            "https://hooks.slack.test/T1/B1/x",
+            "https://hooks.slack.com/services/T1/B1/x",
             body=requests.ConnectionError("down"),
         )
         for _ in range(MAX_ATTEMPTS):
@@ -236,7 +243,7 @@ def test_the_triggers_page_creates_lists_and_logs(app, client, db, installed):
             "event": "activation_crossed",
             "threshold": "20",
             "action": "slack",
-            "url": "https://hooks.slack.test/a",
+            "url": "https://hooks.slack.com/services/a",
             "cap_hours": "12",
         },
     )
@@ -303,3 +310,53 @@ def test_disabling_a_trigger_stops_what_it_had_queued(app, client, db, installed
     token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
     client.post(f"/app/triggers/{rule}/disable", data={"csrf": token})
     assert [d.status for d in deliveries(db, tenant_id)] == ["cancelled"]
+
+
+def test_a_target_is_checked_again_at_send_time(app, client, db, installed, monkeypatch):
+    """A host that resolved to a public address when the trigger was saved and to a private
+    one now: nothing is sent, the log says why."""
+    from app.jobs import outbound
+
+    tenant_id, key = installed
+    add_trigger(
+        db,
+        tenant_id,
+        action="webhook",
+        action_params={"url": "https://bridge.test/pql", "secret": "s" * 24},
+    )
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    monkeypatch.setattr(
+        outbound,
+        "_getaddrinfo",
+        lambda host, port: [(2, 1, 6, "", ("169.254.169.254", port))],
+    )
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.POST, "https://bridge.test/pql", status=200)
+        assert deliver_pending(db, tenant_id, NOW)["retrying"] == 1
+        assert len(mock.calls) == 0
+    (row,) = deliveries(db, tenant_id)
+    assert "169.254.169.254, which is not a public address" in row.last_error
+
+
+def test_the_triggers_page_refuses_a_target_inside_the_network(app, client, db, installed):
+    tenant_id, _ = installed
+    page = client.get("/app/triggers")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.get_data(as_text=True)).group(1)
+    answer = client.post(
+        "/app/triggers",
+        data={
+            "csrf": token,
+            "name": "Metadata",
+            "subject": "account",
+            "event": "new",
+            "action": "webhook",
+            "url": "https://169.254.169.254/latest/meta-data",
+            "secret": "s" * 24,
+            "cap_hours": "24",
+        },
+    )
+    body = answer.get_data(as_text=True)
+    assert answer.status_code == 422 and "not a public address" in body
+    with db.tenant_session(tenant_id) as session:
+        assert session.scalars(select(Trigger)).all() == []
