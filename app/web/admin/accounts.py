@@ -69,9 +69,11 @@ def accounts():
             column.asc() if direction == "asc" else column.desc(), Account.id
         )
         if filters["q"]:
-            like = f"%{filters['q'].lower()}%"
+            # Wildcards the admin typed (`%`, `_`) are plain characters.
             query = query.where(
-                func.lower(func.coalesce(Account.name, Account.external_id)).like(like)
+                func.lower(func.coalesce(Account.name, Account.external_id)).contains(
+                    filters["q"].lower(), autoescape=True
+                )
             )
         if filters["pql"] in ("yes", "no"):
             query = query.where(AccountScore.pql.is_(filters["pql"] == "yes"))

@@ -205,6 +205,9 @@ def test_accounts_sort_filter_and_detail(admin, client):
     assert "Acme" in listing and '<svg id="spectrum"' in listing
     assert "1 accounts" in listing
     assert "0 accounts" in client.get("/app/accounts?q=zzz").get_data(as_text=True)
+    for wildcard in ("_", "%", "a_m"):  # matched every account before they were escaped
+        page = client.get("/app/accounts", query_string={"q": wildcard})
+        assert "0 accounts" in page.get_data(as_text=True), wildcard
     assert "0 accounts" in client.get("/app/accounts?pql=yes").get_data(as_text=True)
     detail = client.get("/app/accounts/acme").get_data(as_text=True)
     assert '<svg id="history"' in detail and "Created a report" in detail
