@@ -503,7 +503,13 @@ def definitions_version(db: Database, tenant_id: int, version: int) -> StoredDef
         return _stored(row) if row else None
 
 
-def definitions_history(db: Database, tenant_id: int) -> list[dict[str, Any]]:
+HISTORY_LIMIT = 100
+
+
+def definitions_history(
+    db: Database, tenant_id: int, limit: int = HISTORY_LIMIT, before: int | None = None
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` versions (older than version ``before``, to page back)."""
     with db.tenant_session(tenant_id) as session:
         rows = session.execute(
             select(
@@ -511,7 +517,10 @@ def definitions_history(db: Database, tenant_id: int) -> list[dict[str, Any]]:
                 DefinitionsVersion.created_at,
                 DefinitionsVersion.created_by,
                 DefinitionsVersion.note,
-            ).order_by(DefinitionsVersion.version.desc())
+            )
+            .where(*([] if before is None else [DefinitionsVersion.version < before]))
+            .order_by(DefinitionsVersion.version.desc())
+            .limit(limit)
         ).all()
     return [
         {"version": v, "created_at": c.isoformat(), "created_by": b, "note": n}

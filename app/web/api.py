@@ -116,7 +116,11 @@ def put_definitions():
 @bp.get("/definitions/versions")
 @admin_required
 def list_definition_versions():
-    return jsonify(versions=definitions_history(services().db, g.tenant_id))
+    """Newest first, ``limit`` (1-500, default 100) at a time; ``before`` pages back."""
+    limit = _int_arg("limit", 100, 1, 500)
+    before = _int_arg("before", 2147483647, 1, 2147483647)
+    versions = definitions_history(services().db, g.tenant_id, limit, before)
+    return jsonify(versions=versions)
 
 
 @bp.get("/definitions/versions/<int(max=2147483647):version>")

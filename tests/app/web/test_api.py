@@ -184,3 +184,17 @@ def test_a_condition_value_must_be_plain(client, admin):
     response = client.put("/api/v1/definitions", json={"document": document}, headers=admin)
     assert response.status_code == 422
     assert "plain value" in str(response.get_json()["errors"])
+
+
+def test_definitions_history_is_paged(client, admin):
+    document = client.get("/api/v1/definitions", headers=admin).get_json()["document"]
+    for days in (8, 9, 10):
+        document["frequency_days"] = days
+        client.put("/api/v1/definitions", json={"document": document}, headers=admin)
+    url = "/api/v1/definitions/versions"
+    first = client.get(url, query_string={"limit": 2}, headers=admin).get_json()["versions"]
+    assert [v["version"] for v in first] == [4, 3]
+    rest = client.get(url, query_string={"limit": 2, "before": 3}, headers=admin).get_json()
+    assert [v["version"] for v in rest["versions"]] == [2, 1]
+    refused = client.get(url, query_string={"limit": 100000}, headers=admin)
+    assert refused.status_code == 400 and "limit" in refused.get_json()["message"]
