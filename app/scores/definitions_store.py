@@ -369,13 +369,8 @@ class _NoAliasLoader(yaml.SafeLoader):
     few hundred bytes into megabytes."""
 
     def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, "anchors and aliases are not allowed", event.start_mark
-            )
         event = self.peek_event()
-        if getattr(event, "anchor", None):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise yaml.composer.ComposerError(
                 None, None, "anchors and aliases are not allowed", event.start_mark
             )

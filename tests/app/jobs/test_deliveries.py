@@ -212,40 +212,39 @@ def test_crm_task_and_note_actions_go_to_the_account_owner(app, client, db, inst
     assert ("notes", note["id"], "companies", record.crm_id) in portal(sandbox).associations
 
 
+def post_trigger_form(client, **fields):
+    """The Triggers page's form, posted with the page's CSRF token."""
+    page = client.get("/app/triggers").get_data(as_text=True)
+    token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    return client.post("/app/triggers", data={"csrf": token, **fields})
+
+
 def test_the_triggers_page_creates_lists_and_logs(app, client, db, installed):
     tenant_id, key = installed
-    page = client.get("/app/triggers")
-    token = re.search(r'name="csrf" value="([^"]+)"', page.get_data(as_text=True)).group(1)
-    bad = client.post(
-        "/app/triggers",
-        data={
-            "csrf": token,
-            "name": "",
-            "subject": "account",
-            "event": "activation_crossed",
-            "threshold": "150",
-            "action": "webhook",
-            "url": "ftp://x",
-            "secret": "short",
-            "cap_hours": "24",
-        },
+    bad = post_trigger_form(
+        client,
+        name="",
+        subject="account",
+        event="activation_crossed",
+        threshold="150",
+        action="webhook",
+        url="ftp://x",
+        secret="short",
+        cap_hours="24",
     )
     body = bad.get_data(as_text=True)
     assert bad.status_code == 422
     for field in ("name", "threshold", "url", "secret"):
         assert f'id="p-{field}"' in body, field
-    good = client.post(
-        "/app/triggers",
-        data={
-            "csrf": token,
-            "name": "Activated",
-            "subject": "account",
-            "event": "activation_crossed",
-            "threshold": "20",
-            "action": "slack",
-            "url": "https://hooks.slack.com/services/a",
-            "cap_hours": "12",
-        },
+    good = post_trigger_form(
+        client,
+        name="Activated",
+        subject="account",
+        event="activation_crossed",
+        threshold="20",
+        action="slack",
+        url="https://hooks.slack.com/services/a",
+        cap_hours="12",
     )
     assert good.status_code == 302
     acme(client, key)
@@ -341,20 +340,15 @@ def test_a_target_is_checked_again_at_send_time(app, client, db, installed, monk
 
 def test_the_triggers_page_refuses_a_target_inside_the_network(app, client, db, installed):
     tenant_id, _ = installed
-    page = client.get("/app/triggers")
-    token = re.search(r'name="csrf" value="([^"]+)"', page.get_data(as_text=True)).group(1)
-    answer = client.post(
-        "/app/triggers",
-        data={
-            "csrf": token,
-            "name": "Metadata",
-            "subject": "account",
-            "event": "new",
-            "action": "webhook",
-            "url": "https://169.254.169.254/latest/meta-data",
-            "secret": "s" * 24,
-            "cap_hours": "24",
-        },
+    answer = post_trigger_form(
+        client,
+        name="Metadata",
+        subject="account",
+        event="new",
+        action="webhook",
+        url="https://169.254.169.254/latest/meta-data",
+        secret="s" * 24,
+        cap_hours="24",
     )
     body = answer.get_data(as_text=True)
     assert answer.status_code == 422 and "not a public address" in body
