@@ -29,6 +29,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
@@ -113,6 +114,7 @@ STANDARD = {
     },
     "PermissionSet": {
         "Name": "string",
+        "NamespacePrefix": "string",
         "IsOwnedByProfile": "boolean",
         "PermissionsModifyAllData": "boolean",
         "PermissionsModifyMetadata": "boolean",
@@ -432,6 +434,12 @@ class Org:
         )
         self.insert("PermissionSetAssignment", {"PermissionSetId": profile, "AssigneeId": user_id})
 
+    def install_package(self, namespace: str, permission_sets: Sequence[str]) -> None:
+        """A managed package installed in the org: its permission sets carry the package's
+        namespace (Name stays the developer name, NamespacePrefix tells them apart)."""
+        for name in permission_sets:
+            self.insert("PermissionSet", {"Name": name, "NamespacePrefix": namespace})
+
     def add_user(self, name: str, **permissions: bool) -> str:
         """Another user of the org (a rep, say), with the profile permissions given."""
         user = self.insert(
@@ -530,7 +538,11 @@ class Org:
             for a in self.records["PermissionSetAssignment"].values()
             if a["AssigneeId"] == user_id
         }
-        names = {p["Name"] for pid, p in self.records["PermissionSet"].items() if pid in assigned}
+        names = {
+            f"{p['NamespacePrefix']}__{p['Name']}" if p.get("NamespacePrefix") else p["Name"]
+            for pid, p in self.records["PermissionSet"].items()
+            if pid in assigned
+        }
         return set().union(*(self.permission_sets.get(n, set()) for n in names))
 
     def find(self, sobject: str, record_id: str) -> dict[str, Any] | None:

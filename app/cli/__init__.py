@@ -8,6 +8,7 @@ from app.cli.crm import pull_command, sync_command
 from app.cli.database import db_group
 from app.cli.definitions import definitions_group, score_command
 from app.cli.encryption import secrets_group
+from app.cli.salesforce import salesforce_group
 from app.cli.tenants import key_group, tenant_group
 from app.cli.worker import worker_command
 
@@ -23,5 +24,6 @@ def register_commands(app: Flask) -> None:
         definitions_group,
         score_command,
         worker_command,
+        salesforce_group,
     ):
         app.cli.add_command(command)

@@ -21,6 +21,7 @@ from app.sync import lifecycle
 from app.web import install_pages
 from connectors.base import CrmError
 from connectors.salesforce import KEY, auth
+from connectors.salesforce.package import CALLBACK_PATH
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def _serializer(purpose: str) -> URLSafeTimedSerializer:
 
 
 def _redirect_uri() -> str:
-    return services().settings.public_url + "/salesforce/oauth-callback"
+    return services().settings.public_url + CALLBACK_PATH
 
 
 def login_url(settings, environment: str) -> str:

@@ -166,7 +166,10 @@ class SchemaMixin:
             r["Id"]
             for r in self._query(
                 "find permission set",
-                f"SELECT Id FROM PermissionSet WHERE Name = {quote_soql_value(PERMISSION_SET)}",
+                # The org's own set: a package's permission set of the same name (its
+                # NamespacePrefix set) is not editable and not the one upserted above.
+                f"SELECT Id FROM PermissionSet WHERE Name = {quote_soql_value(PERMISSION_SET)} "
+                "AND NamespacePrefix = null",
             )
         ]
         if not ids:

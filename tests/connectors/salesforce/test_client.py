@@ -164,6 +164,19 @@ def test_schema_creates_fields_a_permission_set_and_its_assignment_once(sandbox,
     assert len(app_assignments(org)) == 1
 
 
+def test_a_packaged_permission_set_of_the_same_name_is_not_the_one_assigned(org, connector):
+    # A managed package's permission set keeps its developer name in Name; only its
+    # NamespacePrefix tells it from the org's own, which the connector maintains.
+    org.install_package("pqlx", ["PQL_Engine", "PQL_Engine_Integration"])
+    connector.ensure_schema("Account", ("pql", "PQL"), ACCOUNT_SPECS)
+    assigned = {
+        org.records["PermissionSet"][a["PermissionSetId"]].get("NamespacePrefix")
+        for a in app_assignments(org)
+    }
+    assert assigned == {None}
+    assert "Account.pql_segment__c" in org.visible(org.admin_id)
+
+
 def test_new_picklist_options_update_the_field(org, schema):
     specs = [
         *ACCOUNT_SPECS[:3],
