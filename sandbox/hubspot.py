@@ -107,6 +107,7 @@ REQUIRED_SCOPES = (
     "crm.schemas.companies.write",
     "crm.schemas.contacts.write",
     "crm.objects.owners.read",
+    "settings.users.read",
 )
 
 # The app registration the sandbox knows (a real app's come from HubSpot's developer portal).
@@ -136,6 +137,10 @@ def _error(status: int, message: str, category: str = "VALIDATION_ERROR", **extr
     return response
 
 
+def _user(user_id: int, email: str, super_admin: bool) -> dict:
+    return {"id": str(user_id), "email": email, "roleIds": [], "superAdmin": super_admin}
+
+
 @dataclass
 class Portal:
     hub_id: int
@@ -145,6 +150,8 @@ class Portal:
     # (from type, from id, to type, to id)
     associations: set[tuple[str, str, str, str]] = field(default_factory=set)
     owners: list[dict] = field(default_factory=list)
+    # The portal's users (Settings → Users), by user id: the Users API's PublicUser.
+    users: dict[int, dict] = field(default_factory=dict)
     calls: deque = field(default_factory=deque)
     search_calls: deque = field(default_factory=deque)
 
@@ -220,17 +227,26 @@ class Sandbox:
                     }
                     for n, name in enumerate(["Sam", "Casey", "Robin"], start=1)
                 ]
+                # User 1 installed the app: a Super Admin, as whoever installs usually is.
+                portal.users[1] = _user(1, f"admin@portal{hub_id}.example", super_admin=True)
                 self.portals[hub_id] = portal
             return self.portals[hub_id]
 
-    def issue_code(self, hub_id: int, redirect_uri: str) -> str:
+    def add_user(self, hub_id: int, user_id: int, super_admin: bool = False) -> None:
+        """Another user of the portal (a sales rep, say) who can complete an app's consent."""
+        with self.lock:
+            self.portal(hub_id).users[user_id] = _user(
+                user_id, f"user{user_id}@portal{hub_id}.example", super_admin
+            )
+
+    def issue_code(self, hub_id: int, redirect_uri: str, user_id: int = 1) -> str:
         code = secrets.token_urlsafe(16)
         with self.lock:
             self.portal(hub_id)
-            self.codes[code] = (hub_id, redirect_uri)
+            self.codes[code] = (hub_id, redirect_uri, user_id)
         return code
 
-    def issue_tokens(self, hub_id: int) -> dict:
+    def issue_tokens(self, hub_id: int, user_id: int = 1) -> dict:
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         with self.lock:
             self.access_tokens[access] = (hub_id, self.clock() + ACCESS_TOKEN_SECONDS)
@@ -239,7 +255,7 @@ class Sandbox:
             "token_type": "bearer",
             "token_use": "access_token",
             "hub_id": hub_id,
-            "user_id": 1,
+            "user_id": user_id,
             "scopes": list(REQUIRED_SCOPES),
             "access_token": access,
             "refresh_token": refresh,
@@ -495,7 +511,9 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
         if not chosen.isdigit() and sandbox.portals:
             return _account_picker(sandbox.portals)
         hub_id = int(chosen or "1234567")
-        code = sandbox.issue_code(hub_id, redirect_uri)
+        # Who approves the consent (a test's choice; HubSpot knows its signed-in user).
+        user_id = int(request.args.get("user_id", "1"))
+        code = sandbox.issue_code(hub_id, redirect_uri, user_id)
         query = {"code": code}
         if request.args.get("state"):
             query["state"] = request.args["state"]
@@ -543,7 +561,7 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
                         400, "invalid_grant", "Invalid or used authorization code", "BAD_AUTH_CODE"
                     )
                 sandbox.journal.append(sandbox._lifecycle_entry(entry[0], "APP_INSTALL"))
-                return jsonify(sandbox.issue_tokens(entry[0]))
+                return jsonify(sandbox.issue_tokens(entry[0], entry[2]))
             if grant == "refresh_token":
                 failure = (
                     sandbox.faults.token_failures.pop(0) if sandbox.faults.token_failures else None
@@ -954,6 +972,14 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
         if after + limit < len(request.portal.owners):
             body["paging"] = {"next": {"after": str(after + limit)}}
         return jsonify(body)
+
+    @app.get(f"/settings/users/{V}/<user_id>")
+    def user(user_id: str):
+        """The Users API's one user (scope settings.users.read), by id."""
+        found = request.portal.users.get(int(user_id)) if user_id.isdigit() else None
+        if found is None:
+            return _error(404, f"No user with id {user_id} in this account", "OBJECT_NOT_FOUND")
+        return jsonify(found)
 
     # --- test hooks and the page -----------------------------------------------------------
 

@@ -44,13 +44,18 @@ class Installed:
     external_id: str
     write_key: str | None  # None: the tenant was already active (an admin signing in again)
     reinstalled: bool
+    # An admin signed in to an active tenant: its tokens and integration user were kept, and
+    # this consent's own grant (a token other than the tenant's) is for the caller to revoke.
+    grant_unused: bool = False
 
 
 def activate(
     svc, crm: str, external_id: str, grant: Grant, settings: dict[str, Any] | None = None
 ) -> Installed:
     """Create or re-activate the tenant of one CRM account (portal, org), keep its tokens
-    encrypted, issue a write key and create the CRM properties."""
+    encrypted, issue a write key and create the CRM properties. An active tenant's consent is
+    an admin signing in: the sync keeps running with the tokens and the integration user it
+    has (the caller checked that this person is an admin of the portal or org)."""
     now = svc.clock()
     provider = registry.get(crm)
     with svc.db.system_transaction() as session:
@@ -59,8 +64,12 @@ def activate(
             .where(Tenant.crm == crm, Tenant.external_id == external_id)
             .with_for_update()
         ).one_or_none()
+        if tenant is not None and tenant.status == "active":
+            held = tenant.refresh_token_encrypted
+            unused = not held or svc.token_cipher.decrypt(held) != grant.refresh_token
+            log.info("tenant %s: an admin signed in from %s", tenant.id, provider.display_name)
+            return Installed(tenant.id, external_id, None, True, grant_unused=unused)
         reinstalled = tenant is not None
-        already_active = reinstalled and tenant.status == "active"
         if tenant is None:
             tenant = Tenant(
                 name=provider.installation_name(external_id),
@@ -78,31 +87,23 @@ def activate(
         for stale in ("schema_version", "sync_paused", "sync_error", "needs_reauth_since"):
             doc.pop(stale, None)  # a reinstall re-checks the properties and starts afresh
         doc["installed_at"] = now.isoformat()  # journal events older than this are history
-        if not already_active:
-            # A new install (or one after an uninstall): sessions from before it end.
-            doc["session_generation"] = int(doc.get("session_generation", 0)) + 1
+        # A new install (or one after an uninstall or a lost authorisation): sessions from
+        # before it end.
+        doc["session_generation"] = int(doc.get("session_generation", 0)) + 1
         tenant.settings = doc
         session.flush()
         tenant_id = tenant.id
-    if reinstalled and not already_active:
+    if reinstalled:
         # What the CRM holds may have changed while we were away: push everything once more
         # (records deleted meanwhile are matched or created again).
         with svc.db.tenant_transaction(tenant_id) as session:
             session.execute(update(CrmRecord).values(pushed={}))
             for model in (AccountScore, UserScore):
                 session.execute(update(model).values(crm_pending=True))
-    key = None
-    if not already_active:
-        key = issue_write_key(
-            svc.db, tenant_id, label=f"{provider.display_name} install", cipher=svc.token_cipher
-        ).secret
-    log.info(
-        "tenant %s: %s %s %s",
-        tenant_id,
-        "signed in again from" if already_active else "installed in",
-        provider.display_name,
-        external_id,
-    )
+    key = issue_write_key(
+        svc.db, tenant_id, label=f"{provider.display_name} install", cipher=svc.token_cipher
+    ).secret
+    log.info("tenant %s: installed in %s %s", tenant_id, provider.display_name, external_id)
     try:
         ensure_schema(
             svc.db, tenant_id, connector_for(svc, tenant_id), svc.settings.property_prefix
@@ -111,6 +112,17 @@ def activate(
         # The worker retries on its next sync; the install itself succeeded.
         log.warning("tenant %s: schema not created at install: %s", tenant_id, exc)
     return Installed(tenant_id, external_id, key, reinstalled)
+
+
+def holds_refresh_token(svc, crm: str, external_id: str, refresh_token: str) -> bool:
+    """Whether the tenant of this CRM account syncs with this very refresh token."""
+    with svc.db.system_transaction() as session:
+        held = session.scalars(
+            select(Tenant.refresh_token_encrypted).where(
+                Tenant.crm == crm, Tenant.external_id == external_id
+            )
+        ).one_or_none()
+    return bool(held) and svc.token_cipher.decrypt(held) == refresh_token
 
 
 def provider_of(svc, tenant_id: int) -> registry.Provider | None:

@@ -40,6 +40,9 @@ class HubSpotApi:
     def associations(self, rest: str) -> str:
         return f"/crm/associations/{self.version}/{rest}"
 
+    def users(self, rest: str) -> str:
+        return f"/settings/users/{self.version}/{rest}"
+
     def oauth(self, rest: str) -> str:
         return f"/oauth/{self.version}/{rest}"
 

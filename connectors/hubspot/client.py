@@ -47,6 +47,7 @@ SCOPES = (
     "crm.schemas.companies.write",
     "crm.schemas.contacts.write",
     "crm.objects.owners.read",
+    "settings.users.read",  # is the person signing in a Super Admin of the portal
 )
 # HubSpot-defined association type ids (v4).
 TASK_TO_COMPANY = 192

@@ -96,25 +96,61 @@ def oauth_callback():
     svc = services()
     try:
         installed = complete_install(svc, code, _redirect_uri())
+    except NotAnAdmin as exc:
+        return _error_page(
+            f"Only a Super Admin of HubSpot account {exc.hub_id} can install this app or sign "
+            "in to its admin pages: it runs the account's sync and holds its keys. Ask a Super "
+            "Admin to open this page, or to make you one.",
+            403,
+        )
     except CrmError as exc:
         log.warning("HubSpot install failed: %s", exc)
         return _error_page(f"HubSpot refused the install ({exc}).", 502)
     return install_pages.installed_page(svc, KEY, installed, STATE_COOKIE)
 
 
+class NotAnAdmin(CrmError):
+    """The person who approved the consent is not a Super Admin of the portal."""
+
+    def __init__(self, hub_id: int):
+        super().__init__(f"the installing user is not a Super Admin of portal {hub_id}", 403)
+        self.hub_id = hub_id
+
+
 def complete_install(svc, code: str, redirect_uri: str) -> lifecycle.Installed:
-    """Exchange the code (the answer names the portal), then activate its tenant
-    (``lifecycle.activate``)."""
+    """Exchange the code (the answer names the portal and the user), check that the user is
+    a Super Admin of the portal, then activate its tenant (``lifecycle.activate``: an active
+    tenant keeps its tokens, and this consent's token is revoked when it is another one)."""
     settings = svc.settings
+    api = api_for(settings)
     tokens = oauth.exchange_code(
-        api_for(settings),
+        api,
         settings.hubspot_client_id,
         settings.hubspot_client_secret,
         code,
         redirect_uri,
     )
+
+    def drop_grant() -> None:
+        oauth.revoke(
+            api, settings.hubspot_client_id, settings.hubspot_client_secret, tokens.refresh_token
+        )
+
+    if tokens.user_id is None or not oauth.is_super_admin(api, tokens.access_token, tokens.user_id):
+        if not _holds(svc, str(tokens.hub_id), tokens.refresh_token):
+            drop_grant()
+        raise NotAnAdmin(tokens.hub_id)
     grant = lifecycle.Grant(tokens.access_token, tokens.refresh_token, tokens.expires_in)
-    return lifecycle.activate(svc, KEY, str(tokens.hub_id), grant)
+    installed = lifecycle.activate(svc, KEY, str(tokens.hub_id), grant)
+    if installed.grant_unused:
+        drop_grant()
+    return installed
+
+
+def _holds(svc, hub_id: str, refresh_token: str) -> bool:
+    """Whether this refresh token is the one the portal's tenant syncs with (HubSpot may hand
+    the same one to the same user again): revoking it would disconnect the tenant."""
+    return lifecycle.holds_refresh_token(svc, KEY, hub_id, refresh_token)
 
 
 def api_for(settings) -> HubSpotApi:

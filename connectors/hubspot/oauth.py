@@ -98,6 +98,23 @@ def introspect(api: HubSpotApi, client_id: str, client_secret: str, token: str) 
     )
 
 
+def is_super_admin(api: HubSpotApi, access_token: str, user_id: int) -> bool:
+    """Whether the user a token was granted by is a Super Admin of its portal (the Users
+    API's ``superAdmin``; scope ``settings.users.read``)."""
+    try:
+        user = api.request("GET", api.users(str(user_id)), token=access_token)
+    except CrmError:
+        raise
+    except Exception as exc:
+        failure = classify(exc)
+        if failure is None:
+            raise
+        if failure.status == 404:
+            return False
+        raise CrmError(f"HubSpot's users API: {failure.message}", failure.status) from exc
+    return user.get("superAdmin") is True
+
+
 def revoke(api: HubSpotApi, client_id: str, client_secret: str, refresh_token: str) -> bool:
     """Revoke a refresh token (its access tokens go with it). Best effort: an unreachable
     HubSpot does not stop an uninstall, the tokens are deleted here anyway."""

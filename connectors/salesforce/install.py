@@ -195,7 +195,7 @@ def complete_install(
         auth.revoke(login, tokens.refresh_token or tokens.access_token, verify=verify_tls(settings))
         raise MissingPermissions(missing)
     grant = lifecycle.Grant(tokens.access_token, tokens.refresh_token, tokens.expires_in)
-    return lifecycle.activate(
+    installed = lifecycle.activate(
         svc,
         KEY,
         tokens.org_id,
@@ -207,6 +207,11 @@ def complete_install(
             "environment": environment,
         },
     )
+    if installed.grant_unused:
+        # An admin signed in to an active org: the sync keeps its own user and tokens, this
+        # consent's token is not kept anywhere.
+        auth.revoke(login, tokens.refresh_token or tokens.access_token, verify=verify_tls(settings))
+    return installed
 
 
 def verify_tls(settings) -> str | bool:

@@ -716,3 +716,52 @@ def test_names_from_product_events_are_escaped_in_the_task_body(
     body = task["properties"]["hs_task_body"]
     assert "<img" not in body and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in body
     assert body.startswith("<p>") and "fell from" in body
+
+
+def _consent(client, user_id: int):
+    """A user of the portal (not necessarily the one who installed) approves the consent."""
+    started = client.get("/hubspot/install")
+    chosen = f"{started.headers['Location']}&hub_id={HUB}&user_id={user_id}"
+    consent = urllib3.PoolManager().request("GET", chosen, redirect=False)
+    back = urlsplit(consent.headers["Location"])
+    return client.get(f"{back.path}?{back.query}")
+
+
+def _tokens(db, tenant_id):
+    with db.system_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        return tenant.access_token_encrypted, tenant.refresh_token_encrypted
+
+
+def test_a_user_who_is_not_a_super_admin_is_refused_and_changes_nothing(
+    installed, app, client, db, sandbox
+):
+    tenant_id, _ = installed
+    before = _tokens(db, tenant_id)
+    sandbox.sandbox.add_user(HUB, 77, super_admin=False)
+    browser = app.test_client()  # the rep's own browser
+    page = _consent(browser, 77)
+    assert page.status_code == 403
+    assert "Only a Super Admin of HubSpot account" in page.get_data(as_text=True)
+    assert _tokens(db, tenant_id) == before
+    assert len(sandbox.sandbox.refresh_tokens) == 1  # the rep's grant was revoked
+    assert browser.get("/app/").status_code != 200
+    # Nor can such a user install the app into a portal of their own.
+    with db.system_session() as session:
+        assert len(session.scalars(select(Tenant)).all()) == 1
+
+
+def test_another_super_admin_signs_in_without_replacing_the_tenants_tokens(
+    installed, app, client, db, sandbox
+):
+    tenant_id, _ = installed
+    before = _tokens(db, tenant_id)
+    sandbox.sandbox.add_user(HUB, 78, super_admin=True)
+    browser = app.test_client()
+    page = _consent(browser, 78)
+    assert page.status_code == 302 and page.headers["Location"] == "/app/"
+    assert _tokens(db, tenant_id) == before
+    assert len(sandbox.sandbox.refresh_tokens) == 1  # only the tenant's own grant is alive
+    assert browser.get("/app/").status_code == 200
+    with db.system_session() as session:
+        assert session.scalar(select(Tenant.status).where(Tenant.id == tenant_id)) == "active"

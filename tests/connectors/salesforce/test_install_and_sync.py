@@ -470,3 +470,36 @@ def test_an_org_that_blocks_the_global_login_host_installs_through_its_my_domain
 def test_a_login_host_that_is_not_a_my_domain_is_refused(app, client, host):
     answer = client.get(f"/salesforce/install?my_domain={host}")
     assert answer.status_code == 400 and "My Domain" in answer.get_data(as_text=True)
+
+
+def test_another_admin_signing_in_keeps_the_orgs_user_and_tokens(
+    app, client, db, installed, org_server
+):
+    tenant_id, key, org = installed
+    with db.system_session() as session:
+        before = session.get(Tenant, tenant_id)
+        tokens = (before.access_token_encrypted, before.refresh_token_encrypted)
+    ops = org.add_user("Olga", modify_metadata=True, assign_permission_sets=True)
+    browser = app.test_client()
+    page, _ = install(browser, org_server, org=org, user=ops)
+    assert page.status_code == 302 and page.headers["Location"] == "/app/"  # signed in
+    with db.system_session() as session:
+        after = session.get(Tenant, tenant_id)
+    # The sync still runs as the user who installed it, with its own tokens.
+    assert after.settings["integration_user_id"] == org.admin_id
+    assert (after.access_token_encrypted, after.refresh_token_encrypted) == tokens
+    # Olga's own grant is not kept anywhere: revoked at once.
+    assert not [u for _, u in org_server.refresh.values() if u == ops]
+    assert [u for _, u in org_server.refresh.values() if u == org.admin_id]
+    assert browser.get("/app/").status_code == 200
+
+
+def test_a_rep_cannot_take_over_an_installed_org(app, client, db, installed, org_server):
+    tenant_id, key, org = installed
+    rep = org.add_user("Rita")
+    browser = app.test_client()  # the rep's own browser
+    page, _ = install(browser, org_server, org=org, user=rep)
+    assert page.status_code == 403
+    with db.system_session() as session:
+        assert session.get(Tenant, tenant_id).settings["integration_user_id"] == org.admin_id
+    assert browser.get("/app/").status_code != 200
