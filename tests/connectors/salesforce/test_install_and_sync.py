@@ -475,7 +475,7 @@ def test_a_login_host_that_is_not_a_my_domain_is_refused(app, client, host):
 def test_another_admin_signing_in_keeps_the_orgs_user_and_tokens(
     app, client, db, installed, org_server
 ):
-    tenant_id, key, org = installed
+    tenant_id, _key, org = installed
     with db.system_session() as session:
         before = session.get(Tenant, tenant_id)
         tokens = (before.access_token_encrypted, before.refresh_token_encrypted)
@@ -495,7 +495,7 @@ def test_another_admin_signing_in_keeps_the_orgs_user_and_tokens(
 
 
 def test_a_rep_cannot_take_over_an_installed_org(app, client, db, installed, org_server):
-    tenant_id, key, org = installed
+    tenant_id, _key, org = installed
     rep = org.add_user("Rita")
     browser = app.test_client()  # the rep's own browser
     page, _ = install(browser, org_server, org=org, user=rep)
