@@ -45,7 +45,10 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
 FIRST_RETRY = dt.timedelta(minutes=1)
-HTTP_TIMEOUT = (5.0, 10.0)
+HTTP_DEADLINE = 10.0  # seconds of wall-clock time a target has to answer one delivery
+# Seconds one tenant's deliveries may take per round: what is left waits for the next round,
+# so a slow target delays its own tenant's queue, not everyone's.
+TENANT_BUDGET = 30.0
 BATCH = 100
 
 
@@ -209,16 +212,23 @@ class DeliveryError(Exception):
 
 
 def _post(
-    url: str, body: bytes, headers: dict[str, str], allow_loopback: bool, slack: bool = False
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    allow_loopback: bool,
+    slack: bool = False,
+    deadline: float = HTTP_DEADLINE,
 ) -> str:
     """The target is checked again (its host may resolve elsewhere by now). Only the host
     and the status code are recorded: the URL's path is a credential for Slack, and an
     answer's body is the target's text, not ours to store."""
     host = urlsplit(url).hostname or "the target"
     try:
-        status = outbound.post(url, body, headers, HTTP_TIMEOUT, allow_loopback, slack)
+        status = outbound.post(url, body, headers, deadline, allow_loopback, slack)
     except outbound.UnsafeTarget as exc:
         raise DeliveryError(str(exc)) from exc
+    except outbound.DeadlinePassed as exc:
+        raise DeliveryError(f"{host}: {exc}") from exc
     except requests.RequestException as exc:
         raise DeliveryError(f"no answer from {host}: {exc.__class__.__name__}") from exc
     if not 200 <= status < 300:
@@ -226,7 +236,12 @@ def _post(
     return f"HTTP {status}"
 
 
-def send_slack(rule: Trigger, payload: dict[str, Any], allow_loopback: bool = False) -> str:
+def send_slack(
+    rule: Trigger,
+    payload: dict[str, Any],
+    allow_loopback: bool = False,
+    deadline: float = HTTP_DEADLINE,
+) -> str:
     body = json.dumps({"text": message(payload)}).encode()
     return _post(
         rule.action_params["url"],
@@ -234,10 +249,16 @@ def send_slack(rule: Trigger, payload: dict[str, Any], allow_loopback: bool = Fa
         {"Content-Type": "application/json"},
         allow_loopback,
         slack=True,
+        deadline=deadline,
     )
 
 
-def send_webhook(rule: Trigger, payload: dict[str, Any], allow_loopback: bool = False) -> str:
+def send_webhook(
+    rule: Trigger,
+    payload: dict[str, Any],
+    allow_loopback: bool = False,
+    deadline: float = HTTP_DEADLINE,
+) -> str:
     body = json.dumps(payload, sort_keys=True).encode()
     timestamp = str(int(time.time()))
     headers = {
@@ -246,7 +267,7 @@ def send_webhook(rule: Trigger, payload: dict[str, Any], allow_loopback: bool = 
         "X-PQL-Signature": sign(rule.action_params["secret"], timestamp, body),
         "User-Agent": "pql-engine-triggers",
     }
-    return _post(rule.action_params["url"], body, headers, allow_loopback)
+    return _post(rule.action_params["url"], body, headers, allow_loopback, deadline=deadline)
 
 
 def _crm_target(db: Database, tenant_id: int, delivery: Delivery) -> tuple[str, str | None, dict]:
@@ -285,14 +306,25 @@ def deliver_pending(
     connector_factory: Callable[[], Any] | None = None,
     senders: dict[str, Callable[[Trigger, dict], str]] | None = None,
     allow_loopback: bool = False,
+    budget: float = TENANT_BUDGET,
+    deadline: float = HTTP_DEADLINE,
 ) -> dict[str, int]:
-    """Send this tenant's due deliveries (oldest first, a batch per call). Each attempt is
-    recorded on its row; failures are retried after 1, 2, 4, 8, 16 minutes, then given up."""
+    """Send this tenant's due deliveries (oldest first, a batch per call) within ``budget``
+    seconds: once it is spent, the rest waits for the next round ("deferred"). Each target has
+    ``deadline`` seconds to answer. Each attempt is recorded on its row, ``delivered_at`` being
+    when it was sent; failures are retried after 1, 2, 4, 8, 16 minutes, then given up."""
     senders = senders or {
-        "slack": functools.partial(send_slack, allow_loopback=allow_loopback),
-        "webhook": functools.partial(send_webhook, allow_loopback=allow_loopback),
+        "slack": functools.partial(send_slack, allow_loopback=allow_loopback, deadline=deadline),
+        "webhook": functools.partial(
+            send_webhook, allow_loopback=allow_loopback, deadline=deadline
+        ),
     }
-    counts = {"delivered": 0, "retrying": 0, "failed": 0}
+    counts = {"delivered": 0, "retrying": 0, "failed": 0, "deferred": 0}
+    started = time.monotonic()
+
+    def at() -> dt.datetime:  # the round's time, moved on by what this round has spent
+        return now + dt.timedelta(seconds=time.monotonic() - started)
+
     with db.tenant_session(tenant_id) as session:
         due = session.execute(
             select(Delivery, Trigger)
@@ -308,7 +340,16 @@ def deliver_pending(
         settings = dict(session.get(Tenant, tenant_id).settings or {}) if due else {}
         session.expunge_all()
     connector = None
-    for delivery, rule in due:
+    for done, (delivery, rule) in enumerate(due):
+        if time.monotonic() - started >= budget:
+            counts["deferred"] = len(due) - done
+            log.info(
+                "tenant %s: delivery budget of %ss spent, %s deliveries wait for the next round",
+                tenant_id,
+                budget,
+                counts["deferred"],
+            )
+            break
         try:
             if rule.action in senders:
                 result = senders[rule.action](rule, delivery.payload)
@@ -335,13 +376,13 @@ def deliver_pending(
                 else:
                     result = connector.create_note(account_crm, rule.name, text, owner)
         except (DeliveryError, CrmError) as exc:
-            _attempted(db, tenant_id, delivery.id, now, error=str(exc))
+            _attempted(db, tenant_id, delivery.id, now, at(), error=str(exc))
             counts["failed" if delivery.attempts + 1 >= MAX_ATTEMPTS else "retrying"] += 1
             log.warning(
                 "tenant %s: delivery %s (%s) failed: %s", tenant_id, delivery.id, rule.action, exc
             )
             continue
-        _attempted(db, tenant_id, delivery.id, now, result=str(result)[:255])
+        _attempted(db, tenant_id, delivery.id, now, at(), result=str(result)[:255])
         counts["delivered"] += 1
     return counts
 
@@ -351,6 +392,7 @@ def _attempted(
     tenant_id: int,
     delivery_id: int,
     now: dt.datetime,
+    sent_at: dt.datetime,
     result: str | None = None,
     error: str | None = None,
 ) -> None:
@@ -361,7 +403,7 @@ def _attempted(
             row.status, row.result, row.delivered_at, row.last_error = (
                 "delivered",
                 result,
-                now,
+                sent_at,
                 None,
             )
         else:

@@ -7,16 +7,25 @@ request then connects to the address that was checked (no second lookup a rebind
 server could answer differently), follows no redirect, uses no proxy from the environment,
 and reports only the status code: an answer's body is never stored or logged. Slack actions go
 only to Slack's incoming-webhook host.
+
+Each request has a wall-clock deadline, not only per-read timeouts: a target that answers one
+byte every few seconds would otherwise hold the sender for as long as it likes. At the deadline
+the connection's socket is shut down, whatever the request is waiting for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import threading
+import time
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 SLACK_WEBHOOK_HOST = "hooks.slack.com"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -82,13 +91,63 @@ def resolve(url: str, allow_loopback: bool, slack: bool = False) -> list[str]:
     return addresses
 
 
+class DeadlinePassed(requests.Timeout):
+    """The target did not answer within the request's deadline."""
+
+
+class _Deadline:
+    """Shuts a connection's socket down at a moment on the monotonic clock."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.sockets: list[socket.socket] = []
+        self.passed = False
+        self._timer = threading.Timer(max(deadline - time.monotonic(), 0.0), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.passed = True
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def pools(self) -> dict[str, type]:
+        """Connection pool classes whose connections register their socket here (the raw TCP
+        socket, so a TLS handshake in progress is cut too)."""
+        watch = self
+
+        def watched(base: type) -> type:
+            class Watched(base):
+                def _new_conn(self):
+                    sock = super()._new_conn()
+                    watch.sockets.append(sock)
+                    if watch.passed:
+                        watch._expire()
+                    return sock
+
+            return Watched
+
+        return {
+            "http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": watched(HTTPConnection)}),
+            "https": type(
+                "Pool", (HTTPSConnectionPool,), {"ConnectionCls": watched(HTTPSConnection)}
+            ),
+        }
+
+
 class _PinnedAdapter(HTTPAdapter):
     """Connects to ``address`` while speaking to (and verifying the certificate of) the
-    URL's host name."""
+    URL's host name; with a ``deadline``, its connections are cut when it passes."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, deadline: _Deadline | None = None) -> None:
         self.address = address
         super().__init__(max_retries=0)
+        if deadline is not None:
+            self.poolmanager.pool_classes_by_scheme = deadline.pools()
 
     def add_headers(self, request, **kwargs) -> None:
         request.headers["Host"] = urlsplit(request.url).netloc  # not the pinned address
@@ -102,23 +161,42 @@ class _PinnedAdapter(HTTPAdapter):
         return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
 
 
+CONNECT_TIMEOUT = 5.0
+
+
 def post(
     url: str,
     body: bytes,
     headers: dict[str, str],
-    timeout: tuple[float, float],
+    deadline: float,
     allow_loopback: bool,
     slack: bool = False,
 ) -> int:
-    """POST ``body`` to ``url`` under the rules above; the answer's status code.
-    ``UnsafeTarget`` for a refused target, ``requests.RequestException`` for no answer."""
+    """POST ``body`` to ``url`` under the rules above, answered within ``deadline`` seconds
+    of wall-clock time; the answer's status code. ``UnsafeTarget`` for a refused target,
+    ``DeadlinePassed`` when the deadline passed, ``requests.RequestException`` for no answer."""
     address = resolve(url, allow_loopback, slack)[0]
     parts = urlsplit(url)
-    with requests.Session() as session:
-        session.trust_env = False  # no proxy or .netrc from the environment
-        session.mount(f"{parts.scheme}://", _PinnedAdapter(address))
-        answer = session.post(
-            url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
-        )
-        answer.close()  # the body is never read
+    watch = _Deadline(time.monotonic() + deadline)
+    try:
+        with requests.Session() as session:
+            session.trust_env = False  # no proxy or .netrc from the environment
+            session.mount(f"{parts.scheme}://", _PinnedAdapter(address, watch))
+            answer = session.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=(min(CONNECT_TIMEOUT, deadline), deadline),
+                allow_redirects=False,
+                stream=True,
+            )
+            answer.close()  # the body is never read
+    except requests.RequestException as exc:
+        if watch.passed:
+            raise DeadlinePassed(f"no answer within {deadline:g} s") from exc
+        raise
+    finally:
+        watch.cancel()
+    if watch.passed:
+        raise DeadlinePassed(f"no answer within {deadline:g} s")
     return answer.status_code

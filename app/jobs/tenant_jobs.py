@@ -9,11 +9,11 @@ import os
 import socket
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.db import Database
 from app.jobs import leases
-from app.models import Tenant
+from app.models import Delivery, Tenant
 from app.scores.scoring_pass import recompute
 from connectors import registry
 from connectors.base import AuthorizationLost, CrmUnavailable
@@ -130,11 +130,28 @@ def deliver_tenants(
     holder: str,
     deliver: Callable[[int, dt.datetime], object],
 ) -> dict[int, str]:
-    """Send every tenant's due trigger deliveries (lease "deliver": one worker per tenant, so
-    two workers never send the same delivery)."""
+    """Send the due trigger deliveries of every tenant that has some (lease "deliver": one
+    worker per tenant, so two workers never send the same delivery). The tenant whose oldest
+    due delivery has waited longest goes first, so one with a slow target (each tenant's turn
+    is bounded by its time budget) does not keep sending while the others wait."""
 
     def work(tenant_id: int, now: dt.datetime) -> str:
         deliver(tenant_id, now)
         return "delivered"
 
-    return _each_under_lease(db, clock, holder, "deliver", _active_tenants(db), work)
+    with db.system_session() as session:
+        waiting = func.min(Delivery.next_attempt_at)
+        ids = list(
+            session.scalars(
+                select(Delivery.tenant_id)
+                .join(Tenant, Tenant.id == Delivery.tenant_id)
+                .where(
+                    Tenant.status == "active",
+                    Delivery.status == "pending",
+                    Delivery.next_attempt_at <= clock(),
+                )
+                .group_by(Delivery.tenant_id)
+                .order_by(waiting, Delivery.tenant_id)
+            )
+        )
+    return _each_under_lease(db, clock, holder, "deliver", ids, work)

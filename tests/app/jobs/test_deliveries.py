@@ -4,8 +4,11 @@ retries and a log; the CS handoff note; the HubSpot CRM card."""
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import json
 import re
+import threading
+import time
 
 import pytest
 import requests
@@ -13,10 +16,13 @@ import responses
 from sqlalchemy import select
 
 from app.jobs.deliveries import MAX_ATTEMPTS, deliver_pending, sign
+from app.jobs.tenant_jobs import deliver_tenants
 from app.models import AccountScore, CrmRecord, Delivery, Handoff, Trigger
 from app.scores.scoring_pass import recompute
 from app.sync import lifecycle
+from app.tenants import create_tenant
 from scoring.triggers import Snapshot, check, fires
+from tests.helpers.drip import DripServer
 from tests.helpers.hubspot import NOW, acme, portal
 
 
@@ -148,7 +154,7 @@ def test_slack_and_signed_webhook_deliveries_with_retries_and_a_log(app, client,
         )
         mock.add(responses.POST, "https://bridge.test/pql", status=200)
         counts = deliver_pending(db, tenant_id, NOW)
-        assert counts == {"delivered": 1, "retrying": 1, "failed": 0}
+        assert counts == {"delivered": 1, "retrying": 1, "failed": 0, "deferred": 0}
         hook = next(c for c in mock.calls if c.request.url == "https://bridge.test/pql")
         body, headers = hook.request.body, hook.request.headers
         assert headers["X-PQL-Signature"] == sign(secret, headers["X-PQL-Timestamp"], body)
@@ -299,7 +305,12 @@ def test_disabling_a_trigger_stops_what_it_had_queued(app, client, db, installed
     with db.tenant_transaction(tenant_id) as session:
         session.get(Trigger, rule).enabled = False
     with responses.RequestsMock():  # no request may leave
-        assert deliver_pending(db, tenant_id, NOW) == {"delivered": 0, "retrying": 0, "failed": 0}
+        assert deliver_pending(db, tenant_id, NOW) == {
+            "delivered": 0,
+            "retrying": 0,
+            "failed": 0,
+            "deferred": 0,
+        }
     assert deliveries(db, tenant_id)[0].attempts == 0
     # Disabled from the triggers page (the install signed this browser in), the queue is
     # cancelled too.
@@ -354,3 +365,102 @@ def test_the_triggers_page_refuses_a_target_inside_the_network(app, client, db, 
     assert answer.status_code == 422 and "not a public address" in body
     with db.tenant_session(tenant_id) as session:
         assert session.scalars(select(Trigger)).all() == []
+
+
+@pytest.fixture
+def quick_target():
+    """A local target that answers 204 at once."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def _queued(db, name: str, url: str, count: int, due: dt.datetime) -> int:
+    tenant_id = create_tenant(db, name).id
+    rule = add_trigger(
+        db, tenant_id, action="webhook", action_params={"url": url, "secret": "s" * 24}
+    )
+    with db.tenant_transaction(tenant_id) as session:
+        for n in range(count):
+            session.add(
+                Delivery(
+                    tenant_id=tenant_id,
+                    trigger_id=rule,
+                    subject="account",
+                    subject_id=n + 1,
+                    payload={"name": f"{name} {n}"},
+                    next_attempt_at=due,
+                    created_at=due,
+                )
+            )
+    return tenant_id
+
+
+def test_a_slow_target_spends_its_own_tenants_turn_not_everyones(db, quick_target):
+    drip = DripServer(interval=0.2, total=8.0)
+    try:
+        slow = _queued(
+            db, "Slow", f"http://127.0.0.1:{drip.port}/hook", 5, NOW - dt.timedelta(hours=1)
+        )
+        quick = _queued(db, "Quick", f"http://127.0.0.1:{quick_target}/hook", 1, NOW)
+
+        def one_tenant(tenant_id, now):
+            deliver_pending(db, tenant_id, now, allow_loopback=True, budget=1.0, deadline=0.5)
+
+        started = time.monotonic()
+        outcome = deliver_tenants(db, lambda: NOW, "worker-1", one_tenant)
+        elapsed = time.monotonic() - started
+    finally:
+        drip.close()
+    # The tenant that waited longest went first, and its turn ended with its budget.
+    assert list(outcome) == [slow, quick]
+    assert elapsed < 4.0
+    tried = [d for d in deliveries(db, slow) if d.attempts]
+    assert 1 <= len(tried) <= 3 and len(deliveries(db, slow)) - len(tried) >= 2
+    assert all("no answer within 0.5 s" in d.last_error for d in tried)
+    [sent] = deliveries(db, quick)
+    assert sent.status == "delivered"
+
+
+def test_delivered_at_is_when_the_delivery_went_out(db, quick_target):
+    drip = DripServer(interval=0.2, total=8.0)
+    try:
+        tenant_id = _queued(db, "Both", f"http://127.0.0.1:{drip.port}/hook", 1, NOW)
+        add_trigger(
+            db,
+            tenant_id,
+            name="Quick",
+            action="webhook",
+            action_params={"url": f"http://127.0.0.1:{quick_target}/hook", "secret": "s" * 24},
+        )
+        with db.tenant_transaction(tenant_id) as session:
+            rule = session.scalar(select(Trigger.id).where(Trigger.name == "Quick"))
+            session.add(
+                Delivery(
+                    tenant_id=tenant_id,
+                    trigger_id=rule,
+                    subject="account",
+                    subject_id=9,
+                    payload={"name": "Quick"},
+                    next_attempt_at=NOW,
+                    created_at=NOW,
+                )
+            )
+        deliver_pending(db, tenant_id, NOW, allow_loopback=True, deadline=0.5)
+    finally:
+        drip.close()
+    slow, sent = deliveries(db, tenant_id)
+    assert slow.attempts == 1 and sent.status == "delivered"
+    # It went out after the slow target's half second, not at the round's start.
+    assert sent.delivered_at >= NOW + dt.timedelta(seconds=0.5)

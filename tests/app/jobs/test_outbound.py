@@ -5,12 +5,14 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import time
 
 import pytest
 import requests
 
 from app.jobs import outbound
 from app.jobs.deliveries import check_trigger
+from tests.helpers.drip import DripServer
 
 
 @pytest.mark.parametrize(
@@ -97,9 +99,9 @@ def test_posting_resolves_once_and_follows_no_redirect(target, monkeypatch):
     calls = []
     real = outbound._getaddrinfo
     monkeypatch.setattr(outbound, "_getaddrinfo", lambda h, p: calls.append(h) or real(h, p))
-    assert outbound.post(f"http://localhost:{port}/hook", b"{}", {}, (2, 2), True) == 204
+    assert outbound.post(f"http://localhost:{port}/hook", b"{}", {}, 2, True) == 204
     assert calls == ["localhost"]
-    assert outbound.post(f"http://localhost:{port}/redirect", b"{}", {}, (2, 2), True) == 302
+    assert outbound.post(f"http://localhost:{port}/redirect", b"{}", {}, 2, True) == 302
     assert len(seen) == 2  # the redirect was not followed
 
 
@@ -119,3 +121,14 @@ def test_tls_is_checked_against_the_hosts_name_not_the_pinned_address():
     assert pool.host == "93.184.215.14"
     assert pool.conn_kw["server_hostname"] == "hooks.example.test"
     assert pool.assert_hostname == "hooks.example.test"
+
+
+def test_a_target_that_drips_its_answer_is_cut_at_the_wall_clock_deadline():
+    drip = DripServer(interval=0.2, total=8.0)  # every read gets a byte well within 1 s
+    try:
+        started = time.monotonic()
+        with pytest.raises(outbound.DeadlinePassed, match="no answer within 1 s"):
+            outbound.post(f"http://127.0.0.1:{drip.port}/hook", b"{}", {}, 1.0, True)
+        assert time.monotonic() - started < 3.0
+    finally:
+        drip.close()
