@@ -102,7 +102,10 @@ class Settings:
     salesforce_pause_minutes: int = 60
     # Messages one write key may send per 10 seconds (Segment allows about 1,000 requests a
     # second per source); more answer 429 with Retry-After. 0: no limit.
-    ingest_messages_per_10s: int = 50_000
+    ingest_messages_per_10s: int = 10_000
+    # All of one tenant's keys together: well below what one service takes in, so one tenant's
+    # flood leaves room for everyone else.
+    ingest_tenant_messages_per_10s: int = 10_000
     property_prefix: str = "pql_"
     pull_interval_seconds: int = 300
     uninstall_grace_days: int = 30
@@ -192,7 +195,10 @@ class Settings:
             development_secrets=development_secrets,
             max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 32 * 1024, minimum=1024),
             max_batch_bytes=_int(env, "MAX_BATCH_BYTES", 500 * 1024, minimum=1024),
-            ingest_messages_per_10s=_int(env, "INGEST_MESSAGES_PER_10S", 50_000, minimum=0),
+            ingest_messages_per_10s=_int(env, "INGEST_MESSAGES_PER_10S", 10_000, minimum=0),
+            ingest_tenant_messages_per_10s=_int(
+                env, "INGEST_TENANT_MESSAGES_PER_10S", 10_000, minimum=0
+            ),
             scoring_interval_seconds=_int(env, "SCORING_INTERVAL_SECONDS", 30, minimum=5),
             **crms,
             property_prefix=_property_prefix(env.get("PROPERTY_PREFIX", "pql_")),

@@ -18,11 +18,20 @@ log = logging.getLogger(__name__)
 class RequestError(Exception):
     """A request refused at the door: ``status`` with ``{"code", "message", ...details}``."""
 
-    def __init__(self, status: int, code: str, message: str, **details: Any):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **details: Any,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
         self.details = details
 
 
@@ -54,7 +63,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(RequestError)
     def _refused(exc: RequestError):
-        return error_response(exc.status, exc.code, exc.message, **exc.details)
+        response = error_response(exc.status, exc.code, exc.message, **exc.details)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

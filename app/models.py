@@ -596,6 +596,19 @@ class IngestWindow(Base):
     messages: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class TenantIngestWindow(Base):
+    """How many messages one tenant's keys together sent in one 10-second window: the
+    per-tenant cap, well below what the service can take, so one tenant cannot use it all."""
+
+    __tablename__ = "tenant_ingest_windows"
+
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class RateWindow(Base):
     """The request times granted within the last window for one rate-limited key (a HubSpot
     portal), shared by every process: a grant happens under this row's lock."""

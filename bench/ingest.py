@@ -191,7 +191,15 @@ def main() -> None:
     db.dispose()
 
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING", "APP_ENV": "development"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "LOG_LEVEL": "WARNING",
+        "APP_ENV": "development",
+        # The service's capacity is measured, not the per-key and per-tenant limits.
+        "INGEST_MESSAGES_PER_10S": "0",
+        "INGEST_TENANT_MESSAGES_PER_10S": "0",
+    }
     gunicorn = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "gunicorn"),

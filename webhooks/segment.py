@@ -316,6 +316,37 @@ def _excerpt(item: Any, limit: int) -> str:
     return json.dumps(item, separators=(",", ":"), default=str)[:limit]
 
 
+# A batch's shared ``context``/``integrations`` are copied into each message: what that copying
+# may produce in all, as a multiple of the per-message limit (the default allows 4 MB).
+EXPANDED_BATCH_MESSAGES = 128
+
+
+def _refuse_expansion(body: dict[str, Any], count: int, max_message_bytes: int) -> None:
+    """Refuse, before any copying, a batch whose shared context would be copied into every
+    message past what a message may hold, or past what a whole batch may expand to."""
+    shared = {k: body[k] for k in ("context", "integrations") if isinstance(body.get(k), dict)}
+    if not shared:
+        return
+    size = len(_serialized(shared).encode("utf-8"))
+    if size > max_message_bytes:
+        raise RequestError(
+            413,
+            "message_too_large",
+            f"the batch's shared context and integrations are {size} bytes; every message "
+            f"would exceed the limit of {max_message_bytes} bytes",
+            limit_bytes=max_message_bytes,
+        )
+    expanded, limit = size * count, max_message_bytes * EXPANDED_BATCH_MESSAGES
+    if expanded > limit:
+        raise RequestError(
+            413,
+            "payload_too_large",
+            f"the batch's shared context ({size} bytes) copied into its {count} messages makes "
+            f"{expanded} bytes; the limit is {limit}: send smaller batches or a smaller context",
+            limit_bytes=limit,
+        )
+
+
 def parse_messages(
     body: dict[str, Any],
     path: str,
@@ -336,6 +367,7 @@ def parse_messages(
                 f"batch has {len(items)} messages; the limit is {MAX_BATCH_MESSAGES}",
                 limit_messages=MAX_BATCH_MESSAGES,
             )
+        _refuse_expansion(body, len(items), max_message_bytes)
         forced_type = None
     else:
         forced_type = PATH_TYPES[path]

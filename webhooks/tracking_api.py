@@ -1,8 +1,9 @@
 """HTTP routes of the Segment-compatible tracking API (``/v1/...``).
 
-Thin: a ``TrackingRequest`` reads the body within limits, authenticates the write key and parses
-the messages (``webhooks.segment``); the route applies the key's rate limit, hands the messages
-to ``app.tracking.ingest`` and answers exactly 200 once they are committed.
+Thin: a ``TrackingRequest`` reads the body within limits, authenticates the write key, counts
+the request against the key's and the tenant's limits (before any validation, so refused
+requests count too) and parses the messages (``webhooks.segment``); the route hands them to
+``app.tracking.ingest`` and answers exactly 200 once they are committed.
 """
 
 from __future__ import annotations
@@ -84,8 +85,38 @@ class TrackingRequest(InboundRequest):
             raise RequestError(401, "invalid_write_key", "write key is unknown or revoked")
 
     def parse(self) -> None:
+        self.admit()
         self.messages, self.rejections = parse_messages(
             self.document, self.path, self.received_at, self.svc.settings.max_message_bytes
+        )
+
+    def admit(self) -> None:
+        """The key's and the tenant's limits, before the messages are validated: what the
+        request names counts (a batch's items, else one), also when it is then refused."""
+        settings = self.svc.settings
+        items = self.document.get("batch") if self.path in BATCH_PATHS else None
+        count = max(1, len(items)) if isinstance(items, list) else 1
+        refusal = admit(
+            self.svc.db,
+            self.key.key_id,
+            self.key.tenant_id,
+            count,
+            settings.ingest_messages_per_10s,
+            settings.ingest_tenant_messages_per_10s,
+            self.received_at,
+        )
+        if refusal is None:
+            return
+        wait = str(math.ceil(refusal.retry_after))
+        who = "this write key" if refusal.scope == "key" else "this account's write keys together"
+        raise RequestError(
+            429,
+            "rate_limited",
+            f"{who} may send {refusal.limit} messages per 10 seconds; retry after {wait} s "
+            "(nothing of this request was stored)",
+            headers={"Retry-After": wait},
+            limit_per_10s=refusal.limit,
+            scope=refusal.scope,
         )
 
     def resolve(self) -> None:
@@ -97,22 +128,8 @@ def receive(path: str):
     if path not in PATHS:
         return error_response(404, "not_found", f"unknown tracking path /v1/{path}")
     svc = services()
-    settings = svc.settings
     call = TrackingRequest.validated(svc, path)
     messages, rejections, received_at = call.messages, call.rejections, call.received_at
-    count = len(messages) + len(rejections)
-    wait = admit(svc.db, call.key.key_id, count, settings.ingest_messages_per_10s, received_at)
-    if wait is not None:
-        limit = settings.ingest_messages_per_10s
-        response = error_response(
-            429,
-            "rate_limited",
-            f"this write key may send {limit} messages per 10 seconds; retry after "
-            f"{math.ceil(wait)} s (nothing of this request was stored)",
-            limit_per_10s=limit,
-        )
-        response.headers["Retry-After"] = str(math.ceil(wait))
-        return response
     ingest(svc.db, call.tenant_id, messages, rejections, received_at)
     if rejections:
         log.info(

@@ -391,3 +391,27 @@ def test_a_group_website_that_is_no_url_keeps_the_account_without_a_domain(clien
     _, key = tenant_key
     group = {"type": "group", "userId": "u", "groupId": "g", "traits": {"website": "http://[::1"}}
     assert post(client, "group", group, key).status_code == 200
+
+
+def test_a_shared_context_too_large_for_any_message_is_refused_before_copying(
+    client, db, tenant_key
+):
+    _, key = tenant_key
+    context = {"blob": "x" * 40_000}  # over the 32 KB a message may hold
+    body = {"context": context, "batch": [{"type": "track"} for _ in range(10)]}
+    answer = post(client, "batch", body, key)
+    assert answer.status_code == 413
+    assert "every message would exceed" in answer.get_json()["message"]
+
+
+def test_a_shared_context_copied_into_many_messages_is_bounded(client, db, tenant_key):
+    _, key = tenant_key
+    # 170 bytes of context in the body, copied into 2,500 messages: still allowed.
+    small = {"context": {"note": "y" * 150}, "batch": [track() for _ in range(2500)]}
+    assert post(client, "batch", small, key).status_code == 200
+    # 2 KB copied 2,500 times (5 MB) is past what a batch may expand to: refused at once, with
+    # no per-message work (the earlier code serialised 2,500 merged copies).
+    big = {"context": {"note": "z" * 2000}, "batch": [{} for _ in range(2500)]}
+    answer = post(client, "batch", big, key)
+    assert answer.status_code == 413 and answer.get_json()["code"] == "payload_too_large"
+    assert "send smaller batches" in answer.get_json()["message"]

@@ -57,7 +57,8 @@ def test_a_key_over_its_limit_gets_429_with_retry_after_and_nothing_is_stored(li
     assert events(db, tenant.id) == 14
     with db.system_session() as session:
         assert session.scalar(select(func.count()).select_from(IngestWindow)) == 3
-    assert forget_ingest_windows(db, now[0]) == 2
+    # The ended windows go: two of the keys' and the tenant's.
+    assert forget_ingest_windows(db, now[0]) == 3
 
 
 def test_a_zero_limit_means_no_limit(migrated_url):
@@ -75,3 +76,49 @@ def test_a_zero_limit_means_no_limit(migrated_url):
     finally:
         empty_all_tables(app)
         app.extensions["pql"].db.dispose()
+
+
+def test_a_refused_request_counts_against_the_limit(limited):
+    app, _now = limited
+    db = app.extensions["pql"].db
+    key = issue_write_key(db, create_tenant(db, "Refused").id).secret
+    client = app.test_client()
+    junk = {"batch": [{"type": "track"} for _ in range(5)]}  # no event, no user: all invalid
+    assert post(client, "batch", junk, key).status_code == 400
+    # Those five cost their work and count: the key's window is full.
+    refused = post(client, "track", track(), key)
+    assert refused.status_code == 429 and refused.get_json()["scope"] == "key"
+
+
+@pytest.fixture
+def tenant_capped(migrated_url):
+    from app import create_app
+
+    app = create_app(
+        config_for(migrated_url, INGEST_MESSAGES_PER_10S="5", INGEST_TENANT_MESSAGES_PER_10S="6")
+    )
+    app.extensions["pql"].clock = lambda: START
+    yield app
+    empty_all_tables(app)
+    app.extensions["pql"].db.dispose()
+
+
+def test_a_tenants_keys_together_stay_under_the_tenant_cap(tenant_capped):
+    app = tenant_capped
+    db = app.extensions["pql"].db
+    tenant = create_tenant(db, "Many keys")
+    first, second = (issue_write_key(db, tenant.id).secret for _ in range(2))
+    neighbour = issue_write_key(db, create_tenant(db, "Neighbour").id).secret
+    client = app.test_client()
+    assert post(client, "batch", {"batch": [track() for _ in range(4)]}, first).status_code == 200
+    refused = post(client, "batch", {"batch": [track() for _ in range(3)]}, second)
+    assert refused.status_code == 429
+    body = refused.get_json()
+    assert body["scope"] == "tenant" and "write keys together may send 6" in body["message"]
+    assert refused.headers["Retry-After"] == "7"
+    assert events(db, tenant.id) == 4
+    # What fits still fits, and another tenant is not held back.
+    assert post(client, "batch", {"batch": [track() for _ in range(2)]}, second).status_code == 200
+    assert (
+        post(client, "batch", {"batch": [track() for _ in range(5)]}, neighbour).status_code == 200
+    )

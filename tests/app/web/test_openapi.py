@@ -166,6 +166,23 @@ def _deep(depth: int) -> bytes:
             "exceeds",
         ),
         ("/v1/batch", "POST", b"{}", {"Content-Encoding": "br"}, 415, "encoding"),
+        # A batch-level context copied into 2,500 empty messages (5.8 s of CPU before).
+        (
+            "/v1/batch",
+            "POST",
+            json.dumps({"context": {"x": "y" * 180_000}, "batch": [{}] * 2500}).encode(),
+            {},
+            413,
+            "would exceed",
+        ),
+        (
+            "/v1/batch",
+            "POST",
+            json.dumps({"context": {"x": "y" * 3_000}, "batch": [{}] * 2500}).encode(),
+            {},
+            413,
+            "send smaller batches",
+        ),
         ("/api/v1/definitions", "PUT", _deep(50_000), {}, 400, "nested too deeply"),
         ("/api/v1/definitions", "PUT", b"\xff\xfe", {}, 400, "not valid JSON"),
         ("/api/v1/definitions", "PUT", b'{"document": "\xe9t\xe9"}', {}, 400, "UTF-8"),
