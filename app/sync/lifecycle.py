@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from app.sync.push import SyncReport, push_changed_traits
 from app.sync.schema import ensure_schema
 from app.tenants import NotFound, end_admin_sessions, get_tenant, issue_write_key
 from connectors import registry
-from connectors.base import AuthorizationLost, CrmError, CrmPaused
+from connectors.base import AuthorizationLost, CrmError, CrmPaused, Write, batches
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,33 @@ def holds_refresh_token(svc, crm: str, external_id: str, refresh_token: str) -> 
             )
         ).one_or_none()
     return bool(held) and svc.token_cipher.decrypt(held) == refresh_token
+
+
+def clear_app_properties(
+    svc, tenant_id: int, records: Sequence[tuple[str, Sequence[str]]]
+) -> tuple[list[str], dict[str, str]]:
+    """After a privacy deletion: empty the app's own properties on the person's CRM records
+    (the records themselves are the customer's). Returns the ids cleared and, for the others,
+    why not."""
+    if not records:
+        return [], {}
+    if provider_of(svc, tenant_id) is None:
+        return [], {crm_id: "the tenant is not connected to a CRM" for crm_id, _ in records}
+    cleared: list[str] = []
+    failed: dict[str, str] = {}
+    writes = [Write(c, dict.fromkeys(names, ""), crm_id=c) for c, names in records if names]
+    try:
+        connector = connector_for(svc, tenant_id)
+        for batch in batches(writes, connector.write_batch(len(writes))):
+            for outcome in connector.update(connector.user_type, batch):
+                if outcome.error and not outcome.missing:
+                    failed[outcome.key] = outcome.error
+                else:
+                    cleared.append(outcome.key)
+    except CrmError as exc:
+        done = set(cleared) | set(failed)
+        failed.update({w.key: str(exc) for w in writes if w.key not in done})
+    return cleared, failed
 
 
 def provider_of(svc, tenant_id: int) -> registry.Provider | None:

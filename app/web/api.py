@@ -400,6 +400,7 @@ def crm_sync_now():
 def privacy_deletion():
     """Forget a person everywhere the app keeps them: ``{"user_id": …}`` or ``{"email": …}``
     (idempotent: asking again finds nobody and says so)."""
+    from app.sync.lifecycle import clear_app_properties
     from app.tracking.privacy import forget_user
 
     body = _json_body()
@@ -411,11 +412,22 @@ def privacy_deletion():
         raise RequestError(400, "invalid_parameter", "name the person: user_id or email")
     svc = services()
     done = forget_user(svc.db, g.tenant_id, svc.clock(), external_id=user_id, email=email)
+    cleared, not_cleared = clear_app_properties(svc, g.tenant_id, done.crm_records)
+    not_deleted = []
+    if done.crm_records:
+        not_deleted.append(
+            "the person's CRM record (the customer's own data) stays in the CRM; delete it "
+            "there if the person must be removed from it too"
+        )
     return jsonify(
         users_deleted=done.users,
         events_deleted=done.events,
         accounts_rescored=done.accounts_rescored,
         rejected_messages_deleted=done.rejected_messages,
+        account_traits_deleted=done.account_traits_removed,
+        crm_records_cleared=cleared,
+        crm_records_not_cleared=[{"crm_id": k, "reason": v} for k, v in not_cleared.items()],
+        not_deleted=not_deleted,
     )
 
 
