@@ -28,13 +28,13 @@ def secrets_generate() -> None:
 
 @secrets_group.command(
     "rotate-tokens",
-    help="Re-encrypt every stored secret (CRM tokens, write keys kept for the admin pages) with "
-    "the first key of TOKEN_ENCRYPTION_KEYS.",
+    help="Re-encrypt every stored secret (CRM tokens, write keys kept for the admin pages, "
+    "webhook triggers' signing secrets) with the first key of TOKEN_ENCRYPTION_KEYS.",
 )
 @with_appcontext
 def secrets_rotate_tokens() -> None:
     require_schema()
-    from app.models import Tenant, WriteKey
+    from app.models import Tenant, Trigger, WriteKey
 
     svc = services()
     count = 0
@@ -50,4 +50,16 @@ def secrets_rotate_tokens() -> None:
                     if value:
                         setattr(row, attr, svc.token_cipher.rotate(value))
                         count += 1
+        # Webhook triggers' signing secrets; a plain one from before they were encrypted is
+        # encrypted now.
+        for rule in session.scalars(select(Trigger).where(Trigger.action == "webhook")):
+            params = dict(rule.action_params or {})
+            if params.get("secret_encrypted"):
+                params["secret_encrypted"] = svc.token_cipher.rotate(params["secret_encrypted"])
+            elif params.get("secret"):
+                params["secret_encrypted"] = svc.token_cipher.encrypt(params.pop("secret"))
+            else:
+                continue
+            rule.action_params = params
+            count += 1
     click.echo(f"re-encrypted {count} secrets")

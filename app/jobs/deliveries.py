@@ -253,18 +253,30 @@ def send_slack(
     )
 
 
+def webhook_secret(rule: Trigger, cipher=None) -> str:
+    """The trigger's signing secret: stored encrypted (``secret_encrypted``); a plain
+    ``secret`` is what rules saved before that kept."""
+    params = rule.action_params
+    if params.get("secret_encrypted"):
+        if cipher is None:
+            raise DeliveryError("the signing secret is encrypted and no key was given")
+        return cipher.decrypt(params["secret_encrypted"])
+    return str(params.get("secret") or "")
+
+
 def send_webhook(
     rule: Trigger,
     payload: dict[str, Any],
     allow_loopback: bool = False,
     deadline: float = HTTP_DEADLINE,
+    cipher=None,
 ) -> str:
     body = json.dumps(payload, sort_keys=True).encode()
     timestamp = str(int(time.time()))
     headers = {
         "Content-Type": "application/json",
         "X-PQL-Timestamp": timestamp,
-        "X-PQL-Signature": sign(rule.action_params["secret"], timestamp, body),
+        "X-PQL-Signature": sign(webhook_secret(rule, cipher), timestamp, body),
         "User-Agent": "pql-engine-triggers",
     }
     return _post(rule.action_params["url"], body, headers, allow_loopback, deadline=deadline)
@@ -308,6 +320,7 @@ def deliver_pending(
     allow_loopback: bool = False,
     budget: float = TENANT_BUDGET,
     deadline: float = HTTP_DEADLINE,
+    cipher=None,
 ) -> dict[str, int]:
     """Send this tenant's due deliveries (oldest first, a batch per call) within ``budget``
     seconds: once it is spent, the rest waits for the next round ("deferred"). Each target has
@@ -316,7 +329,7 @@ def deliver_pending(
     senders = senders or {
         "slack": functools.partial(send_slack, allow_loopback=allow_loopback, deadline=deadline),
         "webhook": functools.partial(
-            send_webhook, allow_loopback=allow_loopback, deadline=deadline
+            send_webhook, allow_loopback=allow_loopback, deadline=deadline, cipher=cipher
         ),
     }
     counts = {"delivered": 0, "retrying": 0, "failed": 0, "deferred": 0}

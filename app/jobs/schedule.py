@@ -66,6 +66,7 @@ def deliver(services: Services, holder: str) -> object:
             now,
             connector_factory=factory,
             allow_loopback=not services.settings.is_production,
+            cipher=services.token_cipher,
         )
 
     return deliver_tenants(services.db, services.clock, holder, one_tenant)

@@ -3,7 +3,7 @@ import json
 from sqlalchemy import select
 
 from app import create_app
-from app.models import Tenant, WriteKey
+from app.models import Tenant, Trigger, WriteKey
 from app.security import TokenCipher, new_encryption_key
 from app.tenants import create_tenant, issue_write_key, resolve_write_key
 from tests.helpers.apps import config_for
@@ -74,16 +74,34 @@ def test_rotate_tokens_re_encrypts_with_the_new_primary_key(db, migrated_url):
     with db.system_transaction() as s:
         s.get(Tenant, tenant.id).refresh_token_encrypted = old_cipher.encrypt("refresh-me")
     issue_write_key(db, tenant.id, cipher=old_cipher)
+    with db.tenant_transaction(tenant.id) as s:
+        # A webhook trigger saved before signing secrets were encrypted.
+        s.add(
+            Trigger(
+                tenant_id=tenant.id,
+                name="Bridge",
+                subject="account",
+                event="new",
+                params={},
+                action="webhook",
+                action_params={"url": "https://bridge.test/x", "secret": "plain-old-secret"},
+                cap_hours=24,
+                enabled=True,
+            )
+        )
 
     app = create_app(config_for(migrated_url, TOKEN_ENCRYPTION_KEYS=f"{new_key},{old_key}"))
     result = app.test_cli_runner().invoke(args=["secrets", "rotate-tokens"])
     assert result.exit_code == 0, result.output
-    assert "re-encrypted 2 secrets" in result.output
+    assert "re-encrypted 3 secrets" in result.output
     with db.system_session() as s:
         stored = s.scalar(select(Tenant.refresh_token_encrypted))
         key = s.scalar(select(WriteKey.secret_encrypted))
+        params = s.scalar(select(Trigger.action_params))
     assert TokenCipher([new_key]).decrypt(stored) == "refresh-me"
     assert TokenCipher([new_key]).decrypt(key).startswith("wk_")
+    assert "secret" not in params
+    assert TokenCipher([new_key]).decrypt(params["secret_encrypted"]) == "plain-old-secret"
     app.extensions["pql"].db.dispose()
 
 

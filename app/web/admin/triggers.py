@@ -90,6 +90,10 @@ def create_trigger():
     values, problems = _trigger_form()
     if problems:
         return _triggers_page(values, problems, 422)
+    params = values["action_params"]
+    if "secret" in params:
+        # The signing secret is kept encrypted like the CRM tokens, never in plain text.
+        params["secret_encrypted"] = services().token_cipher.encrypt(params.pop("secret"))
     with tenant_db().tenant_transaction(g.tenant_id) as db_session:
         db_session.add(Trigger(tenant_id=g.tenant_id, enabled=True, **values))
     return redirect(url_for("admin_ui.triggers_page"))

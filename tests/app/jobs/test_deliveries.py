@@ -259,6 +259,33 @@ def test_the_triggers_page_creates_lists_and_logs(app, client, db, installed):
     assert "Activated" in listing and "Activation reached" in listing and "pending" in listing
 
 
+def test_a_webhooks_signing_secret_is_stored_encrypted_and_still_signs(app, client, db, installed):
+    tenant_id, key = installed
+    secret = "a-signing-secret-of-ours"
+    made = post_trigger_form(
+        client,
+        name="Bridge",
+        subject="account",
+        event="new",
+        action="webhook",
+        url="https://bridge.test/pql",
+        secret=secret,
+        cap_hours="24",
+    )
+    assert made.status_code == 302
+    with db.tenant_session(tenant_id) as session:
+        params = session.scalar(select(Trigger.action_params).where(Trigger.name == "Bridge"))
+    assert secret not in json.dumps(params) and params["secret_encrypted"]
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, "https://bridge.test/pql", status=200)
+        counts = deliver_pending(db, tenant_id, NOW, cipher=app.extensions["pql"].token_cipher)
+        assert counts["delivered"] == 1
+        headers, body = mock.calls[0].request.headers, mock.calls[0].request.body
+        assert headers["X-PQL-Signature"] == sign(secret, headers["X-PQL-Timestamp"], body)
+
+
 # --- handoff ----------------------------------------------------------------------------------
 
 
