@@ -64,27 +64,21 @@ def _forget_rejected(session, markers: set[str]) -> int:
     return deleted
 
 
-def _forget_in_account_traits(
-    session, emails: set[str], names: set[str], now: dt.datetime
-) -> int:
+def _forget_in_account_traits(session, emails: set[str], names: set[str], now: dt.datetime) -> int:
     """Remove account traits whose value is the person's email (any case) or name."""
     emails = {e.lower() for e in emails}
     removed = 0
     for marker in sorted(emails | names):
         rows = session.scalars(
             select(Account).where(
-                func.lower(cast(Account.traits, String)).contains(
-                    marker.lower(), autoescape=True
-                )
+                func.lower(cast(Account.traits, String)).contains(marker.lower(), autoescape=True)
             )
         ).all()
         for account in rows:
             kept = {
                 k: v
                 for k, v in (account.traits or {}).items()
-                if not (
-                    isinstance(v, str) and (v.strip().lower() in emails or v.strip() in names)
-                )
+                if not (isinstance(v, str) and (v.strip().lower() in emails or v.strip() in names))
             }
             if len(kept) != len(account.traits or {}):
                 removed += len(account.traits) - len(kept)
@@ -187,6 +181,4 @@ def forget_user(
         events,
         len(accounts),
     )
-    return Forgotten(
-        len(ids), events or 0, len(accounts), rejected, traits_removed, crm_records
-    )
+    return Forgotten(len(ids), events or 0, len(accounts), rejected, traits_removed, crm_records)

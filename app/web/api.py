@@ -27,8 +27,7 @@ from app.scores.definitions_store import (
 from app.scores.scoring_pass import recompute
 from app.services import services
 from app.tenants import resolve_write_key
-from app.web.read_model import Scored, accounts_query, owner_names, scored, segment_members
-from scoring.engine import trait_distribution
+from app.web.read_model import Scored, accounts_query, owner_names, scored, segment_view
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_BODY = 1024 * 1024
@@ -289,13 +288,15 @@ def segment(name: str):
     subject = request.args.get("subject", "account")
     if subject not in ("account", "user"):
         raise RequestError(400, "invalid_parameter", "subject must be account or user")
+    limit = _int_arg("limit", 500, 1, 500)
+    offset = _int_arg("offset", 0, 0, 10_000_000)
     with services().db.tenant_session(g.tenant_id) as session:
-        members = segment_members(session, name, subject)
-    body: dict[str, Any] = {"segment": name, "subject": subject, "count": len(members)}
+        view = segment_view(session, name, subject, field, limit, offset)
+    body: dict[str, Any] = {"segment": name, "subject": subject, "count": view.count}
     if field:
         body["field"] = field
-        body["distribution"] = trait_distribution([m.record() for m in members], field)
-    body["members"] = [m.external_id for m in members[:500]]
+        body["distribution"] = view.distribution
+    body["members"] = [m.external_id for m in view.page]
     return jsonify(body)
 
 

@@ -9,6 +9,7 @@ within a segment read ``trait.X``, ``crm.X`` or any score field of these records
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from app.models import (
     UserScore,
 )
 from scoring.definitions import Definitions
+from scoring.engine import trait_distribution
 
 ENGAGEMENT_SEGMENTS = ("Most engaged", "Engaged", "Passive", "Least engaged")
 TREND_SEGMENTS = ("Red Hot", "Ice Cold")
@@ -137,10 +139,56 @@ def scored(rows: Iterable, owners: dict[str, str]) -> list[Scored]:
     return out
 
 
-def segment_members(session: Session, name: str, subject: str = "account") -> list[Scored]:
-    query = accounts_query() if subject == "account" else users_query()
-    rows = scored(session.execute(query), owner_names(session))
-    return [r for r in rows if r.in_segment(name)]
+@dataclass
+class SegmentView:
+    """One segment: how many are in it, one page of its members (by id), how a field is
+    spread among all of them, and their engagement segments."""
+
+    count: int = 0
+    page: list[Scored] = field(default_factory=list)
+    distribution: list[dict] = field(default_factory=list)
+    engagement: Counter = field(default_factory=Counter)
+
+
+SEGMENT_CHUNK = 1000
+
+
+def segment_view(
+    session: Session,
+    name: str,
+    subject: str = "account",
+    field_name: str | None = None,
+    limit: int = 500,
+    offset: int = 0,
+) -> SegmentView:
+    """Read the subjects a thousand at a time (membership lives in JSON and in two columns,
+    so it is decided here): memory holds one chunk and one page, whatever the segment's size."""
+    model = Account if subject == "account" else User
+    query = (accounts_query() if subject == "account" else users_query()).order_by(model.id)
+    owners = owner_names(session)
+    view = SegmentView()
+
+    def members():
+        result = session.execute(query.execution_options(yield_per=SEGMENT_CHUNK))
+        for partition in result.partitions():
+            for row in scored(partition, owners):
+                if not row.in_segment(name):
+                    continue
+                if offset <= view.count < offset + limit:
+                    view.page.append(row)
+                view.count += 1
+                view.engagement[row.score.engagement_segment] += 1
+                yield row.record()
+
+    records = members()
+    if field_name:
+        try:
+            view.distribution = trait_distribution(records, field_name)
+        except (KeyError, ValueError, TypeError):
+            view.distribution = []
+    for _ in records:  # what the distribution did not read (none, or after a bad field)
+        pass
+    return view
 
 
 def usage_card(

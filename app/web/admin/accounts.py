@@ -3,8 +3,6 @@ segments with the distribution of a field among their members."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 from flask import abort, g, render_template, request, url_for
 from sqlalchemy import func, select
 
@@ -25,10 +23,10 @@ from app.web.read_model import (
     accounts_query,
     owner_names,
     scored,
-    segment_members,
+    segment_view,
 )
 from connectors import registry
-from scoring.engine import account_checklist, is_paying, trait_distribution
+from scoring.engine import account_checklist, is_paying
 
 SORTS = {
     "name": Account.name,
@@ -221,19 +219,14 @@ def segments():
     name = request.args.get("name") or (names[0] if names else "")
     field = request.args.get("field", "trait.plan").strip() or "trait.plan"
     with tenant_db().tenant_session(g.tenant_id) as db_session:
-        members = [m.record() for m in segment_members(db_session, name)]
-    try:
-        distribution = trait_distribution(members, field)
-    except (KeyError, ValueError, TypeError):
-        distribution = []
-    counts = Counter(m["engagement_segment"] for m in members)
+        view = segment_view(db_session, name, "account", field, limit=500)
     return render_template(
         "admin/segments.html",
         names=names,
         name=name,
         field=field,
-        members=members[:500],
-        count=len(members),
-        distribution=distribution,
-        counts=counts,
+        members=[m.record() for m in view.page],
+        count=view.count,
+        distribution=view.distribution,
+        counts=view.engagement,
     )

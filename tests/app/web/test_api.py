@@ -198,3 +198,18 @@ def test_definitions_history_is_paged(client, admin):
     assert [v["version"] for v in rest["versions"]] == [2, 1]
     refused = client.get(url, query_string={"limit": 100000}, headers=admin)
     assert refused.status_code == 400 and "limit" in refused.get_json()["message"]
+
+
+def test_segment_members_are_paged_and_read_a_chunk_at_a_time(client, admin, scored, monkeypatch):
+    from app.web import read_model
+
+    everyone = client.get("/api/v1/segments/Least engaged", headers=admin).get_json()
+    assert everyone["count"] >= 2
+    # One subject per chunk: the same answer, read in pieces.
+    monkeypatch.setattr(read_model, "SEGMENT_CHUNK", 1)
+    first = client.get("/api/v1/segments/Least engaged?limit=1", headers=admin).get_json()
+    second = client.get("/api/v1/segments/Least engaged?limit=1&offset=1", headers=admin).get_json()
+    assert first["count"] == second["count"] == everyone["count"]
+    assert first["members"] + second["members"] == everyone["members"][:2]
+    too_many = client.get("/api/v1/segments/Least engaged?limit=501", headers=admin)
+    assert too_many.status_code == 400 and "limit" in too_many.get_json()["message"]
