@@ -523,6 +523,26 @@ class Trigger(TenantOwned, Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class ScoringJob(TenantOwned, Base):
+    """A scoring pass or a definitions preview an admin asked for: run by the worker under the
+    tenant's scoring lease (never beside another pass of the tenant), not in a web request.
+    ``status``: queued, running, done, failed; ``result`` what the pass or preview found."""
+
+    __tablename__ = "scoring_jobs"
+    __table_args__ = (Index("ix_scoring_jobs_tenant_id_status", "tenant_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))  # "run" / "preview"
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(10), default="queued")
+    result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str | None] = mapped_column(String(255))
+    requested_at: Mapped[dt.datetime]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+
 class Delivery(TenantOwned, Base):
     """One firing of a trigger for one record, and its delivery: written in the scoring pass
     that saw the change (an outbox row), sent by the worker, retried with backoff, logged."""

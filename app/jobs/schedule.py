@@ -11,11 +11,18 @@ from dataclasses import dataclass
 
 from app.config import Settings
 from app.jobs import deliveries
-from app.jobs.tenant_jobs import deliver_tenants, lifecycle_tenants, pull_tenants, score_tenants
+from app.jobs.tenant_jobs import (
+    deliver_tenants,
+    lifecycle_tenants,
+    pull_tenants,
+    requested_scoring,
+    score_tenants,
+)
 from app.services import Services
 from app.sync import lifecycle
 from app.tracking.rate_limit import forget_ingest_windows
 
+REQUESTED_INTERVAL = dt.timedelta(seconds=2)
 # How often due trigger deliveries are sent (and failed ones retried when their time comes).
 DELIVERY_INTERVAL = dt.timedelta(seconds=15)
 PURGE_INTERVAL = dt.timedelta(hours=1)
@@ -39,6 +46,10 @@ def score(services: Services, holder: str) -> object:
     return score_tenants(
         services.db, services.clock, holder, lambda tenant_id: _push(services, tenant_id)
     )
+
+
+def requested(services: Services, holder: str) -> object:
+    return requested_scoring(services.db, services.clock, holder)
 
 
 def pull(services: Services, holder: str) -> object:
@@ -98,6 +109,8 @@ def purge(services: Services, holder: str) -> object:
 
 SCHEDULE: tuple[PeriodicJob, ...] = (
     PeriodicJob("score", lambda s: dt.timedelta(seconds=s.scoring_interval_seconds), score),
+    # Passes and previews admins asked for: picked up within seconds.
+    PeriodicJob("requested", lambda s: REQUESTED_INTERVAL, requested),
     PeriodicJob("pull", lambda s: dt.timedelta(seconds=s.pull_interval_seconds), pull),
     PeriodicJob("deliver", lambda s: DELIVERY_INTERVAL, deliver),
     PeriodicJob(

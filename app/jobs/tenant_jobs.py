@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from app.db import Database
 from app.jobs import leases
 from app.models import Delivery, Tenant
+from app.scores.jobs import run_queued, tenants_with_queued_jobs
 from app.scores.scoring_pass import recompute
 from connectors import registry
 from connectors.base import AuthorizationLost, CrmUnavailable
@@ -86,6 +87,16 @@ def score_tenants(
         return "full" if summary.full else "incremental"
 
     return _each_under_lease(db, clock, holder, "score", _active_tenants(db), work)
+
+
+def requested_scoring(db: Database, clock: Callable[[], dt.datetime], holder: str) -> dict:
+    """Scoring passes and previews admins asked for, under the same "score" lease as the
+    scheduled passes (one at a time per tenant, whichever worker gets it)."""
+
+    def work(tenant_id: int, now: dt.datetime) -> str:
+        return f"{run_queued(db, tenant_id, clock)} jobs"
+
+    return _each_under_lease(db, clock, holder, "score", tenants_with_queued_jobs(db), work)
 
 
 def pull_tenants(

@@ -10,7 +10,7 @@ import datetime as dt
 import functools
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify, request, url_for
 from marshmallow import ValidationError
 from sqlalchemy import Select, asc, desc, func, select
 
@@ -24,7 +24,6 @@ from app.scores.definitions_store import (
     rollback_definitions,
     save_definitions,
 )
-from app.scores.scoring_pass import recompute
 from app.services import services
 from app.tenants import resolve_write_key
 from app.web.read_model import Scored, accounts_query, owner_names, scored, segment_view
@@ -303,19 +302,32 @@ def segment(name: str):
 @bp.post("/scoring/run")
 @admin_required
 def run_scoring():
+    """Queue a scoring pass (``{"full": true}`` by default) for the worker: 202 with the job and
+    its status URL (``Location``)."""
+    from app.scores.jobs import job_status, request_job
+
     body = _json_body() if request.content_length else {}
     full = body.get("full", True)
     if not isinstance(full, bool):
         raise RequestError(400, "invalid_parameter", "full must be true or false")
     svc = services()
-    summary = recompute(svc.db, g.tenant_id, svc.clock(), full=full)
-    return jsonify(
-        full=summary.full,
-        accounts=summary.accounts,
-        users=summary.users,
-        definitions_version=summary.definitions_version,
-        seconds=summary.seconds,
-    )
+    job_id = request_job(svc.db, g.tenant_id, "run", {"full": full}, svc.clock(), "admin API")
+    response = jsonify(job_status(svc.db, g.tenant_id, job_id))
+    response.status_code = 202
+    response.headers["Location"] = url_for("api.scoring_job", job_id=job_id)
+    return response
+
+
+@bp.get("/scoring/jobs/<int(max=2147483647):job_id>")
+@admin_required
+def scoring_job(job_id: int):
+    """A requested pass or preview: queued, running, done (with its result) or failed."""
+    from app.scores.jobs import job_status
+
+    found = job_status(services().db, g.tenant_id, job_id)
+    if found is None:
+        raise RequestError(404, "not_found", f"no scoring job {job_id}")
+    return jsonify(found)
 
 
 # --- CRM ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import yaml
 from flask import abort, g, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
+from app.models import ScoringJob
 from app.scores.definitions_store import (
     current_definitions,
     definitions_history,
@@ -16,7 +17,9 @@ from app.scores.definitions_store import (
     parse_document,
     rollback_definitions,
     save_definitions,
+    to_document,
 )
+from app.scores.jobs import request_job
 from app.services import services
 from app.web.admin.session import bp, tenant_db
 
@@ -78,17 +81,33 @@ def _read_form() -> tuple[dict[str, Any], dict[str, list[str]], dict[str, str]]:
     return document, errors, texts
 
 
+def _preview_job(job_id: str | None) -> ScoringJob | None:
+    if not job_id or not job_id.isdigit() or int(job_id) >= 2**31:
+        return None
+    with tenant_db().tenant_session(g.tenant_id) as session:
+        job = session.get(ScoringJob, int(job_id))
+        if job is None or job.tenant_id != g.tenant_id or job.kind != "preview":
+            return None
+        session.expunge(job)
+        return job
+
+
 @bp.get("/definitions")
 def definitions():
+    """The definitions; with ``preview=<job>``, the draft that preview was asked for and its
+    result once the worker has it (the page reloads itself every 2 s until then)."""
     stored = current_definitions(tenant_db(), g.tenant_id)
+    job = _preview_job(request.args.get("preview"))
+    texts = _sections_of(job.params["document"] if job else stored.document)
     return render_template(
         "admin/definitions.html",
         sections=SECTIONS,
-        texts=_sections_of(stored.document),
+        texts=texts,
         errors={},
         version=stored.version,
         history=definitions_history(tenant_db(), g.tenant_id),
-        preview=None,
+        preview=job.result if job and job.status == "done" else None,
+        preview_job=job,
         saved=request.args.get("saved"),
     )
 
@@ -116,9 +135,16 @@ def save_definitions_form():
             saved = save_definitions(tenant_db(), g.tenant_id, document, g.actor, note)
             return redirect(url_for("admin_ui.definitions", saved=saved.version))
         if not errors:
-            from app.scores.scoring_pass import preview_definitions
-
-            preview = preview_definitions(tenant_db(), g.tenant_id, candidate, services().clock())
+            # Scored by the worker under the tenant's scoring lease, not in this request.
+            job_id = request_job(
+                tenant_db(),
+                g.tenant_id,
+                "preview",
+                {"document": to_document(candidate)},
+                services().clock(),
+                g.actor,
+            )
+            return redirect(url_for("admin_ui.definitions", preview=job_id))
     status = 422 if errors else 200
     return (
         render_template(

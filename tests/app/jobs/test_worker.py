@@ -72,7 +72,7 @@ def test_uninstalled_tenants_are_not_scored(db, tenant_key):
 def test_the_worker_schedules_scoring_pull_deliveries_and_purge_once_at_a_time(app):
     scheduler = build_scheduler(app.extensions["pql"])
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"score", "pull", "deliver", "lifecycle", "purge"}
+    assert set(jobs) == {"score", "requested", "pull", "deliver", "lifecycle", "purge"}
     assert jobs["deliver"].trigger.interval == dt.timedelta(seconds=15)
     assert all((j.max_instances, j.coalesce) == (1, True) for j in jobs.values())
     assert jobs["score"].trigger.interval == dt.timedelta(seconds=30)

@@ -8,6 +8,7 @@ import re
 import pytest
 from sqlalchemy import select
 
+from app.jobs.tenant_jobs import requested_scoring
 from app.models import DefinitionsVersion, Tenant, WriteKey
 from app.scores.scoring_pass import recompute
 from app.sync.lifecycle import uninstall
@@ -160,9 +161,15 @@ def test_preview_then_save_then_roll_back(admin, client, db):
     texts["pql"] = texts["pql"].replace("small: 80", "small: 1").replace("mid: 60", "mid: 1")
     texts["pql"] = re.sub(r"(simple:\n\s+small: )\d+", r"\g<1>1", texts["pql"])
     token = csrf(page)
-    preview = client.post("/app/definitions", data={**texts, "csrf": token, "action": "preview"})
-    body = preview.get_data(as_text=True)
-    assert preview.status_code == 200 and 'id="preview"' in body
+    asked = client.post("/app/definitions", data={**texts, "csrf": token, "action": "preview"})
+    # The preview is the worker's job: the page shows the draft and reloads until it is done.
+    assert asked.status_code == 302 and "preview=" in asked.headers["Location"]
+    waiting = client.get(asked.headers["Location"]).get_data(as_text=True)
+    assert 'id="preview-pending"' in waiting and 'http-equiv="refresh"' in waiting
+    assert "small: 1" in waiting  # the draft, not what is stored
+    requested_scoring(db, lambda: NOW, "worker-1")
+    body = client.get(asked.headers["Location"]).get_data(as_text=True)
+    assert 'id="preview"' in body and 'http-equiv="refresh"' not in body
     assert re.search(r"<strong>1</strong> would become PQLs \(Acme\)", body), body[:2000]
     with db.tenant_session(tenant_id) as session:
         assert len(session.scalars(select(DefinitionsVersion)).all()) == 1  # not saved

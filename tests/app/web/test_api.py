@@ -3,7 +3,11 @@
 import datetime as dt
 
 import pytest
+from sqlalchemy import func, select
 
+from app.jobs import leases
+from app.jobs.tenant_jobs import requested_scoring
+from app.models import AccountScore
 from app.scores.definitions_store import current_definitions, to_document
 from app.scores.scoring_pass import recompute
 from app.tenants import create_tenant, issue_write_key
@@ -158,12 +162,33 @@ def test_an_admin_key_sees_only_its_own_tenant(client, db, scored, admin):
     )
 
 
-def test_scoring_can_be_run_through_the_api(app, client, admin, tenant_key):
-    _, key = tenant_key
+def test_scoring_is_run_by_the_worker_when_asked_through_the_api(
+    app, client, db, admin, tenant_key
+):
+    tenant_id, key = tenant_key
     acme_trial(client, key)
-    app.extensions["pql"].clock = lambda: NOW + dt.timedelta(hours=1)
-    body = client.post("/api/v1/scoring/run", json={"full": True}, headers=admin).get_json()
-    assert (body["full"], body["accounts"]) == (True, 1)
+    clock = lambda: NOW + dt.timedelta(hours=1)  # noqa: E731
+    app.extensions["pql"].clock = clock
+    asked = client.post("/api/v1/scoring/run", json={"full": True}, headers=admin)
+    assert asked.status_code == 202 and asked.get_json()["status"] == "queued"
+    status_url = asked.headers["Location"]
+    # Asking again while it waits is the same job.
+    again = client.post("/api/v1/scoring/run", json={"full": True}, headers=admin).get_json()
+    assert again["id"] == asked.get_json()["id"]
+    # Nothing was scored in the request.
+    with db.tenant_session(tenant_id) as session:
+        assert session.scalar(select(func.count()).select_from(AccountScore)) == 0
+    # While another worker holds the tenant's scoring lease, this one leaves the job waiting.
+    with leases.held(db, tenant_id, "score", "worker-2", dt.timedelta(minutes=1), clock):
+        assert requested_scoring(db, clock, "worker-1") == {tenant_id: "busy"}
+    assert client.get(status_url, headers=admin).get_json()["status"] == "queued"
+    assert requested_scoring(db, clock, "worker-1") == {tenant_id: "1 jobs"}
+    done = client.get(status_url, headers=admin).get_json()
+    assert done["status"] == "done" and (done["result"]["full"], done["result"]["accounts"]) == (
+        True,
+        1,
+    )
+    assert client.get("/api/v1/scoring/jobs/999999", headers=admin).status_code == 404
 
 
 def test_a_deeply_nested_definitions_document_is_refused_with_a_422_not_a_crash(client, admin):
