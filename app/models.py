@@ -341,9 +341,10 @@ class AccountScore(_ScoreColumns, TenantOwned, Base):
     pql_kind: Mapped[str | None] = mapped_column(String(30))
     pql_reason: Mapped[str] = mapped_column(Text, default="")
     deal_size: Mapped[str | None] = mapped_column(String(10))
-    lead_type: Mapped[str] = mapped_column(String(40))
-    chance_to_convert: Mapped[int] = mapped_column(Integer)
-    forecast_value: Mapped[float]
+    # Trial and free accounts only; None for a paying account.
+    lead_type: Mapped[str | None] = mapped_column(String(40))
+    chance_to_convert: Mapped[int | None] = mapped_column(Integer)
+    forecast_value: Mapped[float | None]
 
 
 class UserScore(_ScoreColumns, TenantOwned, Base):

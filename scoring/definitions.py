@@ -85,7 +85,8 @@ class Segment:
 
 @dataclass(frozen=True)
 class ScoreBands:
-    """Engagement segments: > most_engaged, > engaged, > passive, else least engaged."""
+    """Engagement segments: > most_engaged, >= engaged, >= passive, else least engaged (a
+    boundary belongs to the band it opens; most_engaged itself is Engaged)."""
 
     most_engaged: float = 75
     engaged: float = 50

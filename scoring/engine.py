@@ -212,11 +212,14 @@ def grade(raw: float, p90: float) -> float:
 
 
 def engagement_segment(score: float, bands: ScoreBands) -> str:
+    """The band of a score as stored. A score exactly on a boundary belongs to the band that
+    boundary opens (DOMAIN.md): above 75 is Most engaged and 75 itself Engaged; 50 is Engaged;
+    25 is Passive."""
     if score > bands.most_engaged:
         return "Most engaged"
-    if score > bands.engaged:
+    if score >= bands.engaged:
         return "Engaged"
-    if score > bands.passive:
+    if score >= bands.passive:
         return "Passive"
     return "Least engaged"
 

@@ -46,6 +46,7 @@ from scoring.engine import (
     engagement_segment,
     forecast_value,
     grade,
+    is_paying,
     lead_type,
     lifecycle_segments,
     matches,
@@ -192,7 +193,15 @@ def _score_rows(
                 == str(defs.lead_types.poor_fit_value).lower()
                 else "good"
             )
-            lead = lead_type(act.rate, score, facts.crm.get("communication"), fit, defs.lead_types)
+            # Lead types forecast conversion: for trial and free accounts only (a paying
+            # account has converted: no lead type, no chance to convert, no forecast).
+            lead = (
+                None
+                if is_paying(facts.traits, defs)
+                else lead_type(
+                    act.rate, score, facts.crm.get("communication"), fit, defs.lead_types
+                )
+            )
             row.update(
                 active_users=active,
                 total_users=total_users,
@@ -203,9 +212,11 @@ def _score_rows(
                 pql_kind=pql.kind,
                 pql_reason=pql.reason,
                 deal_size=pql.deal_size,
-                lead_type=lead.name,
-                chance_to_convert=lead.chance,
-                forecast_value=forecast_value(pql.deal_size, lead.chance, defs.deal_size),
+                lead_type=lead.name if lead else None,
+                chance_to_convert=lead.chance if lead else None,
+                forecast_value=(
+                    forecast_value(pql.deal_size, lead.chance, defs.deal_size) if lead else None
+                ),
             )
         segments = [row["engagement_segment"]]
         if change.segment:

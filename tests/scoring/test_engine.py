@@ -216,8 +216,10 @@ def test_p90_is_taken_over_active_subjects_only():
         (76, "Most engaged"),
         (75, "Engaged"),
         (51, "Engaged"),
-        (50, "Passive"),
-        (25, "Least engaged"),
+        (50, "Engaged"),  # a boundary belongs to the band it opens
+        (49.99, "Passive"),
+        (25, "Passive"),
+        (24.99, "Least engaged"),
     ],
 )
 def test_default_score_segments(score, segment):

@@ -357,3 +357,32 @@ def test_the_first_pass_of_a_new_day_is_a_full_one(app, client, db, tenant_key):
     recompute(db, tenant_id, NOW)
     assert recompute(db, tenant_id, NOW + dt.timedelta(hours=2), full=False).full is False
     assert recompute(db, tenant_id, NOW + dt.timedelta(days=1), full=False).full is True
+
+
+def test_lead_types_and_chance_to_convert_are_for_trial_and_free_accounts_only(
+    client, db, tenant_key
+):
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+    send(
+        client,
+        key,
+        [
+            group("di", "umbrella", plan="paid", employees=30, name="Umbrella"),
+            *ev("di", "Logged In", "umbrella", n=2),
+        ],
+    )
+    recompute(db, tenant_id, NOW)
+    by_name = {}
+    with db.tenant_session(tenant_id) as session:
+        for name, score in session.execute(
+            select(Account.name, AccountScore).join(
+                AccountScore, AccountScore.account_id == Account.id
+            )
+        ):
+            by_name[name] = score
+    trial, paying = by_name["Acme"], by_name["Umbrella"]
+    assert trial.lead_type and trial.chance_to_convert is not None
+    assert trial.forecast_value is not None
+    # A paying account has converted: no lead type, no chance to convert, no forecast.
+    assert (paying.lead_type, paying.chance_to_convert, paying.forecast_value) == (None, None, None)
