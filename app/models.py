@@ -149,6 +149,8 @@ class Account(TenantOwned, Base):
     first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     # Time of the newest message about this account (event time, skew-corrected).
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # The last track, page or screen: identify and group calls are not activity.
+    last_active_at: Mapped[dt.datetime | None]
     # When ingestion last changed the account's traits (new events are found through
     # events.received_at instead, which costs no row update).
     changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
@@ -181,6 +183,8 @@ class User(TenantOwned, Base):
     first_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     # Kept to within an hour (see app.tracking.ingest.LAST_SEEN_RESOLUTION).
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # The last track, page or screen: identify and group calls are not activity.
+    last_active_at: Mapped[dt.datetime | None]
     # When ingestion last changed the user's traits.
     changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 

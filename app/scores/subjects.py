@@ -145,7 +145,7 @@ def load_users(
     session: Session, ids: list[int] | None, defs: Definitions, today: dt.date
 ) -> Subjects:
     data = Subjects()
-    base = select(User.id, User.first_seen_at, User.last_seen_at, User.traits).where(
+    base = select(User.id, User.first_seen_at, User.last_active_at, User.traits).where(
         User.merged_into_id.is_(None)
     )
     for chunk in chunks(ids):
@@ -162,7 +162,7 @@ def load_accounts(
     session: Session, ids: list[int] | None, defs: Definitions, today: dt.date
 ) -> Subjects:
     data = Subjects()
-    base = select(Account.id, Account.first_seen_at, Account.last_seen_at, Account.traits)
+    base = select(Account.id, Account.first_seen_at, Account.last_active_at, Account.traits)
     early_team = _early_team_events(defs)
     for chunk in chunks(ids):
         for aid, first, last, traits in session.execute(base.where(*only(Account.id, chunk))):

@@ -43,6 +43,7 @@ class _UserRow:
     current_account_id: int | None
     first_seen_at: dt.datetime
     last_seen_at: dt.datetime
+    last_active_at: dt.datetime | None = None
 
 
 class UserResolver:
@@ -67,6 +68,7 @@ class UserResolver:
         User.current_account_id,
         User.first_seen_at,
         User.last_seen_at,
+        User.last_active_at,
     )
 
     def _remember(self, row: _UserRow) -> _UserRow:
@@ -215,6 +217,8 @@ def merge_users(session: Session, tenant_id: int, source_id: int, target_id: int
     sync_user_columns(target)
     target.first_seen_at = min(target.first_seen_at, source.first_seen_at)
     target.last_seen_at = max(target.last_seen_at, source.last_seen_at)
+    actives = [t for t in (target.last_active_at, source.last_active_at) if t is not None]
+    target.last_active_at = max(actives) if actives else None
     target.current_account_id = target.current_account_id or source.current_account_id
     source.merged_into_id = target_id
     # The unique ids move with the identity: later messages by either id find the survivor.

@@ -50,6 +50,8 @@ from app.tracking.messages import Message, Rejection
 log = logging.getLogger(__name__)
 
 ROLLUP_TYPES = ("track",)
+# What makes a user or account active (last active, active users): DOMAIN.md "Event".
+ACTIVITY_TYPES = ("track", "page", "screen")
 LAST_SEEN_RESOLUTION = dt.timedelta(hours=1)
 MAX_ATTEMPTS = 4
 
@@ -347,56 +349,71 @@ def _touch(
     message_account: dict[str, int],
     users: UserResolver,
 ) -> None:
-    """Widen first/last seen to the events' times.
+    """Widen first/last seen to the messages' times, and last active to the activity's (only
+    ``track``, ``page`` and ``screen``: an ``identify`` or ``group`` call describes someone,
+    it does not make them active).
 
     They are only rewritten when they move by ``LAST_SEEN_RESOLUTION`` or more, so an active user
     costs one row write an hour instead of one per request (a hot row under load).
     """
-    user_span: dict[int, tuple[dt.datetime, dt.datetime]] = {}
-    account_span: dict[int, tuple[dt.datetime, dt.datetime]] = {}
+    user_span: dict[int, tuple[dt.datetime, dt.datetime, dt.datetime | None]] = {}
+    account_span: dict[int, tuple[dt.datetime, dt.datetime, dt.datetime | None]] = {}
     for m in messages:
+        active = m.timestamp if m.type in ACTIVITY_TYPES else None
         for spans, key in (
             (user_span, user_of[m.message_id]),
             (account_span, message_account.get(m.message_id)),
         ):
             if key:
-                first, last = spans.get(key, (m.timestamp, m.timestamp))
-                spans[key] = (min(first, m.timestamp), max(last, m.timestamp))
-    stored_users = {uid: (row.first_seen_at, row.last_seen_at) for uid, row in users.by_id.items()}
+                first, last, last_active = spans.get(key, (m.timestamp, m.timestamp, None))
+                if active is not None and (last_active is None or active > last_active):
+                    last_active = active
+                spans[key] = (min(first, m.timestamp), max(last, m.timestamp), last_active)
+    stored_users = {
+        uid: (row.first_seen_at, row.last_seen_at, row.last_active_at)
+        for uid, row in users.by_id.items()
+    }
     stored_accounts = {}
     if account_span:
         stored_accounts = {
-            aid: (first, last)
-            for aid, first, last in session.execute(
-                select(Account.id, Account.first_seen_at, Account.last_seen_at).where(
-                    Account.id.in_(account_span)
-                )
+            aid: (first, last, last_active)
+            for aid, first, last, last_active in session.execute(
+                select(
+                    Account.id, Account.first_seen_at, Account.last_seen_at, Account.last_active_at
+                ).where(Account.id.in_(account_span))
             )
         }
+    never = dt.datetime.min.replace(tzinfo=dt.UTC)
     for model, spans, stored in (
         (User, user_span, stored_users),
         (Account, account_span, stored_accounts),
     ):
         changes = []
-        for rid, (first, last) in sorted(spans.items()):
+        for rid, (first, last, last_active) in sorted(spans.items()):
             if rid not in stored:
                 continue
-            stored_first, stored_last = stored[rid]
+            stored_first, stored_last, stored_active = stored[rid]
+            moved_active = last_active is not None and (
+                stored_active is None or last_active >= stored_active + LAST_SEEN_RESOLUTION
+            )
             if (
                 first <= stored_first - LAST_SEEN_RESOLUTION
                 or last >= stored_last + LAST_SEEN_RESOLUTION
+                or moved_active
             ):
                 changes.append(
                     {
                         "rid": rid,
                         "first": min(first, stored_first),
                         "last": max(last, stored_last),
+                        "active": max(last_active or never, stored_active or never),
                     }
                 )
         if changes:
             table = model.__table__
             first_at = bindparam("first", type_=UTCDateTime())
             last_at = bindparam("last", type_=UTCDateTime())
+            active_at = bindparam("active", type_=UTCDateTime())
             # Guarded in SQL too: a concurrent request may have moved the row since we read it.
             session.connection().execute(
                 table.update()
@@ -408,6 +425,12 @@ def _touch(
                     ),
                     last_seen_at=case(
                         (table.c.last_seen_at < last_at, last_at), else_=table.c.last_seen_at
+                    ),
+                    last_active_at=case(
+                        (active_at == never, table.c.last_active_at),
+                        (table.c.last_active_at.is_(None), active_at),
+                        (table.c.last_active_at < active_at, active_at),
+                        else_=table.c.last_active_at,
                     ),
                 ),
                 changes,

@@ -386,3 +386,31 @@ def test_lead_types_and_chance_to_convert_are_for_trial_and_free_accounts_only(
     assert trial.forecast_value is not None
     # A paying account has converted: no lead type, no chance to convert, no forecast.
     assert (paying.lead_type, paying.chance_to_convert, paying.forecast_value) == (None, None, None)
+
+
+def test_traits_are_not_activity(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+    recompute(db, tenant_id, NOW)
+    before = scores(db, tenant_id)["acme"]
+    before_user = scores(db, tenant_id, UserScore)["ada"]
+    # Later the same day: a group call that only changes employees, an identify with a trait.
+    send(
+        client,
+        key,
+        [
+            group("ada", "acme", days_ago=0, employees=130),
+            {
+                "type": "identify",
+                "userId": "ada",
+                "traits": {"title": "CTO"},
+                "timestamp": NOW.isoformat(),
+            },
+        ],
+    )
+    recompute(db, tenant_id, NOW, full=True)
+    after = scores(db, tenant_id)["acme"]
+    after_user = scores(db, tenant_id, UserScore)["ada"]
+    assert after.last_active_at == before.last_active_at < NOW - dt.timedelta(hours=12)
+    assert after.active_users == before.active_users
+    assert after_user.last_active_at == before_user.last_active_at
