@@ -37,9 +37,17 @@ class PropertySpec:
     kind: str
     description: str = ""
     options: tuple[str, ...] = ()
+    # What people read for each option in the CRM (same order as ``options``; the values stay
+    # the stable ids workflows compare). Empty: the values themselves.
+    option_labels: tuple[str, ...] = ()
     unique: bool = False
     hidden: bool = False
     percent: bool = False  # a number 0-100 shown as a percentage where the CRM can
+
+    def labelled_options(self) -> list[tuple[str, str]]:
+        """(value, label) per option."""
+        labels = self.option_labels or self.options
+        return list(zip(self.options, labels, strict=True))
 
 
 # What the sync engine pulls back, in its own words; each connector maps them to its CRM's

@@ -98,7 +98,11 @@ def account_scores(tenant_id: int) -> list[dict]:
             "active_users": f"{score.active_users} of {score.total_users}",
             "pql": score.pql,
             "pql_reason": score.pql_reason,
-            "lead_type": f"{score.lead_type} ({score.chance_to_convert}% to convert)",
+            "lead_type": (
+                f"{score.lead_type} ({score.chance_to_convert}% to convert)"
+                if score.lead_type
+                else "none (a paying account has converted)"
+            ),
             "segments": score.segments.get("names", []),
         }
         for name, score in rows
@@ -235,7 +239,7 @@ SHOWN_TRAITS = (
     "engagement_score",
     "engagement_segment",
     "trend",
-    "pql",
+    "is_pql",
     "pql_reason",
     "lead_type",
     "active_users",

@@ -875,8 +875,10 @@ class SalesforceSandbox:
             entry = {"name": name, "type": kind, "picklistValues": []}
             spec = org.custom[sobject].get(name)
             if spec and spec.get("values"):
+                labels = spec.get("value_labels") or spec["values"]
                 entry["picklistValues"] = [
-                    {"value": v, "label": v, "active": True} for v in spec["values"]
+                    {"value": v, "label": label or v, "active": True}
+                    for v, label in zip(spec["values"], labels, strict=True)
                 ]
             out.append(entry)
         return jsonify(
@@ -1376,6 +1378,7 @@ class SalesforceSandbox:
             "external": item.findtext(f"{{{MD}}}externalId") == "true",
             "values": [v.findtext(f"{{{MD}}}fullName") for v in item.iter(f"{{{MD}}}value")]
             or None,
+            "value_labels": [v.findtext(f"{{{MD}}}label") for v in item.iter(f"{{{MD}}}value")],
         }
         created = name not in org.custom[sobject]
         org.custom[sobject][name] = spec

@@ -17,6 +17,16 @@ from connectors.base import PropertySpec
 from scoring.definitions import DEAL_SIZES, PQL_KINDS, Definitions
 from scoring.engine import LEAD_TYPES
 
+# Words people read in the CRM for the options whose values are ids (DOMAIN.md's names).
+OPTION_LABELS = {
+    "criteria": "Met the criteria",
+    "hand_raiser": "Hand-raiser",
+    "limit_reached": "Reached a limit",
+    "touchless_purchase": "Bought without sales",
+    "small": "Small",
+    "mid": "Mid-size",
+    "large": "Large",
+}
 ENGAGEMENT_SEGMENTS = ("Most engaged", "Engaged", "Passive", "Least engaged")
 TREND_SEGMENTS = ("Red Hot", "Ice Cold")
 GROUP_LABEL = "Product usage (PQL)"
@@ -112,7 +122,13 @@ ACCOUNT_ONLY = (
         "Users active in the scoring profile's time frame",
     ),
     Field("total_users", "Total users", "number", _attr("total_users")),
-    Field("pql", "Product-qualified lead", "bool", _attr("pql")),
+    Field(
+        "is_pql",
+        "Is a PQL",
+        "bool",
+        _attr("pql"),
+        "Yes when the account is a product-qualified lead (see PQL kind and reason)",
+    ),
     Field("pql_at", "PQL since", "datetime", _attr("pql_at"), "When the account first qualified"),
     Field("pql_kind", "PQL kind", "enumeration", _attr("pql_kind"), options=lambda defs: PQL_KINDS),
     Field(
@@ -181,7 +197,8 @@ def specs(prefix: str, subject: str, defs: Definitions) -> list[PropertySpec]:
                 f.label,
                 f.kind,
                 description=f.description,
-                options=f.options(defs) if f.options else (),
+                options=(options := f.options(defs) if f.options else ()),
+                option_labels=tuple(OPTION_LABELS.get(o, o) for o in options),
                 percent=f.percent,
             )
         )

@@ -13,7 +13,8 @@ INSTALLED_PAGE = """<!doctype html>
 <title>PQL engine installed</title>
 <h1>Installed in {{ where }}</h1>
 <p>Send your product's events to <code>{{ public_url }}/v1/batch</code> (Segment-compatible
-HTTP API) with this write key as the Basic-auth user name. It is shown once: copy it now.</p>
+HTTP API) with this write key as the Basic-auth user name. Copy it now; the admin pages can
+reveal it again (Home → Write keys) and rotate it.</p>
 <pre>{{ key }}</pre>
 <h2>Next steps</h2>
 <ol>

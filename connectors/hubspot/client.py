@@ -130,8 +130,8 @@ def hubspot_property(spec: PropertySpec, group: str) -> dict:
         ]
     elif spec.kind == "enumeration":
         body["options"] = [
-            {"label": option, "value": option, "displayOrder": n}
-            for n, option in enumerate(spec.options)
+            {"label": label, "value": value, "displayOrder": n}
+            for n, (value, label) in enumerate(spec.labelled_options())
         ]
     if spec.unique:
         body["hasUniqueValue"] = True

@@ -46,8 +46,10 @@ class SchemaMixin:
                     stale.append(spec)
                     created.append(f"{sobject}.{name}")
                 elif spec.kind == "enumeration":
-                    values = [v.get("value") for v in have.get("picklistValues") or []]
-                    if values != list(spec.options):
+                    values = [
+                        (v.get("value"), v.get("label")) for v in have.get("picklistValues") or []
+                    ]
+                    if values != spec.labelled_options():
                         stale.append(spec)
             refused = self._upsert_fields(sobject, stale) if stale else {}
             for name, reason in refused.items():
@@ -91,7 +93,10 @@ class SchemaMixin:
         if spec.kind == "datetime":
             return mdapi.CustomField(**common, type="DateTime")
         if spec.kind == "enumeration":
-            values = [mdapi.CustomValue(fullName=o, label=o, default=False) for o in spec.options]
+            values = [
+                mdapi.CustomValue(fullName=value, label=label, default=False)
+                for value, label in spec.labelled_options()
+            ]
             return mdapi.CustomField(
                 **common,
                 type="Picklist",

@@ -67,7 +67,10 @@ def test_the_demo_loop_turns_events_into_hubspot_properties_and_a_cs_task(app, d
     assert task["subject"] == "Engagement dropped: Umbrella" and task["crm_id"]
     umbrella = next(c for c in view["accounts"] if c["name"] == "Umbrella")
     assert umbrella["pql_trend"] == "Ice Cold"
-    assert umbrella["pql_activation_rate"] is not None and umbrella["pql_lead_type"]
+    # Umbrella pays: it has converted, so no lead type; the trials have one.
+    assert umbrella["pql_activation_rate"] is not None and not umbrella["pql_lead_type"]
+    acme = next(c for c in view["accounts"] if c["name"] == "Acme Analytics")
+    assert acme["pql_lead_type"]
 
 
 def test_the_demo_loop_for_salesforce_fields_owner_and_task(app, db, served, salesforce):
@@ -95,4 +98,6 @@ def test_the_demo_loop_for_salesforce_fields_owner_and_task(app, db, served, sal
     assert sf_task["OwnerId"] == rep and sf_task["WhatId"] in accounts
     umbrella = next(a for a in view["accounts"] if a["name"] == "Umbrella")
     assert umbrella["pql_trend"] == "Ice Cold" and umbrella["owner_id"] == rep
-    assert umbrella["pql_activation_rate"] is not None and umbrella["pql_lead_type"]
+    assert umbrella["pql_activation_rate"] is not None and not umbrella["pql_lead_type"]
+    acme = next(a for a in view["accounts"] if a["name"] == "Acme Analytics")
+    assert acme["pql_lead_type"]

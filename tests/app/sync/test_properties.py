@@ -12,7 +12,7 @@ def test_every_property_is_prefixed_typed_and_the_key_is_unique_and_hidden():
     assert (key.name, key.unique, key.hidden) == ("acme_account_key", True, True)
     kinds = {s.name: s.kind for s in specs}
     assert kinds["acme_activation_rate"] == "number"
-    assert kinds["acme_pql"] == "bool"
+    assert kinds["acme_is_pql"] == "bool"
     assert kinds["acme_pql_at"] == "datetime"
     assert kinds["acme_lead_type"] == "enumeration"
     options = {s.name: s.options for s in specs}

@@ -56,7 +56,13 @@ def test_install_creates_the_tenant_keeps_tokens_encrypted_and_creates_propertie
     companies = portal(sandbox).properties["companies"]
     assert companies["pql_account_key"]["hasUniqueValue"] is True
     assert companies["pql_activation_rate"]["type"] == "number"
-    assert companies["pql_pql"]["type"] == "bool"
+    assert companies["pql_is_pql"]["type"] == "bool"
+    assert companies["pql_is_pql"]["label"] == "Is a PQL"
+    # Options read as words; their values stay the ids workflows compare.
+    kinds = {o["value"]: o["label"] for o in companies["pql_pql_kind"]["options"]}
+    assert kinds["hand_raiser"] == "Hand-raiser"
+    sizes = {o["value"]: o["label"] for o in companies["pql_deal_size"]["options"]}
+    assert sizes == {"small": "Small", "mid": "Mid-size", "large": "Large"}
     assert companies["pql_last_active_at"]["type"] == "datetime"
     assert "Golden Lead" in [o["value"] for o in companies["pql_lead_type"]["options"]]
     assert "pql_user_key" in portal(sandbox).properties["contacts"]
@@ -112,7 +118,7 @@ def test_push_creates_companies_and_contacts_with_their_traits(app, client, db, 
     assert props["pql_account_key"] == "acme" and props["domain"] == "acme.example"
     assert props["name"] == "Acme"
     assert float(props["pql_activation_rate"]) == 20.0
-    assert props["pql_pql"] == "false" and props["pql_lead_type"]
+    assert props["pql_is_pql"] == "false" and props["pql_lead_type"]
     contacts = portal(sandbox).objects["contacts"]
     emails = {c["properties"]["email"] for c in contacts.values()}
     assert emails == {"ada@acme.example", "bob@acme.example"}

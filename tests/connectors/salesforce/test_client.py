@@ -784,3 +784,25 @@ def test_a_content_note_escapes_and_bounds_its_content(org, schema):
     note = org.records["ContentNote"][note_id]
     assert len(note["Title"]) == 255
     assert base64.b64decode(note["Content"]).decode() == "<p>&lt;b&gt;Acme&lt;/b&gt; &amp; co</p>"
+
+
+def test_picklist_options_carry_words_for_people_and_ids_for_workflows(sandbox, org, connector):
+    spec = PropertySpec(
+        "pql_deal_size",
+        "Deal size",
+        "enumeration",
+        options=("small", "mid"),
+        option_labels=("Small", "Mid-size"),
+    )
+    assert connector.ensure_schema("Account", ("pql", "PQL"), [spec]) == [
+        "Account.pql_deal_size__c"
+    ]
+    field = org.custom["Account"]["pql_deal_size__c"]
+    assert field["values"] == ["small", "mid"] and field["value_labels"] == ["Small", "Mid-size"]
+    # Read back as they were written: nothing to change on the next check.
+    again = make_connector(sandbox, org)
+    upserts = []
+    real = again._upsert_fields
+    again._upsert_fields = lambda sobject, specs: upserts.append(specs) or real(sobject, specs)
+    assert again.ensure_schema("Account", ("pql", "PQL"), [spec]) == []
+    assert upserts == []

@@ -285,7 +285,7 @@ def test_fields_hidden_from_the_integration_user_are_granted_again(
     assert "permission set" in crm_status(client, db, tenant_id)["last_sync_error"]["error"]
     report = sync(app, tenant_id)  # the schema check grants the fields again
     assert report.subjects["account"].created == 1
-    assert "Account.pql_pql__c" in org.visible(org.admin_id)
+    assert "Account.pql_is_pql__c" in org.visible(org.admin_id)
 
 
 # --- pull and tasks --------------------------------------------------------------------------
