@@ -37,8 +37,9 @@ def _moment(value: Any) -> dt.datetime:
 
 def _crm_fields(obj: CrmObject, now: dt.datetime) -> dict[str, Any]:
     """The pulled fields the connector returned, in stored form (fields it left out are left
-    as they are)."""
-    fields: dict[str, Any] = {"pulled_at": now.isoformat()}
+    as they are). When they were pulled is the record's ``pulled_at`` column, not a field: a
+    pull that brings nothing new changes nothing."""
+    fields: dict[str, Any] = {}
     for key in PULL_FIELDS:
         if key not in obj.properties:
             continue
@@ -74,7 +75,8 @@ def apply_crm_values(
                 CrmRecord.object_type == subject, CrmRecord.crm_id.in_(list(values))
             )
         ):
-            fields = {**(record.crm_fields or {}), **values[record.crm_id]}
+            stored = {k: v for k, v in (record.crm_fields or {}).items() if k != "pulled_at"}
+            fields = {**stored, **values[record.crm_id]}
             if fields != record.crm_fields:
                 record.crm_fields = fields
                 touched.append(record.subject_id)

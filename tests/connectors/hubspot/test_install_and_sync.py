@@ -771,3 +771,24 @@ def test_another_super_admin_signs_in_without_replacing_the_tenants_tokens(
     assert browser.get("/app/").status_code == 200
     with db.system_session() as session:
         assert session.scalar(select(Tenant.status).where(Tenant.id == tenant_id)) == "active"
+
+
+def test_a_pull_that_brings_nothing_new_marks_nothing_changed(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company] = portal(sandbox).objects["companies"].values()
+    company["properties"].update(hubspot_owner_id="101", lifecyclestage="opportunity")
+    svc = app.extensions["pql"]
+    pull(db, tenant_id, connector_for(svc, tenant_id), NOW)
+
+    def changed_at():
+        with db.tenant_session(tenant_id) as session:
+            return session.scalar(select(Account.changed_at))
+
+    before = changed_at()
+    # Someone edits the company's description: HubSpot returns it as modified, but the owner,
+    # stage and activity the app pulls are the same.
+    later = NOW + dt.timedelta(hours=1)
+    sandbox.sandbox.change_property(HUB, "companies", company["id"], "description", "New text")
+    pull(db, tenant_id, connector_for(svc, tenant_id), later)
+    assert changed_at() == before
