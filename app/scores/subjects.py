@@ -133,12 +133,15 @@ def _load_crm(
 ) -> None:
     """What the CRM says of them (owner, lifecycle stage, contact), for segments and lead
     types; ``communication`` is derived here because it depends on the day."""
-    query = select(CrmRecord.subject_id, CrmRecord.crm_fields).where(
+    query = select(CrmRecord.subject_id, CrmRecord.crm_fields, CrmRecord.pulled_at).where(
         CrmRecord.object_type == subject, *only(CrmRecord.subject_id, chunk)
     )
-    for sid, fields in session.execute(query):
-        if fields:
-            data.crm[sid] = {**fields, "communication": communication(fields, today)}
+    for sid, fields, pulled_at in session.execute(query):
+        if fields or pulled_at:
+            known = {k: v for k, v in (fields or {}).items() if k != "pulled_at"}
+            if pulled_at is not None:
+                known["pulled_at"] = pulled_at.isoformat()
+            data.crm[sid] = {**known, "communication": communication(known, today)}
 
 
 def load_users(
