@@ -112,6 +112,9 @@ class DealSizeRule:
     trait: str = "employees"
     mid_from: float = 50
     large_from: float = 1000
+    # The band an account whose size trait is unknown is counted in (PQL threshold, forecast);
+    # the reason says the size was unknown.
+    unknown: str = "small"
     # Money per deal size for the forecast (deal value × chance to convert).
     values: dict[str, float] = field(
         default_factory=lambda: {"small": 5_000, "mid": 25_000, "large": 100_000}

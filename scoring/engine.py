@@ -470,11 +470,11 @@ def pql_status(
         found = _kind_signal(events, conditions, facts, record)
         if found:
             return PQLResult(True, kind, f"{words}: {found}.", None, size)
-    effective_size = size or "small"
+    effective_size = size or size_rule.unknown
     threshold = rules.thresholds[rules.complexity][effective_size]
     size_words = DEAL_WORDS[effective_size] + " deal"
     if size is None:
-        size_words += f" (no {size_rule.trait} known, so counted as small)"
+        size_words += f" (no {size_rule.trait} known, so counted as {DEAL_WORDS[effective_size]})"
     else:
         size_words += f" ({facts.traits.get(size_rule.trait)} {size_rule.trait})"
     labels = {s.key: s.label for s in checklist.steps}
@@ -577,4 +577,12 @@ def lead_type(
 
 
 def forecast_value(size: str | None, chance: int, rule: DealSizeRule) -> float:
-    return round(rule.values.get(size or "small", 0.0) * chance / 100.0, 2)
+    """Deal value × chance to convert; an unknown size counts as the tenant's ``unknown`` band."""
+    return round(rule.values.get(size or rule.unknown, 0.0) * chance / 100.0, 2)
+
+
+def forecast_basis(size: str | None, rule: DealSizeRule) -> str:
+    """What the forecast assumed about the deal, in words."""
+    if size is not None:
+        return f"a {DEAL_WORDS[size]} deal"
+    return f"deal size unknown (no {rule.trait}): counted as a {DEAL_WORDS[rule.unknown]} deal"

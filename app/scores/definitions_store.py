@@ -190,6 +190,7 @@ class DealSizeSchema(_Strict):
     trait = fields.String(load_default="employees")
     mid_from = fields.Float(load_default=50, validate=validate.Range(min=0))
     large_from = fields.Float(load_default=1000, validate=validate.Range(min=0))
+    unknown = fields.String(load_default="small", validate=validate.OneOf(DEAL_SIZES))
     values = fields.Dict(
         keys=fields.String(validate=validate.OneOf(DEAL_SIZES)),
         values=fields.Float(validate=validate.Range(min=0)),

@@ -27,6 +27,7 @@ from app.scores.definitions_store import (
 from app.services import services
 from app.tenants import resolve_write_key
 from app.web.read_model import Scored, accounts_query, owner_names, scored, segment_view
+from scoring.engine import forecast_basis
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_BODY = 1024 * 1024
@@ -146,6 +147,13 @@ def rollback():
 # --- scores --------------------------------------------------------------------------------
 
 
+def _deal_rule():
+    """The tenant's deal-size rule, read once per request."""
+    if "deal_rule" not in g:
+        g.deal_rule = current_definitions(services().db, g.tenant_id).definitions.deal_size
+    return g.deal_rule
+
+
 def account_json(row: Scored) -> dict[str, Any]:
     score = row.score
     return {
@@ -173,6 +181,11 @@ def account_json(row: Scored) -> dict[str, Any]:
         "lead_type": score.lead_type,
         "chance_to_convert": score.chance_to_convert,
         "forecast_value": score.forecast_value,
+        # What the forecast assumed: the deal size, or that it was unknown and which band
+        # stood in for it.
+        "forecast_basis": (
+            forecast_basis(score.deal_size, _deal_rule()) if score.lead_type else None
+        ),
         "segments": row.segments,
         "crm": {
             "id": row.crm_id,

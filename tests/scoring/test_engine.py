@@ -26,6 +26,7 @@ from scoring.engine import (
     adoption_rate,
     deal_size,
     engagement_segment,
+    forecast_basis,
     forecast_value,
     grade,
     lead_type,
@@ -430,3 +431,23 @@ def test_an_accounts_stage_comes_from_its_stage_trait_whatever_the_case_and_spac
     assert is_paying({"plan": "paid"}, defs) and not is_paying({"plan": "trial"}, defs)
     assert account_checklist({"plan": "paid"}, defs) is defs.account_checklist_paid
     assert account_checklist({"plan": "trial"}, defs) is defs.account_checklist_trial
+
+
+def test_an_unknown_deal_size_counts_as_the_tenants_fallback_band_and_says_so():
+    checklist = event_steps(20)
+    # 60% done, no employees trait: small needs 80%, mid 60% on a simple product.
+    f = facts({f"E{i}": {FIRST: 1} for i in range(12)}, {"plan": "trial"})
+    small = pql_status(f, activation(checklist, f), checklist, PQLRules(), DealSizeRule())
+    assert not small.qualified and "no employees known, so counted as small" in small.reason
+    rule = DealSizeRule(unknown="mid")
+    mid = pql_status(f, activation(checklist, f), checklist, PQLRules(), rule)
+    assert mid.qualified and mid.deal_size is None
+    assert "no employees known, so counted as mid-size" in mid.reason
+    assert (
+        forecast_value(None, 50, rule) == 12_500
+        and forecast_value(None, 50, DealSizeRule()) == 2_500
+    )
+    assert forecast_basis(None, rule) == (
+        "deal size unknown (no employees): counted as a mid-size deal"
+    )
+    assert forecast_basis("large", rule) == "a large deal"

@@ -238,3 +238,20 @@ def test_segment_members_are_paged_and_read_a_chunk_at_a_time(client, admin, sco
     assert first["members"] + second["members"] == everyone["members"][:2]
     too_many = client.get("/api/v1/segments/Least engaged?limit=501", headers=admin)
     assert too_many.status_code == 400 and "limit" in too_many.get_json()["message"]
+
+
+def test_the_forecast_says_what_deal_size_it_assumed(client, db, admin, scored, tenant_key):
+    _, key = tenant_key
+    acme = client.get("/api/v1/accounts/acme", headers=admin).get_json()
+    assert acme["forecast_basis"] == "a mid-size deal"  # 120 employees
+    umbrella = client.get("/api/v1/accounts/umbrella", headers=admin).get_json()
+    assert umbrella["lead_type"] is None and umbrella["forecast_basis"] is None  # paying
+    send(
+        client,
+        key,
+        [group("zoe", "nosize", plan="trial", name="No size"), *ev("zoe", "Logged In", "nosize")],
+    )
+    recompute(db, scored, NOW)
+    nosize = client.get("/api/v1/accounts/nosize", headers=admin).get_json()
+    assert nosize["forecast_basis"].startswith("deal size unknown (no employees)")
+    assert "no employees known, so counted as small" in nosize["pql_reason"]
