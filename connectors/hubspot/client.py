@@ -112,6 +112,22 @@ def error_body(raw: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _differences(have: dict, want: dict) -> dict:
+    """What to PATCH so an existing property reads as ``want``: its label and, for
+    enumerations, its options (value, label and order); nothing when they match."""
+    changes = {}
+    if have.get("label") != want["label"]:
+        changes["label"] = want["label"]
+    if "options" in want:
+
+        def pairs(options) -> list[tuple]:
+            return [(o.get("value"), o.get("label")) for o in options or []]
+
+        if pairs(have.get("options")) != pairs(want["options"]):
+            changes["options"] = want["options"]
+    return changes
+
+
 def hubspot_property(spec: PropertySpec, group: str) -> dict:
     kind, field_type = FIELD_TYPES[spec.kind]
     body: dict[str, Any] = {
@@ -235,40 +251,54 @@ class HubSpotConnector:
     def ensure_schema(
         self, object_type: str, group: tuple[str, str], specs: Sequence[PropertySpec]
     ) -> list[str]:
+        """Make the app's properties exist as ``specs`` say. The object's properties are read
+        first (one call), so only what is missing is created and only what differs (an
+        enumeration's options, a label) is updated: an unchanged schema costs that one read."""
         name, label = group
-        try:
-            self._call(
-                f"create property group {object_type}.{name}",
-                "POST",
-                self.api.properties(f"{object_type}/groups"),
-                {"name": name, "label": label, "displayOrder": -1},
-            )
-        except CrmError as exc:
-            if exc.status != 409:
-                raise
-        created = []
-        for spec in specs:
-            body = hubspot_property(spec, name)
+        listed = self._call(
+            f"read properties of {object_type}",
+            "GET",
+            self.api.properties(object_type),
+            None,
+        )
+        existing = {p.get("name"): p for p in listed.get("results") or []}
+        if not any(p.get("groupName") == name for p in existing.values()):
             try:
                 self._call(
-                    f"create property {object_type}.{spec.name}",
+                    f"create property group {object_type}.{name}",
                     "POST",
-                    self.api.properties(object_type),
-                    body,
+                    self.api.properties(f"{object_type}/groups"),
+                    {"name": name, "label": label, "displayOrder": -1},
                 )
-                created.append(spec.name)
             except CrmError as exc:
                 if exc.status != 409:
                     raise
-                if spec.kind == "enumeration":
-                    # It exists (ours from an earlier version, or created concurrently): make
-                    # its options match the definitions (new segment names, say).
+        created = []
+        for spec in specs:
+            body = hubspot_property(spec, name)
+            have = existing.get(spec.name)
+            if have is None:
+                try:
                     self._call(
-                        f"update options of {object_type}.{spec.name}",
-                        "PATCH",
-                        self.api.properties(f"{object_type}/{spec.name}"),
-                        {"options": body["options"]},
+                        f"create property {object_type}.{spec.name}",
+                        "POST",
+                        self.api.properties(object_type),
+                        body,
                     )
+                    created.append(spec.name)
+                    continue
+                except CrmError as exc:
+                    if exc.status != 409:
+                        raise
+                    have = {}  # created meanwhile by another process: bring it in line
+            changes = _differences(have, body)
+            if changes:
+                self._call(
+                    f"update property {object_type}.{spec.name}",
+                    "PATCH",
+                    self.api.properties(f"{object_type}/{spec.name}"),
+                    changes,
+                )
         return created
 
     # --- matching ----------------------------------------------------------------------------

@@ -792,3 +792,30 @@ def test_a_pull_that_brings_nothing_new_marks_nothing_changed(app, client, db, i
     sandbox.sandbox.change_property(HUB, "companies", company["id"], "description", "New text")
     pull(db, tenant_id, connector_for(svc, tenant_id), later)
     assert changed_at() == before
+
+
+def test_a_definitions_change_that_leaves_the_schema_alone_costs_one_read_per_object(
+    app, client, db, installed, sandbox
+):
+    from app.scores.definitions_store import current_definitions, save_definitions, to_document
+
+    tenant_id, _ = installed
+    svc = app.extensions["pql"]
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["frequency_days"] = 14  # no property depends on it
+    save_definitions(db, tenant_id, document, "test")
+    before = len(sandbox.sandbox.requests_seen)
+    assert ensure_schema(db, tenant_id, connector_for(svc, tenant_id), "pql_") == []
+    calls = sandbox.sandbox.requests_seen[before:]
+    assert [m for m, _ in calls] == ["GET", "GET"]  # companies, contacts; no 409s
+    # Someone dropped an option of one enumeration in HubSpot: one PATCH puts it back.
+    portal(sandbox).properties["companies"]["pql_deal_size"]["options"].pop()
+    before = len(sandbox.sandbox.requests_seen)
+    ensure_schema(db, tenant_id, connector_for(svc, tenant_id), "pql_", force=True)
+    calls = sandbox.sandbox.requests_seen[before:]
+    assert calls == [
+        ("GET", "/crm/properties/2026-03/companies"),
+        ("PATCH", "/crm/properties/2026-03/companies/pql_deal_size"),
+        ("GET", "/crm/properties/2026-03/contacts"),
+    ]
+    assert len(portal(sandbox).properties["companies"]["pql_deal_size"]["options"]) == 3
