@@ -37,6 +37,7 @@ from app.models import (
 from app.scores import activity_basis
 from app.scores.activity_basis import chunks, only
 from app.scores.definitions_store import current_definitions
+from app.scores.moments import completed_at, step_moments, steps_needed
 from app.scores.subjects import Subjects, load_accounts, load_users
 from scoring.definitions import Definitions, ScoringProfile
 from scoring.engine import (
@@ -165,6 +166,12 @@ def _score_rows(
             "activation_rate": act.rate,
             "activated": act.activated,
             "activated_at": (first_activated or now) if act.activated else None,
+            # Newly activated: the steps to read the completion times of (see _when_it_happened).
+            "_steps": (
+                [s for s in checklist.steps if s.key in set(act.done)]
+                if act.activated and first_activated is None
+                else None
+            ),
             "next_step": act.next_step.label if act.next_step else None,
             "steps_done": {"done": list(act.done), "total": act.total},
             "engagement_raw": round(raw, 4),
@@ -209,6 +216,17 @@ def _score_rows(
                 average_user_activation=average,
                 pql=pql.qualified,
                 pql_at=(first_pql or now) if pql.qualified else None,
+                _pql_steps=(
+                    (
+                        [s for s in checklist.steps if s.key in set(act.done)],
+                        steps_needed(pql.threshold, act.total),
+                    )
+                    if pql.qualified
+                    and first_pql is None
+                    and pql.kind == "criteria"
+                    and pql.threshold is not None
+                    else None
+                ),
                 pql_kind=pql.kind,
                 pql_reason=pql.reason,
                 deal_size=pql.deal_size,
@@ -262,7 +280,7 @@ def _score_subjects(
         if subject == "u"
         else (AccountScore, AccountScore.account_id)
     )
-    return _score_rows(
+    rows, used = _score_rows(
         defs,
         data,
         ids,
@@ -275,6 +293,23 @@ def _score_subjects(
         member_stats=_member_stats(session, subset, defs, today) if subject == "a" else None,
         progress=progress,
     )
+    _when_it_happened(session, "account" if subject == "a" else "user", rows, now)
+    return rows, used
+
+
+def _when_it_happened(session: Session, kind: str, rows: list[dict], now: dt.datetime) -> None:
+    """A subject activated (or qualified on Activation) in this pass gets the time of the
+    event that completed it, not the pass's time. Only newly activated subjects are read
+    (once each: the time is kept from then on)."""
+    for row in rows:
+        steps, pql_steps = row.pop("_steps", None), row.pop("_pql_steps", None)
+        if steps:
+            moments = step_moments(session, kind, row["_id"], steps)
+            row["activated_at"] = completed_at(moments, len(moments), now)
+        if pql_steps:
+            done, needed = pql_steps
+            moments = step_moments(session, kind, row["_id"], done)
+            row["pql_at"] = completed_at(moments, needed, now)
 
 
 def _touched_since(session: Session, since: dt.datetime) -> tuple[set[int], set[int]]:

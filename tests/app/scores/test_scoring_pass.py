@@ -129,7 +129,41 @@ def test_first_activation_and_pql_times_survive_later_passes(client, db, tenant_
     recompute(db, tenant_id, NOW)
     first_pql_at = scores(db, tenant_id)["acme"].pql_at
     recompute(db, tenant_id, NOW + dt.timedelta(days=1))
-    assert scores(db, tenant_id)["acme"].pql_at == first_pql_at == NOW
+    # When it qualified: the event that completed the third step (a day before the pass).
+    assert scores(db, tenant_id)["acme"].pql_at == first_pql_at == NOW - dt.timedelta(days=1)
+
+
+def test_activated_at_and_pql_at_are_when_it_happened_late_events_included(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    # Events from weeks ago arrive only now (a backfill). Acme (120 employees: a mid-size deal,
+    # 60% = 3 of 5 steps to qualify) did its third step 28 days ago and its last 26 days ago.
+    send(
+        client,
+        key,
+        [
+            group("ada", "acme", days_ago=40, plan="trial", employees=120, name="Acme"),
+            group("bob", "acme", days_ago=40),
+            group("cy", "acme", days_ago=40),
+            *ev("ada", "Report Created", "acme", days_ago=30),
+            *ev("ada", "Teammate Invited", "acme", days_ago=29, n=3),
+            *ev("ada", "Dashboard Shared", "acme", days_ago=28),
+            *ev("ada", "Logged In", "acme", days_ago=28),
+            *ev("bob", "Logged In", "acme", days_ago=27),
+            *ev("ada", "Integration Connected", "acme", days_ago=27.5),
+            *ev("cy", "Logged In", "acme", days_ago=26),
+            *ev("cy", "Logged In", "acme", days_ago=1),
+        ],
+    )
+    recompute(db, tenant_id, NOW)
+    acme = scores(db, tenant_id)["acme"]
+    assert acme.activated and acme.pql
+    # The third Logged In user (cy, 26 days ago) completed the checklist.
+    assert acme.activated_at == NOW - dt.timedelta(days=26)
+    # The third step done (Dashboard Shared, 28 days ago) met the 60% threshold.
+    assert acme.pql_at == NOW - dt.timedelta(days=28)
+    # A user's activation is theirs: ada's last user step, not the pass.
+    users = scores(db, tenant_id, UserScore)
+    assert all(u.activated_at is None or u.activated_at < NOW for u in users.values())
 
 
 def test_history_keeps_one_compact_row_per_subject_and_day(client, db, tenant_key):

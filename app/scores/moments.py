@@ -1,0 +1,96 @@
+"""When a subject's Activation steps were completed: the time of the event that completed
+each one (the N-th occurrence, within the step's first days where it has a window; for
+accounts, the first time the N-th distinct user did it; a trait step, when the trait got its
+value). ``activated_at`` is when the last step was completed and a criteria PQL's ``pql_at``
+when enough steps were, so both say when it happened, late and backfilled events included,
+not when a pass noticed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models import Account, Event, User
+from scoring.definitions import Step
+
+ACTIVITY = "track"  # the messages the checklist counts (the daily rollups' type)
+
+
+def _nth_event(
+    session: Session, column, sid: int, step: Step, since: dt.datetime | None
+) -> dt.datetime | None:
+    query = select(Event.timestamp).where(
+        column == sid, Event.type == ACTIVITY, Event.name == step.event
+    )
+    if step.within_days and since is not None:
+        query = query.where(Event.timestamp < since + dt.timedelta(days=step.within_days))
+    return session.scalar(
+        query.order_by(Event.timestamp).offset(max(step.min_count, 1) - 1).limit(1)
+    )
+
+
+def _nth_user(
+    session: Session, sid: int, step: Step, since: dt.datetime | None
+) -> dt.datetime | None:
+    first = func.min(Event.timestamp)
+    query = select(first).where(
+        Event.account_id == sid, Event.type == ACTIVITY, Event.name == step.event
+    )
+    if step.within_days and since is not None:
+        query = query.where(Event.timestamp < since + dt.timedelta(days=step.within_days))
+    query = query.group_by(Event.user_id).order_by(first)
+    return session.scalar(query.offset(max(step.min_count, 1) - 1).limit(1))
+
+
+def step_moments(
+    session: Session, subject: str, sid: int, steps: list[Step]
+) -> list[dt.datetime | None]:
+    """The completion time of each (done) step; None where it cannot be told."""
+    model = Account if subject == "account" else User
+    since, trait_times = session.execute(
+        select(model.first_seen_at, model.trait_times).where(model.id == sid)
+    ).one()
+    column = Event.account_id if subject == "account" else Event.user_id
+    out: list[dt.datetime | None] = []
+    for step in steps:
+        if step.kind == "trait":
+            out.append(_parse((trait_times or {}).get(step.trait or "")))
+        elif step.kind == "distinct_users" and subject == "account":
+            out.append(_nth_user(session, sid, step, since))
+        else:
+            out.append(_nth_event(session, column, sid, step, since))
+    return out
+
+
+def _parse(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _aware(moment: dt.datetime | None) -> dt.datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def completed_at(moments: list[dt.datetime | None], needed: int, now: dt.datetime) -> dt.datetime:
+    """When ``needed`` of the steps were complete: the ``needed``-th earliest moment. A step
+    whose moment cannot be told counts as completed at ``now`` (the pass's time, as before)."""
+    known = sorted(_aware(m) or now for m in moments)
+    if not known or needed <= 0:
+        return now
+    return min(known[min(needed, len(known)) - 1], now)
+
+
+def steps_needed(threshold: float, total: int) -> int:
+    """How many of ``total`` steps make a rate of at least ``threshold`` percent."""
+    return max(1, math.ceil(threshold * total / 100 - 1e-9))
