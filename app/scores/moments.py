@@ -94,3 +94,26 @@ def completed_at(moments: list[dt.datetime | None], needed: int, now: dt.datetim
 def steps_needed(threshold: float, total: int) -> int:
     """How many of ``total`` steps make a rate of at least ``threshold`` percent."""
     return max(1, math.ceil(threshold * total / 100 - 1e-9))
+
+
+def signal_moment(
+    session: Session, subject: str, sid: int, events: tuple[str, ...], traits: tuple[str, ...]
+) -> dt.datetime | None:
+    """When a PQL signal happened: the first of its events (a hand-raise, a limit, a
+    purchase), else when the signalling trait got its value."""
+    column = Event.account_id if subject == "account" else Event.user_id
+    if events:
+        first = session.scalar(
+            select(func.min(Event.timestamp)).where(
+                column == sid, Event.type == ACTIVITY, Event.name.in_(list(events))
+            )
+        )
+        if first is not None:
+            return _aware(first)
+    if traits:
+        model = Account if subject == "account" else User
+        trait_times = session.scalar(select(model.trait_times).where(model.id == sid)) or {}
+        moments = [m for m in (_parse(trait_times.get(t)) for t in traits) if m]
+        if moments:
+            return max(moments)
+    return None

@@ -37,7 +37,7 @@ from app.models import (
 from app.scores import activity_basis
 from app.scores.activity_basis import chunks, only
 from app.scores.definitions_store import current_definitions
-from app.scores.moments import completed_at, step_moments, steps_needed
+from app.scores.moments import completed_at, signal_moment, step_moments, steps_needed
 from app.scores.subjects import Subjects, load_accounts, load_users
 from scoring.definitions import Definitions, ScoringProfile
 from scoring.engine import (
@@ -227,6 +227,11 @@ def _score_rows(
                     and pql.threshold is not None
                     else None
                 ),
+                _pql_signal=(
+                    _signal_of(pql.kind, defs.pql)
+                    if pql.qualified and first_pql is None and pql.kind != "criteria"
+                    else None
+                ),
                 pql_kind=pql.kind,
                 pql_reason=pql.reason,
                 deal_size=pql.deal_size,
@@ -297,12 +302,29 @@ def _score_subjects(
     return rows, used
 
 
+def _signal_of(kind: str | None, rules) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The events and traits that make a PQL of this kind."""
+    sources = {
+        "hand_raiser": (rules.hand_raiser_events, rules.hand_raiser_traits),
+        "limit_reached": (rules.limit_events, rules.limit_traits),
+        "touchless_purchase": (rules.purchase_events, rules.purchase_traits),
+    }
+    if kind not in sources:
+        return None
+    events, conditions = sources[kind]
+    return tuple(events), tuple(c.field.removeprefix("trait.") for c in conditions)
+
+
 def _when_it_happened(session: Session, kind: str, rows: list[dict], now: dt.datetime) -> None:
     """A subject activated (or qualified on Activation) in this pass gets the time of the
     event that completed it, not the pass's time. Only newly activated subjects are read
     (once each: the time is kept from then on)."""
     for row in rows:
         steps, pql_steps = row.pop("_steps", None), row.pop("_pql_steps", None)
+        signal = row.pop("_pql_signal", None)
+        if signal:
+            moment = signal_moment(session, kind, row["_id"], *signal)
+            row["pql_at"] = min(moment, now) if moment else now
         if steps:
             moments = step_moments(session, kind, row["_id"], steps)
             row["activated_at"] = completed_at(moments, len(moments), now)

@@ -448,3 +448,20 @@ def test_traits_are_not_activity(client, db, tenant_key):
     assert after.last_active_at == before.last_active_at < NOW - dt.timedelta(hours=12)
     assert after.active_users == before.active_users
     assert after_user.last_active_at == before_user.last_active_at
+
+
+def test_a_hand_raisers_pql_at_is_the_time_of_the_request(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    send(
+        client,
+        key,
+        [
+            group("ada", "acme", days_ago=20, plan="trial", employees=120, name="Acme"),
+            *ev("ada", "Demo Requested", "acme", days_ago=3),
+            *ev("ada", "Logged In", "acme", days_ago=1),
+        ],
+    )
+    recompute(db, tenant_id, NOW)
+    acme = scores(db, tenant_id)["acme"]
+    assert (acme.pql, acme.pql_kind) == (True, "hand_raiser")
+    assert acme.pql_at == NOW - dt.timedelta(days=3)
