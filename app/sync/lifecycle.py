@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from app.db import Database
-from app.models import AccountScore, CrmRecord, Tenant, UserScore, WriteKey
+from app.models import AccountScore, CrmOwner, CrmRecord, Tenant, UserScore, WriteKey
 from app.sync.cs_tasks import create_cs_tasks
 from app.sync.handoff import write_handoffs
 from app.sync.pull import pull
@@ -96,14 +96,20 @@ def activate(
         tenant_id = tenant.id
     if reinstalled:
         # What the CRM holds may have changed while we were away: push everything once more
-        # (records deleted meanwhile are matched or created again).
+        # (records deleted meanwhile are matched or created again), and forget what came from
+        # it (owners, stages, last contact): the pull below reads it afresh, so lead types and
+        # segments never run on another portal's or a wiped portal's data.
         with svc.db.tenant_transaction(tenant_id) as session:
-            session.execute(update(CrmRecord).values(pushed={}))
+            session.execute(update(CrmRecord).values(pushed={}, crm_fields={}, pulled_at=None))
+            session.execute(delete(CrmOwner))
             for model in (AccountScore, UserScore):
                 session.execute(update(model).values(crm_pending=True))
-    key = issue_write_key(
-        svc.db, tenant_id, label=f"{provider.display_name} install", cipher=svc.token_cipher
-    ).secret
+    key = (
+        _kept_write_key(svc, tenant_id)
+        or issue_write_key(
+            svc.db, tenant_id, label=f"{provider.display_name} install", cipher=svc.token_cipher
+        ).secret
+    )
     log.info("tenant %s: installed in %s %s", tenant_id, provider.display_name, external_id)
     try:
         ensure_schema(
@@ -112,7 +118,30 @@ def activate(
     except CrmError as exc:
         # The worker retries on its next sync; the install itself succeeded.
         log.warning("tenant %s: schema not created at install: %s", tenant_id, exc)
+    if reinstalled:
+        try:
+            pull_tenant(svc, tenant_id)
+        except CrmError as exc:
+            log.warning(
+                "tenant %s: pull after reinstall failed, the worker retries: %s", tenant_id, exc
+            )
     return Installed(tenant_id, external_id, key, reinstalled)
+
+
+def _kept_write_key(svc, tenant_id: int) -> str | None:
+    """A reinstall keeps the tenant's active ingestion key (one key unless the admin asks for
+    another in the admin pages); None when it has none it can show again."""
+    with svc.db.tenant_session(tenant_id) as session:
+        kept = session.scalars(
+            select(WriteKey.secret_encrypted)
+            .where(
+                WriteKey.scope == "write",
+                WriteKey.revoked_at.is_(None),
+                WriteKey.secret_encrypted.is_not(None),
+            )
+            .order_by(WriteKey.id.desc())
+        ).first()
+    return svc.token_cipher.decrypt(kept) if kept else None
 
 
 def holds_refresh_token(svc, crm: str, external_id: str, refresh_token: str) -> bool:

@@ -10,7 +10,7 @@ import pytest
 import urllib3
 from sqlalchemy import select
 
-from app.models import Account, AccountScore, CrmRecord, CsTask, Tenant, UserScore
+from app.models import Account, AccountScore, CrmRecord, CsTask, Tenant, UserScore, WriteKey
 from app.scores.scoring_pass import recompute
 from app.sync.access import SharedRateBudget, TenantTokens
 from app.sync.lifecycle import pull_tenant, purge_uninstalled, sync_tenant, uninstall
@@ -819,3 +819,28 @@ def test_a_definitions_change_that_leaves_the_schema_alone_costs_one_read_per_ob
         ("GET", "/crm/properties/2026-03/contacts"),
     ]
     assert len(portal(sandbox).properties["companies"]["pql_deal_size"]["options"]) == 3
+
+
+def test_a_reinstall_keeps_the_key_and_reads_the_crm_afresh(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company] = portal(sandbox).objects["companies"].values()
+    company["properties"].update(hubspot_owner_id="101", lifecyclestage="opportunity")
+    svc = app.extensions["pql"]
+    pull(db, tenant_id, connector_for(svc, tenant_id), NOW)
+    assert account_owner(db, tenant_id) == "101"
+    # The portal is wiped, the app's access is lost, an admin installs it again.
+    portal(sandbox).objects["companies"].clear()
+    with db.system_transaction() as session:
+        session.get(Tenant, tenant_id).status = "needs_reauth"
+    page = install(client)
+    assert page.status_code == 200 and key in page.get_data(as_text=True)
+    with db.tenant_session(tenant_id) as session:
+        active = session.scalars(
+            select(WriteKey).where(WriteKey.scope == "write", WriteKey.revoked_at.is_(None))
+        ).all()
+        record = session.scalars(select(CrmRecord).where(CrmRecord.object_type == "account")).one()
+    assert len(active) == 1  # the same key, no second one
+    # Nothing of the wiped portal's owner or stage is kept.
+    assert record.crm_fields.get("owner_id") is None
+    assert record.crm_fields.get("lifecycle_stage") is None
