@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import aliased
 
 from app.bulk import dialect_insert
 from app.db import Database
@@ -49,6 +50,7 @@ class SubjectReport:
     updated: int = 0
     failed: int = 0
     skipped: int = 0  # not creatable (a user without email) or creation disabled
+    associated: int = 0  # contacts associated with their company in this sync
     would_create: int = 0
     would_update: int = 0
     properties: Counter = field(default_factory=Counter)  # changed values per property
@@ -453,14 +455,6 @@ def push_changed_traits(
                 writes = [Write(r.key, v, crm_id=c) for r, v, c in batch]
                 results = connector.update(object_type, writes)
                 books.keep("updated", [(r, v) for r, v, _ in batch], results)
-            if subject == "user":
-                newly_matched = [
-                    (found[r.subject_id], company_ids[r.company_subject_id])
-                    for r, _, _ in updates
-                    if r.subject_id in found and company_ids.get(r.company_subject_id)
-                ]
-                if newly_matched:
-                    connector.associate_users(newly_matched)
             for batch in batches(creates, connector.write_batch(len(creates))):
                 writes = [
                     Write(
@@ -470,9 +464,60 @@ def push_changed_traits(
                     )
                     for r, v in batch
                 ]
-                books.keep("created", batch, connector.create(object_type, writes))
+                # A contact created with its company is associated with it: remembered so the
+                # convergence below does not ask again.
+                kept = [
+                    (r, {**v, ASSOCIATED: company_ids[r.company_subject_id]})
+                    if company_ids.get(r.company_subject_id)
+                    else (r, v)
+                    for r, v in batch
+                ]
+                books.keep("created", kept, connector.create(object_type, writes))
             books.add_to(stats)
+    if not dry_run:
+        # Also when nothing else changed: a pair missed earlier is caught up now.
+        report.subjects["user"].associated = _converge_associations(db, tenant_id, connector)
     return report
+
+
+# Kept in a user's CrmRecord.pushed: the company CRM id the contact was last associated with.
+ASSOCIATED = "__company"
+
+
+def _converge_associations(db: Database, tenant_id: int, connector: Connector) -> int:
+    """Associations converge like values: every synced contact whose account is in the CRM
+    ends associated with it, also when the company was matched only after the contact was
+    created (a create whose answer was lost, say). Only pairs not yet associated cost a call."""
+    company = aliased(CrmRecord)
+    with db.tenant_session(tenant_id) as session:
+        rows = session.execute(
+            select(CrmRecord.id, CrmRecord.crm_id, CrmRecord.pushed, company.crm_id)
+            .join(User, User.id == CrmRecord.subject_id)
+            .join(
+                company,
+                (company.object_type == "account")
+                & (company.subject_id == User.current_account_id),
+            )
+            .where(
+                CrmRecord.object_type == "user",
+                CrmRecord.crm_id.is_not(None),
+                company.crm_id.is_not(None),
+            )
+        ).all()
+    missing = [
+        (rid, contact, firm)
+        for rid, contact, pushed, firm in rows
+        if (pushed or {}).get(ASSOCIATED) != firm
+    ]
+    if not missing:
+        return 0
+    connector.associate_users([(contact, firm) for _, contact, firm in missing])
+    with db.tenant_transaction(tenant_id) as session:
+        for rid, _, firm in missing:
+            record = session.get(CrmRecord, rid)
+            record.pushed = {**(record.pushed or {}), ASSOCIATED: firm}
+    log.info("tenant %s: %s contacts associated with their company", tenant_id, len(missing))
+    return len(missing)
 
 
 def _company_crm_ids(db: Database, tenant_id: int) -> dict[int, str]:

@@ -844,3 +844,32 @@ def test_a_reinstall_keeps_the_key_and_reads_the_crm_afresh(app, client, db, ins
     # Nothing of the wiped portal's owner or stage is kept.
     assert record.crm_fields.get("owner_id") is None
     assert record.crm_fields.get("lifecycle_stage") is None
+
+
+def test_contacts_end_associated_with_their_company_even_when_it_came_later(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    svc = app.extensions["pql"]
+    # The company's create fails this round (HubSpot refuses its name); the contacts are
+    # created without a company to associate with.
+    sandbox.sandbox.faults.invalid_values = {"Acme"}
+    acme(client, key)
+    recompute(db, tenant_id, NOW)
+    sync_tenant(svc, tenant_id)
+    contacts = portal(sandbox).objects["contacts"]
+    assert len(contacts) == 2 and not portal(sandbox).objects["companies"]
+    # Next round the company is created; every contact ends associated with it.
+    sandbox.sandbox.faults.invalid_values = set()
+    recompute(db, tenant_id, NOW + dt.timedelta(hours=1))
+    report = sync_tenant(svc, tenant_id)
+    [company_id] = portal(sandbox).objects["companies"]
+    linked = {
+        c
+        for kind, c, to, firm in portal(sandbox).associations
+        if kind == "contacts" and to == "companies" and firm == company_id
+    }
+    assert linked == set(contacts)
+    assert report.subjects["user"].associated == 2
+    # Converged: the next sync asks nothing more.
+    assert sync_tenant(svc, tenant_id).subjects["user"].associated == 0
