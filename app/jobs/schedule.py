@@ -15,12 +15,14 @@ from app.jobs.tenant_jobs import (
     deliver_tenants,
     lifecycle_tenants,
     pull_tenants,
+    push_tenants,
     requested_scoring,
     score_tenants,
 )
 from app.services import Services
 from app.sync import lifecycle
 from app.tracking.rate_limit import forget_ingest_windows
+from connectors import registry
 
 REQUESTED_INTERVAL = dt.timedelta(seconds=2)
 # How often due trigger deliveries are sent (and failed ones retried when their time comes).
@@ -43,8 +45,18 @@ def _push(services: Services, tenant_id: int) -> None:
 
 
 def score(services: Services, holder: str) -> object:
-    return score_tenants(
-        services.db, services.clock, holder, lambda tenant_id: _push(services, tenant_id)
+    """Scoring only: the CRM push is its own job, so a sync waiting on a CRM never makes the
+    scheduler skip a scoring round."""
+    return score_tenants(services.db, services.clock, holder)
+
+
+def push(services: Services, holder: str) -> object:
+    return push_tenants(
+        services.db,
+        services.clock,
+        holder,
+        lambda tenant_id: _push(services, tenant_id),
+        tuple(registry.keys()),
     )
 
 
@@ -109,6 +121,7 @@ def purge(services: Services, holder: str) -> object:
 
 SCHEDULE: tuple[PeriodicJob, ...] = (
     PeriodicJob("score", lambda s: dt.timedelta(seconds=s.scoring_interval_seconds), score),
+    PeriodicJob("push", lambda s: dt.timedelta(seconds=s.scoring_interval_seconds), push),
     # Passes and previews admins asked for: picked up within seconds.
     PeriodicJob("requested", lambda s: REQUESTED_INTERVAL, requested),
     PeriodicJob("pull", lambda s: dt.timedelta(seconds=s.pull_interval_seconds), pull),

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 
@@ -87,6 +88,37 @@ def score_tenants(
         return "full" if summary.full else "incremental"
 
     return _each_under_lease(db, clock, holder, "score", _active_tenants(db), work)
+
+
+PUSH_PARALLEL = 4  # tenants pushed at once by one worker: one slow CRM does not hold the rest
+
+
+def push_tenants(
+    db: Database,
+    clock: Callable[[], dt.datetime],
+    holder: str,
+    push: Callable[[int], object],
+    crms: tuple[str, ...],
+    parallel: int = PUSH_PARALLEL,
+) -> dict[int, str]:
+    """Push every CRM-connected tenant's changed scores (lease "push"), its own job so a push
+    that waits on a CRM never holds up scoring; up to ``parallel`` tenants at a time, each
+    under its own lease, so one tenant's slow CRM does not hold up another's."""
+
+    def work(tenant_id: int, now: dt.datetime) -> str:
+        push(tenant_id)
+        return "pushed"
+
+    tenants = _active_tenants(db, crms=crms)
+    outcome: dict[int, str] = {}
+    if not tenants:
+        return outcome
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="push") as pool:
+        for done in pool.map(
+            lambda t: _each_under_lease(db, clock, holder, "push", [t], work), tenants
+        ):
+            outcome.update(done)
+    return outcome
 
 
 def requested_scoring(db: Database, clock: Callable[[], dt.datetime], holder: str) -> dict:

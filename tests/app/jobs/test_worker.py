@@ -2,11 +2,12 @@
 
 import datetime as dt
 import threading
+import time
 
 from sqlalchemy import select
 
 from app.jobs import leases
-from app.jobs.tenant_jobs import score_tenants
+from app.jobs.tenant_jobs import push_tenants, score_tenants
 from app.jobs.worker import build_scheduler
 from app.models import ScoringRun, Tenant
 from app.tenants import create_tenant
@@ -72,7 +73,7 @@ def test_uninstalled_tenants_are_not_scored(db, tenant_key):
 def test_the_worker_schedules_scoring_pull_deliveries_and_purge_once_at_a_time(app):
     scheduler = build_scheduler(app.extensions["pql"])
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"score", "requested", "pull", "deliver", "lifecycle", "purge"}
+    assert set(jobs) == {"score", "requested", "push", "pull", "deliver", "lifecycle", "purge"}
     assert jobs["deliver"].trigger.interval == dt.timedelta(seconds=15)
     assert all((j.max_instances, j.coalesce) == (1, True) for j in jobs.values())
     assert jobs["score"].trigger.interval == dt.timedelta(seconds=30)
@@ -171,3 +172,30 @@ def test_a_working_holder_keeps_its_lease_and_a_dead_one_loses_it_within_the_ttl
     assert not leases.acquire(db, tenant.id, "score", "w2", ttl, clock())
     time.sleep(0.7)
     assert leases.acquire(db, tenant.id, "score", "w2", ttl, clock())
+
+
+def test_a_push_waiting_on_a_crm_holds_up_neither_scoring_nor_other_tenants(db):
+    slow = create_tenant(db, "Slow", crm="hubspot", external_id="1").id
+    quick = create_tenant(db, "Quick", crm="hubspot", external_id="2").id
+    release, pushed = threading.Event(), []
+
+    def push(tenant_id):
+        if tenant_id == slow:
+            release.wait(10)  # a CRM that takes its time
+        pushed.append(tenant_id)
+
+    pushing = threading.Thread(
+        target=push_tenants, args=(db, lambda: NOW, "w1", push, ("hubspot",)), daemon=True
+    )
+    pushing.start()
+    try:
+        deadline = time.monotonic() + 5
+        while quick not in pushed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pushed == [quick]  # the other tenant was pushed meanwhile
+        # Scoring runs for everyone while the slow push waits (its own job and lease).
+        assert score_tenants(db, lambda: NOW, "w1") == {slow: "full", quick: "full"}
+    finally:
+        release.set()
+        pushing.join(10)
+    assert sorted(pushed) == sorted([slow, quick])
