@@ -101,9 +101,11 @@ def push_tenants(
     crms: tuple[str, ...],
     parallel: int = PUSH_PARALLEL,
 ) -> dict[int, str]:
-    """Push every CRM-connected tenant's changed scores (lease "push"), its own job so a push
-    that waits on a CRM never holds up scoring; up to ``parallel`` tenants at a time, each
-    under its own lease, so one tenant's slow CRM does not hold up another's."""
+    """Push every CRM-connected tenant's changed scores, its own job so a push that waits on a
+    CRM never holds up the scoring of other tenants; up to ``parallel`` tenants at a time, so
+    one tenant's slow CRM does not hold up another's push. A push takes the tenant's "score"
+    lease: a pass never rewrites scores the push is settling (that tenant's scoring waits for
+    the next round)."""
 
     def work(tenant_id: int, now: dt.datetime) -> str:
         push(tenant_id)
@@ -115,7 +117,7 @@ def push_tenants(
         return outcome
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="push") as pool:
         for done in pool.map(
-            lambda t: _each_under_lease(db, clock, holder, "push", [t], work), tenants
+            lambda t: _each_under_lease(db, clock, holder, "score", [t], work), tenants
         ):
             outcome.update(done)
     return outcome

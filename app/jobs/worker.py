@@ -27,7 +27,10 @@ def build_scheduler(services) -> BlockingScheduler:
             job.run,
             "interval",
             seconds=job.interval(services.settings).total_seconds(),
-            args=[services, holder],
+            # One holder per job: the jobs of one process that share a lease (scoring, the
+            # requested passes, the push all take "score") exclude each other as two
+            # processes would.
+            args=[services, f"{holder}/{job.name}"],
             id=job.name,
             max_instances=1,
             coalesce=True,

@@ -193,9 +193,17 @@ def test_a_push_waiting_on_a_crm_holds_up_neither_scoring_nor_other_tenants(db):
         while quick not in pushed and time.monotonic() < deadline:
             time.sleep(0.05)
         assert pushed == [quick]  # the other tenant was pushed meanwhile
-        # Scoring runs for everyone while the slow push waits (its own job and lease).
-        assert score_tenants(db, lambda: NOW, "w1") == {slow: "full", quick: "full"}
+        # Scoring runs for every other tenant while the slow push waits; the tenant being
+        # pushed is scored next round (a pass never rewrites scores a push is settling).
+        assert score_tenants(db, lambda: NOW, "w2") == {slow: "busy", quick: "full"}
     finally:
         release.set()
         pushing.join(10)
     assert sorted(pushed) == sorted([slow, quick])
+
+
+def test_jobs_of_one_worker_that_share_a_lease_hold_it_as_different_holders(app):
+    scheduler = build_scheduler(app.extensions["pql"])
+    holders = {job.id: job.args[1] for job in scheduler.get_jobs()}
+    assert len(set(holders.values())) == len(holders)
+    assert holders["score"] != holders["push"] != holders["requested"]
