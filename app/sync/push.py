@@ -481,6 +481,7 @@ def push_changed_traits(
 
 
 # Kept in a user's CrmRecord.pushed: the company CRM id the contact was last associated with.
+# Keys of pushed that start with "__" are bookkeeping, never CRM properties.
 ASSOCIATED = "__company"
 
 

@@ -129,7 +129,7 @@ def forget_user(
             )
         ).all()
         crm_records = tuple(
-            (crm_id, tuple(sorted(pushed or {})))
+            (crm_id, tuple(sorted(k for k in (pushed or {}) if not k.startswith("__"))))
             for crm_id, pushed in session.execute(
                 select(CrmRecord.crm_id, CrmRecord.pushed).where(
                     CrmRecord.object_type == "user",
