@@ -66,8 +66,7 @@ def activate(
             .with_for_update()
         ).one_or_none()
         if tenant is not None and tenant.status == "active":
-            held = tenant.refresh_token_encrypted
-            unused = not held or svc.token_cipher.decrypt(held) != grant.refresh_token
+            unused = not _is_token(svc, tenant.refresh_token_encrypted, grant.refresh_token)
             log.info("tenant %s: an admin signed in from %s", tenant.id, provider.display_name)
             return Installed(tenant.id, external_id, None, True, grant_unused=unused)
         reinstalled = tenant is not None
@@ -152,7 +151,12 @@ def holds_refresh_token(svc, crm: str, external_id: str, refresh_token: str) -> 
                 Tenant.crm == crm, Tenant.external_id == external_id
             )
         ).one_or_none()
-    return bool(held) and svc.token_cipher.decrypt(held) == refresh_token
+    return _is_token(svc, held, refresh_token)
+
+
+def _is_token(svc, encrypted: str | None, token: str) -> bool:
+    """Whether the stored (encrypted) token is this one."""
+    return bool(encrypted) and svc.token_cipher.decrypt(encrypted) == token
 
 
 def clear_app_properties(

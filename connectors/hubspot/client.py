@@ -102,6 +102,20 @@ def classify(exc: Exception) -> Failure | None:
     )
 
 
+def checked_request(api: HubSpotApi, what: str, method: str, path: str, **kwargs: Any) -> dict:
+    """One request outside a connector's retry loop; HubSpot's refusal (or no answer) becomes a
+    ``CrmError`` naming ``what`` and carrying the status."""
+    try:
+        return api.request(method, path, **kwargs)
+    except CrmError:
+        raise
+    except Exception as exc:
+        failure = classify(exc)
+        if failure is None:
+            raise
+        raise CrmError(f"{what}: {failure.message}", failure.status) from exc
+
+
 def error_body(raw: Any) -> dict:
     if isinstance(raw, bytes | bytearray):
         raw = raw.decode("utf-8", "replace")

@@ -14,9 +14,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
-from connectors.base import CrmError
 from connectors.hubspot.api import TIMEOUT, HubSpotApi
-from connectors.hubspot.client import classify
+from connectors.hubspot.client import checked_request
 from connectors.hubspot.oauth import token_request
 
 LIFECYCLE_EVENTS = ("APP_INSTALL", "APP_UNINSTALL")
@@ -71,17 +70,9 @@ class JournalReader:
         return self._token[0]
 
     def _get(self, path: str, portal: str) -> dict:
-        try:
-            return self.api.request(
-                "GET", path, token=self.token(), query={"installPortalId": portal}
-            )
-        except CrmError:
-            raise
-        except Exception as exc:
-            failure = classify(exc)
-            if failure is None:
-                raise
-            raise CrmError(f"journal: {failure.message}", failure.status) from exc
+        return checked_request(
+            self.api, "journal", "GET", path, token=self.token(), query={"installPortalId": portal}
+        )
 
     def _entry(self, url: str) -> dict:
         with urllib.request.urlopen(url, timeout=TIMEOUT[1]) as answer:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from connectors.base import AuthorizationLost, CrmError
 from connectors.hubspot.api import HubSpotApi
-from connectors.hubspot.client import classify, error_body
+from connectors.hubspot.client import checked_request, classify, error_body
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +102,13 @@ def is_super_admin(api: HubSpotApi, access_token: str, user_id: int) -> bool:
     """Whether the user a token was granted by is a Super Admin of its portal (the Users
     API's ``superAdmin``; scope ``settings.users.read``)."""
     try:
-        user = api.request("GET", api.users(str(user_id)), token=access_token)
-    except CrmError:
-        raise
-    except Exception as exc:
-        failure = classify(exc)
-        if failure is None:
-            raise
-        if failure.status == 404:
+        user = checked_request(
+            api, "HubSpot's users API", "GET", api.users(str(user_id)), token=access_token
+        )
+    except CrmError as exc:
+        if exc.status == 404:  # not a user of this portal
             return False
-        raise CrmError(f"HubSpot's users API: {failure.message}", failure.status) from exc
+        raise
     return user.get("superAdmin") is True
 
 

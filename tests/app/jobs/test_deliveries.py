@@ -4,10 +4,8 @@ retries and a log; the CS handoff note; the HubSpot CRM card."""
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
 import re
-import threading
 import time
 
 import pytest
@@ -394,25 +392,6 @@ def test_the_triggers_page_refuses_a_target_inside_the_network(app, client, db, 
         assert session.scalars(select(Trigger)).all() == []
 
 
-@pytest.fixture
-def quick_target():
-    """A local target that answers 204 at once."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-
-
 def _queued(db, name: str, url: str, count: int, due: dt.datetime) -> int:
     tenant_id = create_tenant(db, name).id
     rule = add_trigger(
@@ -434,13 +413,14 @@ def _queued(db, name: str, url: str, count: int, due: dt.datetime) -> int:
     return tenant_id
 
 
-def test_a_slow_target_spends_its_own_tenants_turn_not_everyones(db, quick_target):
+def test_a_slow_target_spends_its_own_tenants_turn_not_everyones(db, target):
+    quick_port, _ = target
     drip = DripServer(interval=0.2, total=8.0)
     try:
         slow = _queued(
             db, "Slow", f"http://127.0.0.1:{drip.port}/hook", 5, NOW - dt.timedelta(hours=1)
         )
-        quick = _queued(db, "Quick", f"http://127.0.0.1:{quick_target}/hook", 1, NOW)
+        quick = _queued(db, "Quick", f"http://127.0.0.1:{quick_port}/hook", 1, NOW)
 
         def one_tenant(tenant_id, now):
             deliver_pending(db, tenant_id, now, allow_loopback=True, budget=1.0, deadline=0.5)
@@ -460,7 +440,8 @@ def test_a_slow_target_spends_its_own_tenants_turn_not_everyones(db, quick_targe
     assert sent.status == "delivered"
 
 
-def test_delivered_at_is_when_the_delivery_went_out(db, quick_target):
+def test_delivered_at_is_when_the_delivery_went_out(db, target):
+    quick_port, _ = target
     drip = DripServer(interval=0.2, total=8.0)
     try:
         tenant_id = _queued(db, "Both", f"http://127.0.0.1:{drip.port}/hook", 1, NOW)
@@ -469,7 +450,7 @@ def test_delivered_at_is_when_the_delivery_went_out(db, quick_target):
             tenant_id,
             name="Quick",
             action="webhook",
-            action_params={"url": f"http://127.0.0.1:{quick_target}/hook", "secret": "s" * 24},
+            action_params={"url": f"http://127.0.0.1:{quick_port}/hook", "secret": "s" * 24},
         )
         with db.tenant_transaction(tenant_id) as session:
             rule = session.scalar(select(Trigger.id).where(Trigger.name == "Quick"))

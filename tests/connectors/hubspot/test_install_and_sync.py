@@ -608,12 +608,7 @@ def test_without_hubspot_credentials_installs_and_webhooks_are_refused(migrated_
 def test_the_api_shows_what_was_pulled_back_and_segments_spread_by_crm_fields(
     app, client, db, installed, sandbox
 ):
-    tenant_id, key = installed
-    scored_and_synced(app, client, db, tenant_id, key)
-    [company] = portal(sandbox).objects["companies"].values()
-    company["properties"].update(hubspot_owner_id="101", lifecyclestage="opportunity")
-    svc = app.extensions["pql"]
-    pull(db, tenant_id, connector_for(svc, tenant_id), NOW)
+    tenant_id, _, _, _ = _owned_and_pulled(app, client, db, installed, sandbox)
     from app.tenants import issue_write_key
 
     admin = issue_write_key(db, tenant_id, scope="admin").secret
@@ -773,13 +768,19 @@ def test_another_super_admin_signs_in_without_replacing_the_tenants_tokens(
         assert session.scalar(select(Tenant.status).where(Tenant.id == tenant_id)) == "active"
 
 
-def test_a_pull_that_brings_nothing_new_marks_nothing_changed(app, client, db, installed, sandbox):
+def _owned_and_pulled(app, client, db, installed, sandbox):
+    """Synced; then Sam (owner 101) takes the company as an opportunity, and it is pulled."""
     tenant_id, key = installed
     scored_and_synced(app, client, db, tenant_id, key)
     [company] = portal(sandbox).objects["companies"].values()
     company["properties"].update(hubspot_owner_id="101", lifecyclestage="opportunity")
     svc = app.extensions["pql"]
     pull(db, tenant_id, connector_for(svc, tenant_id), NOW)
+    return tenant_id, key, company, svc
+
+
+def test_a_pull_that_brings_nothing_new_marks_nothing_changed(app, client, db, installed, sandbox):
+    tenant_id, _, company, svc = _owned_and_pulled(app, client, db, installed, sandbox)
 
     def changed_at():
         with db.tenant_session(tenant_id) as session:
@@ -822,12 +823,7 @@ def test_a_definitions_change_that_leaves_the_schema_alone_costs_one_read_per_ob
 
 
 def test_a_reinstall_keeps_the_key_and_reads_the_crm_afresh(app, client, db, installed, sandbox):
-    tenant_id, key = installed
-    scored_and_synced(app, client, db, tenant_id, key)
-    [company] = portal(sandbox).objects["companies"].values()
-    company["properties"].update(hubspot_owner_id="101", lifecyclestage="opportunity")
-    svc = app.extensions["pql"]
-    pull(db, tenant_id, connector_for(svc, tenant_id), NOW)
+    tenant_id, key, _, _ = _owned_and_pulled(app, client, db, installed, sandbox)
     assert account_owner(db, tenant_id) == "101"
     # The portal is wiped, the app's access is lost, an admin installs it again.
     portal(sandbox).objects["companies"].clear()
