@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -349,6 +350,9 @@ class AccountScore(_ScoreColumns, TenantOwned, Base):
     lead_type: Mapped[str | None] = mapped_column(String(40))
     chance_to_convert: Mapped[int | None] = mapped_column(Integer)
     forecast_value: Mapped[float | None]
+    # Ice Cold only because the scoring rules changed (the pass that applied them found a drop
+    # the old rules did not show): not an engagement drop, so no CS task while it lasts.
+    drop_excused: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class UserScore(_ScoreColumns, TenantOwned, Base):

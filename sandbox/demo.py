@@ -212,8 +212,9 @@ def wait_for(what: str, check, timeout: float):
 
 
 def backfill_history(tenant_id: int, now) -> None:
-    """Score as on a week ago (history for the trend), then everyone again, under the scoring
-    lease so the worker does not run the tenant meanwhile."""
+    """Score as on a week ago (a point of history for the engagement chart; the trend itself
+    is recomputed from the rollups), then everyone again, under the scoring lease so the
+    worker does not run the tenant meanwhile."""
     import datetime as dt
 
     from app.jobs import leases
@@ -371,7 +372,7 @@ def _wait_for_push(svc, tenant_id: int, crm: str, now, timeout: float) -> None:
 def _wait_for_task(svc, tenant_id: int, crm: str, now, timeout: float) -> None:
     from app.models import CsTask
 
-    click.echo("Backfilling last week's scores so the trend can show who is dropping ...")
+    click.echo("Storing last week's scores for the engagement chart ...")
     backfill_history(tenant_id, now)
 
     def task_made():

@@ -150,7 +150,7 @@ class _ProgressBars:
     "--as-of",
     type=click.DateTime(formats=["%Y-%m-%d"]),
     default=None,
-    help="Score as on this past day (end of day UTC) to backfill history for trends, "
+    help="Score as on this past day (end of day UTC) to backfill the charts' history, "
     "e.g. after importing past events; then a normal pass runs.",
 )
 @with_appcontext

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from marshmallow import ValidationError
 from sqlalchemy import case, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
@@ -28,19 +29,20 @@ from app.models import (
     Account,
     AccountMembership,
     AccountScore,
+    DefinitionsVersion,
     Event,
-    ScoreHistory,
     ScoringRun,
     User,
     UserScore,
 )
 from app.scores import activity_basis
 from app.scores.activity_basis import chunks, only
-from app.scores.definitions_store import current_definitions
+from app.scores.definitions_store import current_definitions, parse_document
 from app.scores.moments import completed_at, signal_moment, step_moments, steps_needed
-from app.scores.subjects import Subjects, load_accounts, load_users
+from app.scores.subjects import Subjects, load_accounts, load_previous, load_users
 from scoring.definitions import Definitions, ScoringProfile
 from scoring.engine import (
+    Activity,
     account_checklist,
     activation,
     adoption_rate,
@@ -84,19 +86,6 @@ def _record(traits: dict, crm: dict | None = None, **values: Any) -> dict[str, A
     return {"trait": traits, "traits": traits, "crm": crm or {}, **values}
 
 
-def _previous_scores(
-    session: Session, subject: str, ids: list[int] | None, day: dt.date
-) -> dict[int, float]:
-    """Each subject's score on ``day`` (the previous period), for the trend."""
-    out: dict[int, float] = {}
-    query = select(ScoreHistory.subject_id, ScoreHistory.engagement_score).where(
-        ScoreHistory.subject == subject, ScoreHistory.day == day
-    )
-    for chunk in chunks(ids):
-        out.update(session.execute(query.where(*only(ScoreHistory.subject_id, chunk))).all())
-    return out
-
-
 def _earlier_firsts(
     session: Session, model, key, ids: list[int] | None
 ) -> dict[int, tuple[dt.datetime | None, dt.datetime | None]]:
@@ -126,12 +115,18 @@ def _score_rows(
     today: dt.date,
     now: dt.datetime,
     percentiles: dict[str, float] | None,
-    previous: dict[int, float],
+    previous: dict[int, Activity],
     earlier: dict[int, tuple],
     member_stats: dict[int, _MemberStats] | None = None,
     progress: Progress | None = None,
 ) -> tuple[list[dict], dict[str, float]]:
-    """Score every id of one kind. Returns the rows and the percentiles used."""
+    """Score every id of one kind. Returns the rows and the percentiles used.
+
+    The trend compares like with like: the previous period's score is recomputed under the
+    current definitions from ``previous`` (each subject's activity at the end of the previous
+    period), graded against that period's own 90th percentile (kept as
+    "<subject>:<profile>:previous"). A subject first seen after that day is New: no trend."""
+    previous_day = today - dt.timedelta(days=defs.default_profile.time_frame_days)
     prepared = []
     raws: dict[str, list[float]] = defaultdict(list)
     for sid in ids:
@@ -139,7 +134,11 @@ def _score_rows(
         profile: ScoringProfile = profile_for(defs, _record(facts.traits))
         raw = raw_engagement(profile, facts.activity, today)
         raws[f"{subject}:{profile.name}"].append(raw)
-        prepared.append((sid, facts, profile, raw))
+        before = None
+        if facts.first_seen <= previous_day:
+            before = raw_engagement(profile, previous.get(sid, Activity()), previous_day)
+            raws[f"{subject}:{profile.name}:previous"].append(before)
+        prepared.append((sid, facts, profile, raw, before))
     if percentiles is None:
         percentiles = {key: percentile_90(values) for key, values in raws.items()}
     else:
@@ -147,7 +146,7 @@ def _score_rows(
             percentiles.setdefault(key, percentile_90(values))
 
     rows = []
-    for position, (sid, facts, profile, raw) in enumerate(prepared):
+    for position, (sid, facts, profile, raw, before) in enumerate(prepared):
         kind = "account" if subject == "a" else "user"
         if kind == "account":
             checklist = account_checklist(facts.traits, defs)
@@ -157,7 +156,13 @@ def _score_rows(
         score = grade(raw, percentiles[f"{subject}:{profile.name}"])
         last_seen = data.last_seen.get(sid)
         last_active_day = last_seen.date() if last_seen else None
-        change = trend(score, previous.get(sid), defs.trend)
+        change = trend(
+            score,
+            None
+            if before is None
+            else grade(before, percentiles[f"{subject}:{profile.name}:previous"]),
+            defs.trend,
+        )
         first_activated, first_pql = earlier.get(sid, (None, None))
         row: dict[str, Any] = {
             "definitions_version": 0,
@@ -280,6 +285,7 @@ def _score_subjects(
     """``_score_rows`` with what it needs read for ``subset`` (None: everyone): the scores of
     the previous period, earlier firsts, and (accounts) their members' statistics."""
     previous_day = today - dt.timedelta(days=defs.default_profile.time_frame_days)
+    kind = activity_basis.USERS if subject == "u" else activity_basis.ACCOUNTS
     model, key = (
         (UserScore, UserScore.user_id)
         if subject == "u"
@@ -293,13 +299,63 @@ def _score_subjects(
         today,
         now,
         percentiles,
-        _previous_scores(session, subject, subset, previous_day),
+        load_previous(session, kind, subset, defs, previous_day),
         _earlier_firsts(session, model, key, subset),
         member_stats=_member_stats(session, subset, defs, today) if subject == "a" else None,
         progress=progress,
     )
     _when_it_happened(session, "account" if subject == "a" else "user", rows, now)
+    if subject == "a":
+        _excuse_rule_drops(session, defs, rows, subset)
     return rows, used
+
+
+def _excuse_rule_drops(
+    session: Session, defs: Definitions, rows: list[dict], subset: list[int] | None
+) -> None:
+    """A definitions change alone never opens a CS task. Each account remembers whether it is
+    Ice Cold only because the scoring rules changed: in the pass that applies new scoring rules
+    (profiles or trend rule), an account that turns Ice Cold while its stored row (old rules)
+    was not is excused; the excuse lasts while it stays Ice Cold. A drop seen under unchanged
+    rules is a real one."""
+    before: dict[int, tuple[int, bool, bool]] = {}
+    query = select(
+        AccountScore.account_id,
+        AccountScore.definitions_version,
+        AccountScore.trend_segment == "Ice Cold",
+        AccountScore.drop_excused,
+    )
+    for chunk in chunks(subset):
+        for aid, version, was_cold, excused in session.execute(
+            query.where(*only(AccountScore.account_id, chunk))
+        ):
+            before[aid] = (version, bool(was_cold), bool(excused))
+    changed = _rules_changed(session, defs, {version for version, _, _ in before.values()})
+    for row in rows:
+        old = before.get(row["_id"])
+        excused = False
+        if row["trend_segment"] == "Ice Cold" and old is not None:
+            version, was_cold, was_excused = old
+            excused = was_excused if was_cold else version in changed
+        row["drop_excused"] = excused
+
+
+def _rules_changed(session: Session, defs: Definitions, versions: set[int]) -> set[int]:
+    """Which of these definitions versions scored engagement or trend differently from ``defs``."""
+    changed = set()
+    for version, document in session.execute(
+        select(DefinitionsVersion.version, DefinitionsVersion.document).where(
+            DefinitionsVersion.version.in_(sorted(versions))
+        )
+    ):
+        try:
+            old = parse_document(document)
+        except ValidationError:  # stored before a rule it breaks: treat it as different
+            changed.add(version)
+            continue
+        if old.profiles != defs.profiles or old.trend != defs.trend:
+            changed.add(version)
+    return changed
 
 
 def _signal_of(kind: str | None, rules) -> tuple[tuple[str, ...], tuple[str, ...]] | None:

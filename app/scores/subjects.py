@@ -7,7 +7,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -193,3 +193,61 @@ def load_accounts(
             for aid, event, uid, first_day in session.execute(per_user):
                 data.user_first_day[aid][event][uid] = first_day
     return data
+
+
+def load_previous(
+    session: Session, kind, ids: list[int] | None, defs: Definitions, day: dt.date
+) -> dict[int, Activity]:
+    """Each subject's activity as it stood at the end of ``day`` (the previous period's last
+    day), read from the daily rollups for the time frames and penalties of the *current*
+    definitions: the previous score is recomputed under today's rules, so a trend compares
+    like with like. Only what ``raw_engagement`` reads is filled (counts in each frame, decayed
+    points, the last day of each event within reach of the longest penalty)."""
+    rollup, key = kind.rollup, kind.key
+    frames = sorted({p.time_frame_days for p in defs.profiles})
+    reach = max([*frames, *(pen.days for p in defs.profiles for pen in p.penalties)])
+    start = day - dt.timedelta(days=reach - 1)
+    in_frame: dict[int, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    decayed: dict[int, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    last_day: dict[int, dict[str, dt.date]] = defaultdict(dict)
+    counts = [
+        func.sum(case((rollup.day >= day - dt.timedelta(days=f - 1), rollup.count), else_=0))
+        for f in frames
+    ]
+    decay_frames = sorted({p.time_frame_days for p in defs.profiles if p.decay})
+    for chunk in chunks(ids):
+        in_chunk = only(key, chunk)
+        grouped = (
+            select(key, rollup.event, func.max(rollup.day), *counts)
+            .where(*in_chunk, rollup.day >= start, rollup.day <= day)
+            .group_by(key, rollup.event)
+        )
+        for sid, event, last, *per_frame in session.execute(grouped):
+            last_day[sid][event] = last
+            for frame, count in zip(frames, per_frame, strict=True):
+                if count:
+                    in_frame[sid][frame][event] = float(count)
+        if decay_frames:
+            daily = (
+                select(key, rollup.event, rollup.day, func.sum(rollup.count))
+                .where(
+                    *in_chunk,
+                    rollup.day >= day - dt.timedelta(days=decay_frames[-1] - 1),
+                    rollup.day <= day,
+                )
+                .group_by(key, rollup.event, rollup.day)
+            )
+            for sid, event, when, count in session.execute(daily):
+                age = (day - when).days
+                for frame in decay_frames:
+                    if age < frame:
+                        points = decayed[sid][frame]
+                        points[event] = points.get(event, 0.0) + int(count) * (frame - age) / frame
+    return {
+        sid: Activity(
+            last_day=last_day.get(sid, {}),
+            in_frame=in_frame.get(sid, {}),
+            decayed=decayed.get(sid, {}),
+        )
+        for sid in set(last_day) | set(in_frame) | set(decayed)
+    }

@@ -58,7 +58,9 @@ def create_cs_tasks(
 ) -> int:
     """One CRM task per engagement drop of a paying account, on its company, for its owner
     (the tenant's default CS owner otherwise). A drop lasts until the account stops dropping;
-    after a task, none for the same account within the cool-down."""
+    after a task, none for the same account within the cool-down. The record's owner must
+    be known (pulled at least once, or told by a webhook), and a drop that only a change of
+    the scoring rules made (``AccountScore.drop_excused``) is not an engagement drop."""
     defs = current_definitions(db, tenant_id).definitions
     settings = tenant_settings(db, tenant_id)
     cooldown = cooldown or dt.timedelta(days=int(settings.get("task_cooldown_days", 7)))
@@ -86,6 +88,13 @@ def create_cs_tasks(
                         task.resolved_at = now
                 continue
             if not is_paying(account.traits, defs) or not record or not record.crm_id:
+                continue
+            if score.drop_excused:
+                continue  # Ice Cold only because the scoring rules changed
+            if record.pulled_at is None and "owner_id" not in (record.crm_fields or {}):
+                # Its owner is not known yet (a company matched by domain has one in the CRM
+                # that the next pull or owner webhook brings): the task waits for it rather
+                # than going to the default owner.
                 continue
             if any(t.resolved_at is None for t in tasks):
                 continue  # this drop has its task

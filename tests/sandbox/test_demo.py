@@ -5,7 +5,7 @@ import random
 import pytest
 
 from app.jobs.tenant_jobs import score_tenants
-from app.sync.lifecycle import sync_tenant
+from app.sync.lifecycle import pull_tenant, sync_tenant
 from sandbox.demo import (
     account_scores,
     account_summary,
@@ -58,6 +58,14 @@ def test_the_demo_loop_turns_events_into_hubspot_properties_and_a_cs_task(app, d
 
         assert worker_round() == {tenant_id: "full"}
         assert len(sandbox.sandbox.portals[1234567].objects["companies"]) == len(DEMO_ACCOUNTS)
+        # A rep owns Umbrella in HubSpot; the worker's pull learns it (the demo's webhook
+        # needs the service reachable from the sandbox, which this test does not set up).
+        companies = sandbox.sandbox.portals[1234567].objects["companies"]
+        umbrella_company = next(
+            c for c in companies.values() if c["properties"].get("name") == "Umbrella"
+        )
+        umbrella_company["properties"]["hubspot_owner_id"] = "101"
+        pull_tenant(svc, tenant_id)
         backfill_history(tenant_id, now)
         worker_round()
         view = crm_view(tenant_id)
@@ -65,6 +73,7 @@ def test_the_demo_loop_turns_events_into_hubspot_properties_and_a_cs_task(app, d
     assert "Ice Cold" in scores["Umbrella"]["segments"]
     [task] = view["tasks"]
     assert task["subject"] == "Engagement dropped: Umbrella" and task["crm_id"]
+    assert task["owner"] == "101"
     umbrella = next(c for c in view["accounts"] if c["name"] == "Umbrella")
     assert umbrella["pql_trend"] == "Ice Cold"
     # Umbrella pays: it has converted, so no lead type; the trials have one.

@@ -94,33 +94,111 @@ def test_changed_definitions_turn_an_incremental_pass_into_a_full_one(client, db
     assert scores(db, tenant_id)["acme"].definitions_version == 2
 
 
+def _two_periods(client, key):
+    """Four paying accounts over two 7-day periods (default weights: a login 1, a report 8; no
+    login in 7 days −5). "busy" (10 reports, 75) is the busiest in both, so the grades are
+    comparable: "steady" and "busy" do the same in both periods, "falling" was busy (38) and
+    logged in once since (1), "mixed" created 2 reports then (11) and logged in 16 times now
+    (16)."""
+    messages = []
+    for account, before, now in (
+        ("busy", {"Report Created": 10}, {"Report Created": 10}),
+        ("steady", {"Logged In": 6, "Report Created": 2}, {"Logged In": 6, "Report Created": 2}),
+        ("falling", {"Report Created": 4, "Logged In": 6}, {"Logged In": 1}),
+        ("mixed", {"Report Created": 2}, {"Logged In": 16}),
+    ):
+        messages.append(group(f"{account}-u", account, days_ago=40, plan="paid", name=account))
+        for days_ago, counts in ((8, before), (1, now)):
+            for event, n in counts.items():
+                messages += ev(f"{account}-u", event, account, days_ago=days_ago, n=n)
+    send(client, key, messages)
+
+
+def _grade(raw, p90=75):
+    return round(raw / p90 * 100, 2)
+
+
 def test_drop_against_the_previous_period_is_ice_cold(client, db, tenant_key):
+    """The previous period is scored from the rollups (no earlier pass needed): a backfilled
+    tenant has its trend on its first pass."""
     tenant_id, key = tenant_key
-    acme_trial(client, key)
+    _two_periods(client, key)
+    recompute(db, tenant_id, NOW)
+    rows = scores(db, tenant_id)
+    assert rows["steady"].trend_change == 0 and rows["steady"].trend_segment is None
+    assert rows["busy"].trend_change == 0
+    assert rows["mixed"].trend_change == round(_grade(16) - _grade(11), 2)
+    falling = rows["falling"]
+    assert falling.engagement_score == _grade(1)
+    assert falling.trend_change == round(_grade(1) - _grade(38), 2)
+    assert falling.trend_segment == "Ice Cold" and "Ice Cold" in falling.segments["names"]
+    assert falling.drop_excused is False
+
+
+def test_a_subject_first_seen_in_this_period_has_no_trend(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    _two_periods(client, key)
     send(
         client,
         key,
-        [group("cy", "initech", plan="trial"), *ev("cy", "Report Created", "initech", n=20)],
+        [
+            group("n-u", "newcomer", days_ago=3, plan="paid"),
+            *ev("n-u", "Report Created", "newcomer"),
+        ],
     )
     recompute(db, tenant_id, NOW)
-    acme_id = scores(db, tenant_id)["acme"].account_id
-    with db.tenant_transaction(tenant_id) as s:
-        previous = s.get(ScoreHistory, ("a", acme_id, (NOW - dt.timedelta(days=7)).date()))
-        if previous is None:
-            s.add(
-                ScoreHistory(
-                    tenant_id=tenant_id,
-                    subject="a",
-                    subject_id=acme_id,
-                    day=(NOW - dt.timedelta(days=7)).date(),
-                    engagement_score=95,
-                    activation_rate=60,
-                )
-            )
+    newcomer = scores(db, tenant_id)["newcomer"]
+    assert newcomer.trend_change is None and newcomer.trend_segment is None
+    assert "New" in newcomer.segments["names"]
+
+
+def test_trend_compares_like_with_like_after_a_weight_change(client, db, tenant_key):
+    """The week-old pass ran under the old weights; after a weight change the previous period
+    is rescored under the new ones, so an account doing the same as then has no change."""
+    tenant_id, key = tenant_key
+    _two_periods(client, key)
+    recompute(db, tenant_id, NOW - dt.timedelta(days=7))
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["profiles"][0]["weights"]["Logged In"] = 3
+    save_definitions(db, tenant_id, document, "test")
     recompute(db, tenant_id, NOW)
-    acme = scores(db, tenant_id)["acme"]
-    assert acme.trend_change == round(acme.engagement_score - 95, 2)
-    assert acme.trend_segment == "Ice Cold"
+    rows = scores(db, tenant_id)
+    # Under the old weights "steady" scored 22 / 75 a week ago; under the new ones it scores
+    # 34 / 75 in both periods.
+    for name in ("steady", "busy"):
+        assert rows[name].trend_change == 0, name
+    # Like for like, "mixed" went up: 11 then, 48 now.
+    assert rows["mixed"].trend_change == round(_grade(48) - _grade(11), 2)
+    assert rows["mixed"].trend_segment == "Red Hot"
+
+
+def test_a_rule_change_alone_never_makes_a_drop_that_opens_a_cs_task(client, db, tenant_key):
+    """Mixed swapped reports for logins: under the default weights it went up a little; once
+    logins stop counting it is Ice Cold like for like, but only because of the change:
+    excused, and it stays excused while it stays Ice Cold. A drop under unchanged scoring
+    rules is not excused."""
+    tenant_id, key = tenant_key
+    _two_periods(client, key)
+    recompute(db, tenant_id, NOW)
+    assert scores(db, tenant_id)["mixed"].trend_segment is None
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["profiles"][0]["weights"]["Logged In"] = 0
+    save_definitions(db, tenant_id, document, "test")
+    recompute(db, tenant_id, NOW + dt.timedelta(minutes=5))
+    rows = scores(db, tenant_id)
+    assert rows["mixed"].trend_segment == "Ice Cold" and rows["mixed"].drop_excused is True
+    assert rows["falling"].trend_segment == "Ice Cold" and rows["falling"].drop_excused is False
+    # Later passes under the same rules keep the excuse while the account stays Ice Cold.
+    recompute(db, tenant_id, NOW + dt.timedelta(minutes=10), full=True)
+    assert scores(db, tenant_id)["mixed"].drop_excused is True
+    # A change outside the scoring rules does not excuse a new drop.
+    document["key_features"] = document["key_features"][:3]
+    save_definitions(db, tenant_id, document, "test")
+    with db.tenant_transaction(tenant_id) as s:
+        falling_id = s.scalar(select(Account.id).where(Account.external_id == "falling"))
+        s.get(AccountScore, falling_id).trend_segment = None
+    recompute(db, tenant_id, NOW + dt.timedelta(minutes=15))
+    assert scores(db, tenant_id)["falling"].drop_excused is False
 
 
 def test_first_activation_and_pql_times_survive_later_passes(client, db, tenant_key):

@@ -455,8 +455,9 @@ def test_a_new_drop_after_recovery_and_cooldown_gets_a_new_task(
 ):
     tenant_id, key = installed
     scored_and_synced(app, client, db, tenant_id, key)
-    dropping(db, tenant_id)
     svc = app.extensions["pql"]
+    pull_tenant(svc, tenant_id)
+    dropping(db, tenant_id)
     assert sync_tenant(svc, tenant_id).tasks_created == 1
     with db.tenant_transaction(tenant_id) as session:
         session.scalars(select(AccountScore)).one().trend_segment = None
@@ -466,6 +467,35 @@ def test_a_new_drop_after_recovery_and_cooldown_gets_a_new_task(
     assert sync_tenant(svc, tenant_id).tasks_created == 0  # within the 7-day cool-down
     svc.clock = lambda: NOW + dt.timedelta(days=9)
     assert sync_tenant(svc, tenant_id).tasks_created == 1
+
+
+def test_a_drop_made_by_a_rule_change_opens_no_task(app, client, db, installed, sandbox):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    pull_tenant(app.extensions["pql"], tenant_id)
+    dropping(db, tenant_id)
+    with db.tenant_transaction(tenant_id) as session:
+        session.scalars(select(AccountScore)).one().drop_excused = True
+    assert sync_tenant(app.extensions["pql"], tenant_id).tasks_created == 0
+    assert not portal(sandbox).objects["tasks"]
+
+
+def test_a_drop_task_waits_until_the_owner_is_known(app, client, db, installed, sandbox):
+    """A company matched in the CRM may have an owner the app has not read yet: no task goes
+    to the default owner before the first pull (or an owner webhook) says who it is."""
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company_id] = portal(sandbox).objects["companies"]
+    sandbox.sandbox.portals[HUB].objects["companies"][company_id]["properties"][
+        "hubspot_owner_id"
+    ] = "101"
+    dropping(db, tenant_id)
+    svc = app.extensions["pql"]
+    assert sync_tenant(svc, tenant_id).tasks_created == 0
+    pull_tenant(svc, tenant_id)
+    assert sync_tenant(svc, tenant_id).tasks_created == 1
+    [task] = portal(sandbox).objects["tasks"].values()
+    assert task["properties"]["hubspot_owner_id"] == "101"
 
 
 def test_a_trial_accounts_drop_is_a_signal_not_a_task(app, client, db, installed, sandbox):
@@ -711,6 +741,7 @@ def test_names_from_product_events_are_escaped_in_the_task_body(
     scored_and_synced(app, client, db, tenant_id, key)
     with db.tenant_transaction(tenant_id) as session:
         session.scalars(select(Account)).one().name = '<img src=x onerror="alert(1)">'
+    pull_tenant(app.extensions["pql"], tenant_id)
     dropping(db, tenant_id)
     assert sync_tenant(app.extensions["pql"], tenant_id).tasks_created == 1
     [task] = portal(sandbox).objects["tasks"].values()
