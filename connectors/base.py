@@ -305,6 +305,12 @@ class Connector(Protocol):
         """Create the property group and properties that do not exist yet; returns the names
         created. Existing ones (also when another process created them meanwhile) are fine."""
 
+    def remove_schema(
+        self, object_type: str, group: tuple[str, str], specs: Sequence[PropertySpec]
+    ) -> list[str]:
+        """Delete the app's properties (and with them their values on every record) and its
+        property group; returns the names removed. Ones already gone are fine."""
+
     def find_by_key(self, object_type: str, keys: Sequence[str]) -> dict:
         """Our key → CRM id, for the keys the CRM knows under the app's unique property."""
 

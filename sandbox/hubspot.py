@@ -681,6 +681,41 @@ def create_sandbox(sandbox: Sandbox | None = None) -> Flask:
             stored.update({k: v for k, v in body.items() if k != "name"})
         return jsonify(stored)
 
+    @app.post(f"/crm/properties/{V}/<kind>/batch/archive")
+    def archive_properties(kind: str):
+        """BatchInputPropertyName: the properties go, and their values on every record."""
+        kind = object_type(kind)
+        body = request.get_json(silent=True) or {}
+        inputs = body.get("inputs")
+        if kind is None or not isinstance(inputs, list) or len(inputs) > 100:
+            return _error(400, "Invalid object type, or inputs missing or over 100")
+        names = [item.get("name") for item in inputs if isinstance(item, dict)]
+        if len(names) != len(inputs) or not all(isinstance(n, str) and n for n in names):
+            return _error(400, "Every input needs a property name")
+        with sandbox.lock:
+            portal = request.portal
+            builtin = [n for n in names if n in BUILTIN_PROPERTIES[kind]]
+            if builtin:
+                return _error(400, f"HubSpot-defined properties cannot be archived: {builtin}")
+            for name in names:
+                portal.properties[kind].pop(name, None)
+                for record in portal.objects[kind].values():
+                    record["properties"].pop(name, None)
+        return Response(status=204)
+
+    @app.delete(f"/crm/properties/{V}/<kind>/groups/<name>")
+    def delete_group(kind: str, name: str):
+        kind = object_type(kind)
+        with sandbox.lock:
+            portal = request.portal
+            if kind is None or name not in portal.groups[kind]:
+                return _error(404, f"Property group {name} does not exist", "OBJECT_NOT_FOUND")
+            members = [p for p in portal.properties[kind].values() if p.get("groupName") == name]
+            if members:
+                return _error(400, f"Property group {name} still has {len(members)} properties")
+            del portal.groups[kind][name]
+        return Response(status=204)
+
     @app.get(f"/crm/properties/{V}/<kind>")
     def list_properties(kind: str):
         kind = object_type(kind)

@@ -1313,6 +1313,8 @@ class SalesforceSandbox:
             org = self.orgs[who[0]]
             call = root.find(f"{{{SOAP}}}Body")[0]
             name = call.tag.split("}")[1]
+            if name == "deleteMetadata":
+                return self._delete_metadata(org, call)
             if name != "upsertMetadata":
                 return self._fault("sf:UNKNOWN_EXCEPTION", f"{name} is not in the sandbox")
             results = []
@@ -1343,6 +1345,48 @@ class SalesforceSandbox:
                 "</upsertMetadataResponse></soapenv:Body></soapenv:Envelope>",
                 mimetype="text/xml",
             )
+
+    def _delete_metadata(self, org: Org, call):
+        """deleteMetadata(type, fullNames): a custom field goes with its values and its
+        permission set entries (Salesforce keeps it among deleted fields for 15 days)."""
+        kind = call.findtext(f"{{{MD}}}type")
+        names = [n.text or "" for n in call.findall(f"{{{MD}}}fullNames")]
+        if len(names) > 10:
+            return self._fault(
+                "sf:INVALID_FIELD",
+                "EXCEEDED_ID_LIMIT: record limit reached: cannot submit more than 10",
+            )
+        results = []
+        for full_name in names:
+            sobject, _, name = full_name.partition(".")
+            if kind != "CustomField":
+                results.append((full_name, f"{kind} is not in the sandbox"))
+            elif name not in org.custom.get(sobject, {}):
+                results.append((full_name, f"no CustomField named {full_name} found"))
+            else:
+                del org.custom[sobject][name]
+                for record in org.records.get(sobject, {}).values():
+                    record.pop(name, None)
+                for fields in org.permission_sets.values():
+                    fields.discard(full_name)
+                results.append((full_name, None))
+        body = "".join(
+            f"<result><fullName>{full_name}</fullName>"
+            + (
+                f"<errors><message>{error}</message><statusCode>INVALID_CROSS_REFERENCE_KEY"
+                "</statusCode></errors><success>false</success>"
+                if error
+                else "<success>true</success>"
+            )
+            + "</result>"
+            for full_name, error in results
+        )
+        return Response(
+            f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{SOAP}" '
+            f'xmlns="{MD}"><soapenv:Body><deleteMetadataResponse>{body}'
+            "</deleteMetadataResponse></soapenv:Body></soapenv:Envelope>",
+            mimetype="text/xml",
+        )
 
     def _fault(self, code: str, message: str):
         return Response(

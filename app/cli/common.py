@@ -29,8 +29,9 @@ def echo_json(value) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-def tenant_or_fail(tenant_id: int) -> None:
+def tenant_or_fail(tenant_id: int):
+    """The tenant, or a CLI error naming the unknown id."""
     try:
-        get_tenant(services().db, tenant_id)
+        return get_tenant(services().db, tenant_id)
     except NotFound as exc:
         raise click.ClickException(str(exc)) from exc

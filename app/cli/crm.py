@@ -101,14 +101,30 @@ def pull_command(tenant_id: int) -> None:
 
 @tenant_group.command("uninstall", help="Stop syncing, forget CRM tokens, revoke write keys.")
 @click.argument("tenant_id", type=int)
+@click.option(
+    "--remove-crm-properties",
+    is_flag=True,
+    help="First delete the app's properties and their values from the CRM (workflows, lists "
+    "and reports built on them stop working).",
+)
 @with_appcontext
-def tenant_uninstall(tenant_id: int) -> None:
+def tenant_uninstall(tenant_id: int, remove_crm_properties: bool) -> None:
     from app.sync.lifecycle import uninstall
+    from connectors.base import CrmError
 
     require_schema()
     tenant_or_fail(tenant_id)
     svc = services()
-    uninstall(svc, tenant_id)
+    try:
+        removed = uninstall(svc, tenant_id, remove_from_crm=remove_crm_properties)
+    except ValueError as exc:
+        raise click.ClickException(f"tenant {tenant_id}: {exc}") from exc
+    except CrmError as exc:
+        raise click.ClickException(
+            f"the CRM properties could not be removed, so nothing was uninstalled: {exc}"
+        ) from exc
+    if remove_crm_properties:
+        click.echo(f"removed {len(removed)} properties (and their values) from the CRM")
     click.echo(
         f"tenant {tenant_id} uninstalled; its data is deleted after "
         f"{svc.settings.uninstall_grace_days} days"

@@ -22,7 +22,7 @@ from app.sync.cs_tasks import create_cs_tasks
 from app.sync.handoff import write_handoffs
 from app.sync.pull import pull
 from app.sync.push import SyncReport, push_changed_traits
-from app.sync.schema import ensure_schema
+from app.sync.schema import ensure_schema, remove_schema
 from app.tenants import NotFound, end_admin_sessions, get_tenant, issue_write_key
 from connectors import registry
 from connectors.base import AuthorizationLost, CrmError, CrmPaused, Write, batches
@@ -302,14 +302,27 @@ def pull_tenant(svc, tenant_id: int) -> dict[str, int]:
         raise
 
 
-def uninstall(svc, tenant_id: int, at_crm: bool = True) -> None:
+def uninstall(svc, tenant_id: int, at_crm: bool = True, remove_from_crm: bool = False) -> list[str]:
     """Stop every sync and forget the tokens now (with ``at_crm``, the app is also uninstalled
     and its tokens revoked at the CRM where it offers that; without, the CRM told us of the
     uninstall); the data goes after the grace period (``purge_uninstalled``). Write keys are
-    revoked so events stop being accepted."""
+    revoked so events stop being accepted.
+
+    ``remove_from_crm`` (an admin's explicit choice, never the default) first deletes the app's
+    properties and their values from the CRM; if the CRM refuses, nothing is uninstalled and
+    the error is raised, so the admin can retry or uninstall keeping them. Returns the names
+    removed."""
     now = svc.clock()
     tenant = get_tenant(svc.db, tenant_id)
     provider = provider_of(svc, tenant_id)
+    removed: list[str] = []
+    if remove_from_crm:
+        if not at_crm or tenant.status != "active" or provider is None:
+            raise ValueError(
+                "the CRM properties can only be removed while the app is installed in a CRM"
+            )
+        connector = connector_for(svc, tenant_id)
+        removed = remove_schema(svc.db, tenant_id, connector, svc.settings.property_prefix)
     if at_crm and provider and provider.revoke and tenant.refresh_token_encrypted:
         provider.revoke(svc, tenant)
     end_admin_sessions(svc.db, tenant_id)
@@ -326,6 +339,7 @@ def uninstall(svc, tenant_id: int, at_crm: bool = True) -> None:
             .values(revoked_at=now)
         )
     log.info("tenant %s: uninstalled", tenant_id)
+    return removed
 
 
 def read_lifecycle(svc, tenant_id: int, now: dt.datetime) -> str:

@@ -36,3 +36,22 @@ def ensure_schema(
         tenant.settings = {**(tenant.settings or {}), "schema_version": stored.version}
     log.info("tenant %s: CRM schema ensured (%s created)", tenant_id, len(created))
     return created
+
+
+def remove_schema(db: Database, tenant_id: int, connector: Connector, prefix: str) -> list[str]:
+    """Delete the app's properties, their values and its property group from the CRM (the
+    uninstall's option: workflows, lists and reports built on them stop working)."""
+    stored = current_definitions(db, tenant_id)
+    group = (properties.group_name(prefix), properties.GROUP_LABEL)
+    removed = []
+    for subject, object_type in (
+        ("account", connector.account_type),
+        ("user", connector.user_type),
+    ):
+        specs = properties.specs(prefix, subject, stored.definitions)
+        removed += connector.remove_schema(object_type, group, specs)
+    with db.system_transaction() as session:
+        tenant = session.get(Tenant, tenant_id, with_for_update=True)
+        tenant.settings = {**(tenant.settings or {}), "schema_version": None}
+    log.info("tenant %s: CRM schema removed (%s properties)", tenant_id, len(removed))
+    return removed

@@ -461,9 +461,28 @@ def privacy_deletion():
 @admin_required
 def crm_uninstall():
     """Stop syncing, delete the CRM tokens and revoke every key (this one too); the data is
-    deleted after the grace period."""
+    deleted after the grace period. ``{"remove_crm_properties": true}`` first deletes the
+    app's properties and their values from the CRM (not the default)."""
     from app.sync.lifecycle import uninstall
+    from connectors.base import AuthorizationLost, CrmError, CrmPaused
 
+    body = _json_body() if request.content_length else {}
+    remove = body.get("remove_crm_properties", False)
+    if not isinstance(remove, bool):
+        raise RequestError(400, "invalid_parameter", "remove_crm_properties must be true or false")
     svc = services()
-    uninstall(svc, g.tenant_id)
-    return jsonify(status="uninstalled", data_deleted_after_days=svc.settings.uninstall_grace_days)
+    try:
+        removed = uninstall(svc, g.tenant_id, remove_from_crm=remove)
+    except ValueError as exc:
+        raise RequestError(409, "not_installed", str(exc)) from exc
+    except (AuthorizationLost, CrmPaused, CrmError) as exc:
+        raise RequestError(
+            502,
+            "crm_error",
+            f"the CRM properties could not be removed, so nothing was uninstalled: {exc}",
+        ) from exc
+    return jsonify(
+        status="uninstalled",
+        data_deleted_after_days=svc.settings.uninstall_grace_days,
+        crm_properties_removed=removed,
+    )

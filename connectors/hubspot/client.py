@@ -315,6 +315,40 @@ class HubSpotConnector:
                 )
         return created
 
+    def remove_schema(
+        self, object_type: str, group: tuple[str, str], specs: Sequence[PropertySpec]
+    ) -> list[str]:
+        """Archive the app's properties (HubSpot deletes their values with them), 100 per
+        call: those of ``specs`` and any other left in the app's group (a name an earlier
+        version used); then delete the now empty property group."""
+        listed = self._call(
+            f"read properties of {object_type}", "GET", self.api.properties(object_type), None
+        )
+        results = listed.get("results") or []
+        existing = {p.get("name") for p in results}
+        names = [spec.name for spec in specs if spec.name in existing]
+        names += sorted(
+            p["name"] for p in results if p.get("groupName") == group[0] and p["name"] not in names
+        )
+        for batch in batches(names, BATCH_LIMIT):
+            self._call(
+                f"archive {len(batch)} {object_type} properties",
+                "POST",
+                self.api.properties(f"{object_type}/batch/archive"),
+                {"inputs": [{"name": name} for name in batch]},
+            )
+        try:
+            self._call(
+                f"delete property group {object_type}.{group[0]}",
+                "DELETE",
+                self.api.properties(f"{object_type}/groups/{group[0]}"),
+                None,
+            )
+        except CrmError as exc:
+            if exc.status != 404:
+                raise
+        return names
+
     # --- matching ----------------------------------------------------------------------------
 
     def find_by_key(self, object_type: str, keys: Sequence[str]) -> dict:

@@ -68,6 +68,31 @@ class SchemaMixin:
             raise CrmError("Salesforce refused fields: " + "; ".join(failures), 400, "METADATA")
         return created
 
+    def remove_schema(
+        self, object_type: str, group: tuple[str, str], specs: Sequence[PropertySpec]
+    ) -> list[str]:
+        """Delete the app's custom fields (Metadata API deletes, ten per call): their values
+        go with them and Salesforce drops them from the permission set."""
+        objects = ["Account"] if object_type == "Account" else ["Contact", "Lead"]
+        removed: list[str] = []
+        for sobject in objects:
+            described = self._call(
+                f"describe {sobject}", lambda sf, o=sobject: getattr(sf, o).describe()
+            )
+            present = {f["name"] for f in described.get("fields") or []}
+            names = [
+                f"{sobject}.{field_name(s.name)}" for s in specs if field_name(s.name) in present
+            ]
+            for chunk in batches(names, 10):
+
+                def delete(sf, chunk=chunk):
+                    _metadata(self._metadata_api(sf).CustomField.delete, list(chunk))
+
+                self._call(f"delete {len(chunk)} {sobject} fields", delete)
+            removed += names
+            self._granted.pop(sobject, None)
+        return removed
+
     def _custom_field(self, mdapi, sobject: str, spec: PropertySpec):
         common = {
             "fullName": f"{sobject}.{field_name(spec.name)}",

@@ -186,3 +186,13 @@ def test_a_key_rotated_from_the_cli_can_be_revealed_again_like_the_admin_pages_r
     with db.tenant_session(tenant.id) as s:
         fresh = s.scalar(select(WriteKey).where(WriteKey.revoked_at.is_(None)))
     assert fresh.label == "web app" and fresh.secret_encrypted
+
+
+def test_uninstall_removing_crm_properties_needs_an_installed_crm(cli, db):
+    out = json.loads(cli.invoke(args=["tenant", "create", "--name", "A", "--json"]).output)
+    tenant = str(out["tenant_id"])
+    result = cli.invoke(args=["tenant", "uninstall", tenant, "--remove-crm-properties"])
+    assert result.exit_code == 1
+    assert "can only be removed while the app is installed in a CRM" in result.output
+    # Nothing was uninstalled: the key still works.
+    assert resolve_write_key(db, out["write_key"]).tenant_id == out["tenant_id"]

@@ -16,6 +16,7 @@ from app.services import services
 from app.sync import lifecycle
 from app.tenants import rotate_write_key
 from app.web.admin.session import bp, tenant_db
+from connectors.base import CrmError
 
 # --- home -------------------------------------------------------------------------------------
 
@@ -105,7 +106,21 @@ def uninstall_app():
     keys are revoked, the data goes after the grace period; this session ends."""
     if request.form.get("confirm") != "yes":
         abort(400, description="Tick the box to confirm the uninstall.")
+    remove = request.form.get("remove_crm_properties") == "yes"
     svc = services()
-    lifecycle.uninstall(svc, g.tenant_id)
+    try:
+        removed = lifecycle.uninstall(svc, g.tenant_id, remove_from_crm=remove)
+    except ValueError as exc:
+        abort(409, description=f"{str(exc).capitalize()}.")
+    except CrmError as exc:
+        abort(
+            502,
+            description="The CRM properties could not be removed, so the app is still "
+            f"installed: {exc}. Try again, or uninstall without removing them.",
+        )
     session.clear()
-    return render_template("admin/uninstalled.html", grace_days=svc.settings.uninstall_grace_days)
+    return render_template(
+        "admin/uninstalled.html",
+        grace_days=svc.settings.uninstall_grace_days,
+        removed=removed if remove else None,
+    )

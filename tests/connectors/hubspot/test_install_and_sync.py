@@ -17,7 +17,7 @@ from app.sync.lifecycle import pull_tenant, purge_uninstalled, sync_tenant, unin
 from app.sync.pull import pull
 from app.sync.push import push_changed_traits
 from app.sync.schema import ensure_schema
-from connectors.base import AuthorizationLost, CrmUnavailable
+from connectors.base import AuthorizationLost, CrmError, CrmUnavailable
 from connectors.hubspot.provider import connector_for
 from tests.helpers.apps import config_for, write_key_of
 from tests.helpers.hubspot import (
@@ -586,6 +586,51 @@ def test_an_admin_can_uninstall_through_the_api(app, client, db, installed):
     assert answer.status_code == 200 and answer.get_json()["status"] == "uninstalled"
     assert client.get("/api/v1/crm", headers=headers).status_code == 401  # keys revoked
     assert post(client, "batch", {"batch": []}, key).status_code == 401
+
+
+def test_uninstall_keeps_the_properties_unless_the_admin_asks_to_remove_them(
+    app, client, db, installed, sandbox
+):
+    from app.tenants import issue_write_key
+
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    hub = portal(sandbox)
+    [company] = hub.objects["companies"].values()
+    ours = [n for kind in ("companies", "contacts") for n in hub.properties[kind]]
+    assert "pql_engagement_score" in ours and company["properties"]["pql_engagement_score"]
+    admin = issue_write_key(db, tenant_id, label="admin", scope="admin").secret
+    headers = {"Authorization": f"Bearer {admin}"}
+    refused = client.post(
+        "/api/v1/crm/uninstall", headers=headers, json={"remove_crm_properties": "yes"}
+    )
+    assert refused.status_code == 400 and "remove_crm_properties" in refused.get_json()["message"]
+    answer = client.post(
+        "/api/v1/crm/uninstall", headers=headers, json={"remove_crm_properties": True}
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert sorted(answer.get_json()["crm_properties_removed"]) == sorted(ours)
+    for kind in ("companies", "contacts"):
+        assert not hub.properties[kind] and not hub.groups[kind], kind
+        for record in hub.objects[kind].values():
+            assert not [n for n in record["properties"] if n.startswith("pql_")]
+    # The app's own records stay (only its properties went), and the app is uninstalled.
+    assert company["properties"]["name"]
+    with db.system_session() as session:
+        assert session.get(Tenant, tenant_id).status == "uninstalled"
+
+
+def test_removing_the_properties_fails_whole_when_hubspot_refuses(
+    app, client, db, installed, sandbox
+):
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    sandbox.sandbox.faults.portal_statuses[HUB] = [403]
+    with pytest.raises(CrmError):
+        uninstall(app.extensions["pql"], tenant_id, remove_from_crm=True)
+    with db.system_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant.status == "active" and tenant.refresh_token_encrypted
 
 
 def test_pulled_owner_and_stage_feed_custom_segments_and_lead_types(

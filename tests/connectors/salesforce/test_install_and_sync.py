@@ -356,6 +356,31 @@ def test_uninstall_revokes_the_tokens_at_salesforce(app, client, db, installed, 
     assert tenant.status == "uninstalled" and tenant.refresh_token_encrypted is None
 
 
+def test_uninstall_can_delete_the_apps_fields_from_salesforce(
+    app, client, db, installed, org_server
+):
+    tenant_id, key, org = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    ours = {
+        f"{sobject}.{name}"
+        for sobject in ("Account", "Contact", "Lead")
+        for name in org.custom[sobject]
+    }
+    [account] = org.records["Account"].values()
+    assert "pql_engagement_score__c" in account and "Account.pql_engagement_score__c" in ours
+    admin = issue_write_key(db, tenant_id, label="admin", scope="admin").secret
+    answer = client.post(
+        "/api/v1/crm/uninstall",
+        headers={"Authorization": f"Bearer {admin}"},
+        json={"remove_crm_properties": True},
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert set(answer.get_json()["crm_properties_removed"]) == ours
+    assert not any(org.custom[sobject] for sobject in ("Account", "Contact", "Lead"))
+    assert not [k for k in account if k.endswith("__c")] and account["Name"]
+    assert org_server.refresh == {}
+
+
 def test_reinstalling_the_same_org_reactivates_its_tenant(app, client, db, installed, org_server):
     tenant_id, key, org = installed
     scored_and_synced(app, client, db, tenant_id, key)
