@@ -282,6 +282,21 @@ def test_an_admin_uninstalls_from_the_admin_pages_after_confirming(admin, client
     assert client.get("/app/").status_code == 302  # this session is over
 
 
+def test_the_uninstall_box_removes_the_apps_properties_from_hubspot(admin, client, db, sandbox):
+    home = client.get("/app/")
+    assert 'name="remove_crm_properties"' in home.get_data(as_text=True)
+    portal = sandbox.sandbox.portals[777]
+    assert portal.properties["companies"]  # created at the install
+    done = client.post(
+        "/app/uninstall",
+        data={"csrf": csrf(home), "confirm": "yes", "remove_crm_properties": "yes"},
+    )
+    page = done.get_data(as_text=True)
+    assert done.status_code == 200 and "properties and their values were deleted" in page
+    assert not portal.properties["companies"] and not portal.properties["contacts"]
+    assert not portal.groups["companies"]
+
+
 def test_a_copied_session_cookie_stops_working_after_logout_and_after_a_reinstall(
     app, admin, client, db, sandbox
 ):
