@@ -259,6 +259,20 @@ def list_pqls():
     return jsonify(pqls=[account_json(r) for r in rows])
 
 
+@bp.get("/events")
+@admin_required
+def event_catalogue_json():
+    """Every event name and trait the tenant has sent (counts, last seen, users, accounts),
+    where the definitions use each, and the names the definitions use that never arrived."""
+    from app.web.catalogue import event_catalogue
+
+    svc = services()
+    defs = current_definitions(svc.db, g.tenant_id).definitions
+    with svc.db.tenant_session(g.tenant_id) as session:
+        catalogue = event_catalogue(session, g.tenant_id, defs, svc.clock().date())
+    return jsonify(catalogue.as_dict())
+
+
 @bp.get("/accounts/<path:external_id>")
 @admin_required
 def get_account(external_id: str):

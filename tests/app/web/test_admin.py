@@ -316,3 +316,13 @@ def test_a_copied_session_cookie_stops_working_after_logout_and_after_a_reinstal
     install(client, 777)
     assert client.get("/app/").status_code == 200  # the new install's session works
     assert thief.get("/app/").status_code == 302
+
+
+def test_the_event_catalogue_page_lists_events_traits_and_unknown_names(admin, client):
+    page = client.get("/app/events")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'aria-current="page">Events</a>' in html
+    assert "<code>Report Created</code>" in html and "weight 8 in profile Default" in html
+    assert "<code>plan</code>" in html
+    assert "Event <code>Demo Requested</code>: no event with this name has arrived yet" in html

@@ -132,3 +132,15 @@ def test_the_account_detail_chart_renders(page):
     assert box and box["width"] > 300 and box["height"] > 150
     expect(chart.locator("circle.line-a")).to_have_count(1)  # one day of history so far
     expect(page.locator("#checklist li.done")).to_contain_text(["Created a report"])
+
+
+def test_the_event_catalogue_by_keyboard_on_a_narrow_window(page):
+    page.set_viewport_size({"width": 380, "height": 800})
+    page.goto(f"{page.served}/app/")
+    nav = page.get_by_role("navigation", name="Main").get_by_role("link", name="Events")
+    nav.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_have_text("Event catalogue")
+    expect(page.get_by_role("table").first).to_contain_text("Report Created")
+    # The wide table scrolls inside its box: the page itself does not scroll sideways.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 380 + 1

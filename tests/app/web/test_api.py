@@ -255,3 +255,36 @@ def test_the_forecast_says_what_deal_size_it_assumed(client, db, admin, scored, 
     nosize = client.get("/api/v1/accounts/nosize", headers=admin).get_json()
     assert nosize["forecast_basis"].startswith("deal size unknown (no employees)")
     assert "no employees known, so counted as small" in nosize["pql_reason"]
+
+
+def test_the_event_catalogue_counts_events_and_traits_and_flags_unknown_names(
+    app, client, db, tenant_key, admin, scored
+):
+    app.extensions["pql"].clock = lambda: NOW
+    tenant_id, key = tenant_key
+    send(client, key, [*ev("ada", "Report Created", "acme", days_ago=20)])
+    body = client.get("/api/v1/events", headers=admin).get_json()
+    events = {e["name"]: e for e in body["events"]}
+    report = events["Report Created"]
+    # acme's ada: 2 yesterday and 1 twenty days ago; umbrella's di: 2 yesterday.
+    assert (report["last_7_days"], report["last_30_days"], report["total"]) == (4, 5, 5)
+    assert (report["users"], report["accounts"]) == (2, 2)
+    assert report["last_seen"] == (NOW - dt.timedelta(days=1)).date().isoformat()
+    assert "weight 8 in profile Default" in report["used_in"] and "key feature" in report["used_in"]
+    assert events["Logged In"]["accounts"] == 2  # bob at acme, cy at initech
+    traits = {t["name"]: t for t in body["traits"]}
+    assert traits["plan"]["accounts"] == 3 and "trial or paid (PQL stage trait)" in (
+        traits["plan"]["used_in"]
+    )
+    assert traits["employees"]["used_in"] == ["deal size"]
+    unknown = {u["name"]: u["used_in"] for u in body["unknown_events"]}
+    # The default definitions name events this product never sent.
+    assert "PQL signal: hand-raiser" in unknown["Demo Requested"]
+    assert "Report Created" not in unknown
+    assert {u["name"] for u in body["unknown_traits"]} >= {"fit"}
+
+
+def test_the_event_catalogue_is_empty_for_a_new_tenant(client, admin):
+    body = client.get("/api/v1/events", headers=admin).get_json()
+    assert body["events"] == [] and body["traits"] == []
+    assert any(u["name"] == "Report Created" for u in body["unknown_events"])
