@@ -261,7 +261,7 @@ def test_the_event_catalogue_counts_events_and_traits_and_flags_unknown_names(
     app, client, db, tenant_key, admin, scored
 ):
     app.extensions["pql"].clock = lambda: NOW
-    tenant_id, key = tenant_key
+    _, key = tenant_key
     send(client, key, [*ev("ada", "Report Created", "acme", days_ago=20)])
     body = client.get("/api/v1/events", headers=admin).get_json()
     events = {e["name"]: e for e in body["events"]}
