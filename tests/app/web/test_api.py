@@ -273,8 +273,9 @@ def test_the_event_catalogue_counts_events_and_traits_and_flags_unknown_names(
     assert "weight 8 in profile Default" in report["used_in"] and "key feature" in report["used_in"]
     assert events["Logged In"]["accounts"] == 2  # bob at acme, cy at initech
     traits = {t["name"]: t for t in body["traits"]}
-    assert traits["plan"]["accounts"] == 3 and "trial or paid (PQL stage trait)" in (
-        traits["plan"]["used_in"]
+    assert (
+        traits["plan"]["accounts"] == 3
+        and "trial or paid (PQL stage trait)" in (traits["plan"]["used_in"])
     )
     assert traits["employees"]["used_in"] == ["deal size"]
     unknown = {u["name"]: u["used_in"] for u in body["unknown_events"]}
