@@ -8,7 +8,14 @@ belongs to one tenant: every query runs in that tenant's session, so another ten
 answer 404. Every form carries the session's CSRF token, checked on every POST.
 """
 
-from app.web.admin import accounts, definitions, events, home, triggers  # noqa: F401 (routes)
+from app.web.admin import (  # noqa: F401 (their routes)
+    accounts,
+    definition_forms,
+    definitions,
+    events,
+    home,
+    triggers,
+)
 from app.web.admin.session import bp, sign_in
 
 __all__ = ["bp", "sign_in"]

@@ -3,13 +3,16 @@ form; the pages show and change what the JSON API does."""
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
+import yaml
 from sqlalchemy import select
 
 from app.jobs.tenant_jobs import requested_scoring
 from app.models import DefinitionsVersion, Tenant, WriteKey
+from app.scores.definitions_store import current_definitions
 from app.scores.scoring_pass import recompute
 from app.sync.lifecycle import uninstall
 from tests.helpers.apps import write_key_of
@@ -326,3 +329,143 @@ def test_the_event_catalogue_page_lists_events_traits_and_unknown_names(admin, c
     assert "<code>Report Created</code>" in html and "weight 8 in profile Default" in html
     assert "<code>plan</code>" in html
     assert "Event <code>Demo Requested</code>: no event with this name has arrived yet" in html
+
+
+def _yaml_sections(document) -> dict[str, str]:
+    from app.web.admin.definitions import SECTIONS
+
+    return {
+        name: yaml.safe_dump(document.get(name), sort_keys=False, allow_unicode=True)
+        for name, _ in SECTIONS
+    }
+
+
+def test_the_forms_save_what_the_yaml_page_saves(admin, client, db):
+    tenant_id, _ = admin
+    original = current_definitions(db, tenant_id).document
+    page = client.get("/app/definitions/setup")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'id="trial-0-label"' in html and "Created a report" in html
+    token = csrf(page)
+    # Forms: the trial checklist loses its dashboard step, needs 2 reports within 14 days and
+    # gains a trait step; then weights, time frame and the thresholds table.
+    form = {"csrf": token, "section": "trial", "action": "save", "trial-rows": "7"}
+    for i, step in enumerate(original["account_checklist_trial"]):
+        prefix = f"trial-{i}"
+        form.update(
+            {
+                f"{prefix}-key": step["key"],
+                f"{prefix}-label": step["label"],
+                f"{prefix}-kind": step["kind"],
+                f"{prefix}-event": step["event"] or "",
+                f"{prefix}-min_count": str(step["min_count"]),
+            }
+        )
+    form["trial-0-min_count"], form["trial-0-within_days"] = "2", "14"
+    form["trial-4-remove"] = "yes"
+    form.update(
+        {
+            "trial-5-label": "Company size known",
+            "trial-5-kind": "trait",
+            "trial-5-trait": "employees",
+            "trial-5-op": "gte",
+            "trial-5-value": "1",
+        }
+    )
+    assert client.post("/app/definitions/setup", data=form).status_code == 302
+    profile = {"csrf": token, "section": "profiles", "action": "save", "p0-wrows": "8"}
+    profile["p0-prows"] = "1"
+    for i, (event, weight) in enumerate(original["profiles"][0]["weights"].items()):
+        profile[f"p0-w{i}-event"], profile[f"p0-w{i}-weight"] = event, str(weight)
+    profile["p0-w0-weight"] = "3"  # Logged In
+    profile["p0-w7-event"], profile["p0-w7-weight"] = "Alert Created", "5"
+    profile.update({"p0-time_frame_days": "30", "p0-pen0-points": "-5", "p0-pen0-days": "7"})
+    profile["p0-pen0-event"] = "Logged In"
+    assert client.post("/app/definitions/setup", data=profile).status_code == 302
+    pql = {"csrf": token, "section": "pql", "action": "save", "complexity": "intermediate"}
+    for complexity, row in original["pql"]["thresholds"].items():
+        for size, value in row.items():
+            pql[f"t-{complexity}-{size}"] = str(value)
+    pql["t-intermediate-mid"] = "45"
+    deal = original["deal_size"]
+    pql.update({"deal-trait": deal["trait"], "deal-unknown": deal["unknown"]})
+    pql.update({"deal-mid_from": str(deal["mid_from"]), "deal-large_from": "500"})
+    for field in ("hand_raiser_events", "limit_events", "purchase_events"):
+        pql[field] = "\n".join(original["pql"][field])
+    assert client.post("/app/definitions/setup", data=pql).status_code == 302
+    by_forms = current_definitions(db, tenant_id)
+
+    # The YAML page, from the same starting point, saying the same.
+    expected = copy.deepcopy(original)
+    steps = expected["account_checklist_trial"]
+    steps[0].update(min_count=2, within_days=14)
+    del steps[4]
+    steps.append(
+        {
+            "key": "company_size_known",
+            "label": "Company size known",
+            "kind": "trait",
+            "trait": "employees",
+            "op": "gte",
+            "value": 1,
+        }
+    )
+    expected["profiles"][0]["weights"].update({"Logged In": 3, "Alert Created": 5})
+    expected["profiles"][0]["time_frame_days"] = 30
+    expected["pql"]["complexity"] = "intermediate"
+    expected["pql"]["thresholds"]["intermediate"]["mid"] = 45
+    expected["deal_size"]["large_from"] = 500
+    page = client.get("/app/definitions")
+    answer = client.post(
+        "/app/definitions",
+        data={"csrf": csrf(page), "action": "save", **_yaml_sections(expected)},
+    )
+    assert answer.status_code == 302
+    by_yaml = current_definitions(db, tenant_id)
+    assert by_yaml.version == by_forms.version + 1
+    assert by_forms.document == by_yaml.document
+    assert by_forms.document != original
+
+
+def test_a_form_mistake_is_shown_next_to_its_field_and_nothing_is_saved(admin, client, db):
+    tenant_id, _ = admin
+    version = current_definitions(db, tenant_id).version
+    page = client.get("/app/definitions/setup")
+    form = {
+        "csrf": csrf(page),
+        "section": "trial",
+        "action": "save",
+        "trial-rows": "1",
+        "trial-0-label": "Created reports",
+        "trial-0-kind": "event_count",
+        "trial-0-event": "Report Created",
+        "trial-0-min_count": "0",
+    }
+    answer = client.post("/app/definitions/setup", data=form)
+    html = answer.get_data(as_text=True)
+    assert answer.status_code == 422
+    assert re.search(r'id="trial-0-min_count"[^>]*aria-invalid="true"', html)
+    assert 'id="e-trial-0-min_count"' in html
+    assert current_definitions(db, tenant_id).version == version
+
+
+def test_a_form_preview_is_a_job_and_saves_the_draft_it_scored(admin, client, db):
+    tenant_id, _ = admin
+    page = client.get("/app/definitions/setup")
+    form = {"csrf": csrf(page), "section": "bands", "action": "preview"}
+    form.update({"bands-most_engaged": "90", "bands-engaged": "50", "bands-passive": "25"})
+    form["trend-points"] = "10"
+    answer = client.post("/app/definitions/setup", data=form)
+    assert answer.status_code == 302 and "preview=" in answer.headers["Location"]
+    assert current_definitions(db, tenant_id).document["score_bands"]["most_engaged"] == 75
+    requested_scoring(db, lambda: NOW, "worker-1")
+    shown = client.get(answer.headers["Location"])
+    html = shown.get_data(as_text=True)
+    assert "what saving this draft would change" in html
+    job = re.search(r'name="job" value="(\d+)"', html).group(1)
+    saved = client.post(
+        "/app/definitions/setup/save-preview", data={"csrf": csrf(shown), "job": job}
+    )
+    assert saved.status_code == 302
+    assert current_definitions(db, tenant_id).document["score_bands"]["most_engaged"] == 90

@@ -1,0 +1,325 @@
+"""The definitions as forms, section by section: no YAML needed. Each section's form edits that
+part of the current document and nothing else; the result goes through the same validation
+and store as the YAML page (``parse_document``, ``save_definitions``), so a form and the YAML
+that says the same thing save the same document. Event names are offered from the event
+catalogue. The first button previews the effect (a job, as on the YAML page); the preview
+then offers to save exactly the draft it scored."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import abort, g, redirect, render_template, request, url_for
+from marshmallow import ValidationError
+
+from app.models import ScoringJob
+from app.scores.definitions_store import (
+    current_definitions,
+    parse_document,
+    save_definitions,
+    to_document,
+)
+from app.scores.jobs import request_job
+from app.services import services
+from app.web.admin.definitions import _flatten, _preview_job
+from app.web.admin.session import bp, tenant_db
+from app.web.catalogue import event_catalogue
+from scoring.definitions import COMPLEXITIES, DEAL_SIZES, STEP_KINDS, TIME_FRAMES, TRAIT_OPS
+
+CHECKLISTS = {
+    "trial": ("account_checklist_trial", "Activation checklist: trial and free accounts"),
+    "paid": ("account_checklist_paid", "Activation checklist: paying accounts"),
+    "users": ("user_checklist", "Activation checklist: users"),
+}
+SECTIONS = (*CHECKLISTS, "profiles", "key_features", "pql", "bands")
+BLANK_ROWS = 2  # empty rows under each list, to add steps, weights or penalties
+SIGNALS = (
+    ("hand_raiser_events", "Hand-raiser events (asked for a demo or sales)"),
+    ("limit_events", "Plan-limit events"),
+    ("purchase_events", "Touchless-purchase events"),
+)
+KIND_LABELS = {
+    "event_count": "did an event N times",
+    "distinct_users": "N different users did an event",
+    "trait": "a trait condition",
+}
+OP_LABELS = {
+    "equals": "equals",
+    "gte": "at least",
+    "lte": "at most",
+    "contains": "contains",
+    "exists": "is set",
+}
+
+
+def _text(name: str) -> str:
+    return request.form.get(name, "").strip()
+
+
+def _number(name: str) -> str | None:
+    """A number field as sent ("" is None): validation says what is wrong with it."""
+    value = _text(name)
+    return value or None
+
+
+def _scalar(text: str) -> Any:
+    """A condition value typed as YAML would read it: 5, 2.5, true, or text."""
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if re.fullmatch(r"-?\d+\.\d+", text):
+        return float(text)
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _slug(label: str, taken: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")[:36] or "step"
+    key, n = base, 2
+    while key in taken:
+        key, n = f"{base}_{n}", n + 1
+    taken.add(key)
+    return key
+
+
+def _read_checklist(prefix: str) -> tuple[list[dict], dict[int, int]]:
+    """The steps of one checklist form; and each step's row (for errors next to fields)."""
+    rows = int(_text(f"{prefix}-rows") or 0)
+    steps, row_of = [], {}
+    taken = {_text(f"{prefix}-{i}-key") for i in range(rows)} - {""}
+    for i in range(min(rows, 200)):
+        f = f"{prefix}-{i}"
+        label = _text(f"{f}-label")
+        if request.form.get(f"{f}-remove") or not (label or _text(f"{f}-event")):
+            continue
+        kind = _text(f"{f}-kind") or "event_count"
+        step: dict[str, Any] = {
+            "key": _text(f"{f}-key") or _slug(label or _text(f"{f}-event"), taken),
+            "label": label or _text(f"{f}-event"),
+            "kind": kind,
+        }
+        if kind == "trait":
+            step.update(trait=_text(f"{f}-trait") or None, op=_text(f"{f}-op") or None)
+            value = _text(f"{f}-value")
+            if value:
+                step["value"] = _scalar(value)
+        else:
+            step.update(event=_text(f"{f}-event") or None, min_count=_number(f"{f}-min_count"))
+            if kind == "event_count" and _text(f"{f}-within_days"):
+                step["within_days"] = _number(f"{f}-within_days")
+            if step["min_count"] is None:
+                step.pop("min_count")
+        row_of[len(steps)] = i
+        steps.append(step)
+    return steps, row_of
+
+
+def _read_profiles(stored: list[dict]) -> tuple[list[dict], dict]:
+    """Each profile's weights, time frame, decay and penalties; its filters and name stay."""
+    out, rows_of = [], {}
+    for n, profile in enumerate(stored):
+        p = f"p{n}"
+        if f"{p}-wrows" not in request.form:
+            out.append(profile)  # another profile's form: this one stays as it is
+            continue
+        weights: dict[str, Any] = {}
+        known = set(profile.get("weights") or {})
+        for i in range(min(int(_text(f"{p}-wrows") or 0), 1000)):
+            event = _text(f"{p}-w{i}-event")
+            weight = _number(f"{p}-w{i}-weight")
+            if not event or weight is None:
+                continue
+            # An event the definitions did not weight yet is added only with points.
+            if event in known or weight not in ("0", "0.0"):
+                weights[event] = weight
+        penalties, penalty_rows = [], {}
+        for i in range(min(int(_text(f"{p}-prows") or 0), 50)):
+            points, days = _number(f"{p}-pen{i}-points"), _number(f"{p}-pen{i}-days")
+            if request.form.get(f"{p}-pen{i}-remove") or (points is None and days is None):
+                continue
+            penalty_rows[len(penalties)] = i
+            penalties.append(
+                {"points": points, "days": days, "event": _text(f"{p}-pen{i}-event") or None}
+            )
+        rows_of[n] = penalty_rows
+        out.append(
+            {
+                **profile,
+                "weights": weights,
+                "time_frame_days": _number(f"{p}-time_frame_days"),
+                "decay": request.form.get(f"{p}-decay") == "yes",
+                "penalties": penalties,
+            }
+        )
+    return out, rows_of
+
+
+def _lines(name: str) -> list[str]:
+    return [line.strip() for line in request.form.get(name, "").splitlines() if line.strip()]
+
+
+def _read_section(section: str, document: dict) -> tuple[dict, dict]:
+    """The document with this section replaced from the form; and what errors need to be put
+    next to their fields."""
+    if section in CHECKLISTS:
+        name = CHECKLISTS[section][0]
+        steps, row_of = _read_checklist(section)
+        return {**document, name: steps}, {"rows": row_of}
+    if section == "profiles":
+        profiles, rows_of = _read_profiles(document.get("profiles") or [])
+        return {**document, "profiles": profiles}, {"rows": rows_of}
+    if section == "key_features":
+        return {**document, "key_features": request.form.getlist("key_features")}, {}
+    if section == "pql":
+        pql = dict(document.get("pql") or {})
+        pql["complexity"] = _text("complexity")
+        pql["thresholds"] = {
+            c: {size: _number(f"t-{c}-{size}") for size in DEAL_SIZES} for c in COMPLEXITIES
+        }
+        for field, _ in SIGNALS:
+            pql[field] = _lines(field)
+        deal = dict(document.get("deal_size") or {})
+        deal.update(
+            trait=_text("deal-trait"),
+            mid_from=_number("deal-mid_from"),
+            large_from=_number("deal-large_from"),
+            unknown=_text("deal-unknown"),
+        )
+        return {**document, "pql": pql, "deal_size": deal}, {}
+    if section == "bands":
+        bands = {k: _number(f"bands-{k}") for k in ("most_engaged", "engaged", "passive")}
+        trend = dict(document.get("trend") or {})
+        trend["points"] = _number("trend-points")
+        return {**document, "score_bands": bands, "trend": trend}, {}
+    abort(404, description="No such definitions section.")
+
+
+def _field_id(section: str, path: str, where: dict) -> str:
+    """The form field an error path names (``account_checklist_trial.2.min_count`` → the
+    min_count box of that step's row); the section itself when there is no better one."""
+    parts = path.split(".")
+    if section in CHECKLISTS and len(parts) >= 3 and parts[1].isdigit():
+        row = where.get("rows", {}).get(int(parts[1]))
+        if row is not None:
+            return f"{section}-{row}-{parts[2]}"
+    if section == "profiles" and len(parts) >= 3 and parts[1].isdigit():
+        n = int(parts[1])
+        if parts[2] == "penalties" and len(parts) >= 5 and parts[3].isdigit():
+            row = where.get("rows", {}).get(n, {}).get(int(parts[3]))
+            if row is not None:
+                return f"p{n}-pen{row}-{parts[4]}"
+        if parts[2] == "weights":
+            return f"p{n}-weights"
+        return f"p{n}-{parts[2]}"
+    if section == "pql":
+        if parts[:2] == ["pql", "thresholds"] and len(parts) >= 3:
+            size = next((p for p in parts[3:] if p in DEAL_SIZES), None)
+            return f"t-{parts[2]}-{size}" if size else "t-table"
+        if parts[0] == "deal_size" and len(parts) >= 2:
+            return f"deal-{parts[1]}"
+        if parts[0] == "pql" and len(parts) >= 2:
+            return parts[1]
+    if section == "bands" and len(parts) >= 2:
+        return f"bands-{parts[1]}" if parts[0] == "score_bands" else f"trend-{parts[1]}"
+    return section
+
+
+def _page(document: dict, errors: dict[str, list[str]], status: int = 200, **extra):
+    svc = services()
+    stored = current_definitions(tenant_db(), g.tenant_id)
+    with tenant_db().tenant_session(g.tenant_id) as session:
+        catalogue = event_catalogue(session, g.tenant_id, stored.definitions, svc.clock().date())
+    known = [e.name for e in catalogue.events]
+    event_names = sorted(
+        set(known)
+        | {s.get("event") for c, _ in CHECKLISTS.values() for s in document.get(c) or []} - {None}
+    )
+    profiles = []
+    for profile in document.get("profiles") or []:
+        weighted = list((profile.get("weights") or {}).items())
+        extra_events = [(e, 0) for e in known if e not in dict(weighted)]
+        profiles.append({**profile, "rows": weighted + extra_events})
+    return (
+        render_template(
+            "admin/definition_forms.html",
+            document=document,
+            checklists=CHECKLISTS,
+            profiles=profiles,
+            event_names=event_names,
+            known_events=set(known),
+            traits=[t.name for t in catalogue.traits],
+            errors=errors,
+            version=stored.version,
+            blank_rows=BLANK_ROWS,
+            kinds=STEP_KINDS,
+            kind_labels=KIND_LABELS,
+            ops=TRAIT_OPS,
+            op_labels=OP_LABELS,
+            time_frames=TIME_FRAMES,
+            complexities=COMPLEXITIES,
+            deal_sizes=DEAL_SIZES,
+            signals=SIGNALS,
+            **extra,
+        ),
+        status,
+    )
+
+
+@bp.get("/definitions/setup")
+def definition_forms():
+    """The forms; with ``preview=<job>``, that draft and (once the worker has it) its effect,
+    with a button that saves exactly that draft."""
+    job = _preview_job(request.args.get("preview"))
+    stored = current_definitions(tenant_db(), g.tenant_id)
+    document = job.params["document"] if job else stored.document
+    return _page(
+        document,
+        {},
+        preview=job.result if job and job.status == "done" else None,
+        preview_job=job,
+        saved=request.args.get("saved"),
+    )
+
+
+@bp.post("/definitions/setup")
+def definition_forms_post():
+    section = request.form.get("section", "")
+    if section not in SECTIONS:
+        abort(400, description="Unknown definitions section.")
+    stored = current_definitions(tenant_db(), g.tenant_id)
+    document, where = _read_section(section, stored.document)
+    errors: dict[str, list[str]] = {}
+    try:
+        candidate = parse_document(document)
+    except ValidationError as exc:
+        for path, message in _flatten(exc.messages):
+            field = _field_id(section, path, where)
+            errors.setdefault(field, []).append(message)
+        errors.setdefault(section, []).insert(0, "Nothing was saved: correct the fields marked.")
+        return _page(document, errors, 422, failed=section)
+    if request.form.get("action") == "save":
+        note = request.form.get("note", "")[:500] or f"{section} (form)"
+        saved = save_definitions(tenant_db(), g.tenant_id, document, g.actor, note)
+        return redirect(url_for("admin_ui.definition_forms", saved=saved.version) + f"#{section}")
+    job_id = request_job(
+        tenant_db(),
+        g.tenant_id,
+        "preview",
+        {"document": to_document(candidate), "section": section},
+        services().clock(),
+        g.actor,
+    )
+    return redirect(url_for("admin_ui.definition_forms", preview=job_id))
+
+
+@bp.post("/definitions/setup/save-preview")
+def save_previewed_draft():
+    """Save the draft a preview scored (its document as the job holds it)."""
+    job = _preview_job(request.form.get("job"))
+    if job is None or not isinstance(job, ScoringJob):
+        abort(404, description="No such preview.")
+    section = (job.params or {}).get("section", "definitions")
+    note = request.form.get("note", "")[:500] or f"{section} (form)"
+    saved = save_definitions(tenant_db(), g.tenant_id, job.params["document"], g.actor, note)
+    return redirect(url_for("admin_ui.definition_forms", saved=saved.version))
