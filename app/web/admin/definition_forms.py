@@ -57,6 +57,12 @@ def _text(name: str) -> str:
     return request.form.get(name, "").strip()
 
 
+def _rows(name: str, cap: int) -> int:
+    """How many rows the form says it has (at most ``cap``; nonsense counts as none)."""
+    text = _text(name)
+    return min(int(text), cap) if text.isdigit() and len(text) < 6 else 0
+
+
 def _number(name: str) -> str | None:
     """A number field as sent ("" is None): validation says what is wrong with it."""
     value = _text(name)
@@ -85,10 +91,10 @@ def _slug(label: str, taken: set[str]) -> str:
 
 def _read_checklist(prefix: str) -> tuple[list[dict], dict[int, int]]:
     """The steps of one checklist form; and each step's row (for errors next to fields)."""
-    rows = int(_text(f"{prefix}-rows") or 0)
+    rows = _rows(f"{prefix}-rows", 200)
     steps, row_of = [], {}
     taken = {_text(f"{prefix}-{i}-key") for i in range(rows)} - {""}
-    for i in range(min(rows, 200)):
+    for i in range(rows):
         f = f"{prefix}-{i}"
         label = _text(f"{f}-label")
         if request.form.get(f"{f}-remove") or not (label or _text(f"{f}-event")):
@@ -125,7 +131,7 @@ def _read_profiles(stored: list[dict]) -> tuple[list[dict], dict]:
             continue
         weights: dict[str, Any] = {}
         known = set(profile.get("weights") or {})
-        for i in range(min(int(_text(f"{p}-wrows") or 0), 1000)):
+        for i in range(_rows(f"{p}-wrows", 1000)):
             event = _text(f"{p}-w{i}-event")
             weight = _number(f"{p}-w{i}-weight")
             if not event or weight is None:
@@ -134,7 +140,7 @@ def _read_profiles(stored: list[dict]) -> tuple[list[dict], dict]:
             if event in known or weight not in ("0", "0.0"):
                 weights[event] = weight
         penalties, penalty_rows = [], {}
-        for i in range(min(int(_text(f"{p}-prows") or 0), 50)):
+        for i in range(_rows(f"{p}-prows", 50)):
             points, days = _number(f"{p}-pen{i}-points"), _number(f"{p}-pen{i}-days")
             if request.form.get(f"{p}-pen{i}-remove") or (points is None and days is None):
                 continue

@@ -144,3 +144,77 @@ def test_the_event_catalogue_by_keyboard_on_a_narrow_window(page):
     expect(page.get_by_role("table").first).to_contain_text("Report Created")
     # The wide table scrolls inside its box: the page itself does not scroll sideways.
     assert page.evaluate("document.documentElement.scrollWidth") <= 380 + 1
+
+
+def test_a_new_admin_sets_up_scoring_with_forms_not_yaml(page, app, db):
+    """The trial checklist, the weights (through a preview) and the PQL thresholds, with the
+    mouse and keyboard only; the saved document is the one the YAML path gives for the same
+    changes, and the forms then show what the YAML page saves."""
+    import copy
+
+    from app.jobs.tenant_jobs import requested_scoring
+    from app.scores.definitions_store import current_definitions, parse_document, to_document
+
+    with db.system_session() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == "777"))
+    original = current_definitions(db, tenant_id).document
+    page.goto(f"{page.served}/app/")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Definitions").click()
+    expect(page.locator("h1")).to_contain_text("Set up scoring")
+
+    trial = page.locator("form#trial")
+    trial.get_by_role("group", name="Step 1").get_by_label("Times or users (N)").fill("2")
+    new = trial.get_by_role("group", name="Step 6")
+    new.get_by_label("Step 6 (new)").fill("Company size known")
+    new.get_by_label("Kind").select_option(label="a trait condition")
+    new.get_by_label("Trait", exact=True).fill("employees")
+    new.get_by_label("Condition").select_option(label="at least")
+    new.get_by_label("Value", exact=True).fill("1")
+    trial.get_by_role("button", name="Save without preview").click()
+    expect(page.locator("#saved")).to_be_visible()
+
+    weights = page.locator("form#profiles")
+    weights.get_by_label("Logged In", exact=True).fill("3")
+    weights.get_by_label("Another event (1)").fill("Alert Created")
+    weights.get_by_label("Its weight (1)").fill("5")
+    weights.get_by_label("Time frame", exact=True).select_option(label="30 days")
+    weights.get_by_role("button", name="Preview the effect").click()
+    expect(page.locator("#preview-pending")).to_be_visible()
+    requested_scoring(db, lambda: NOW, "worker-1")  # the worker's round
+    expect(page.locator("#preview")).to_be_visible(timeout=10_000)  # the page reloads itself
+    page.get_by_role("button", name="Save this draft").click()
+    expect(page.locator("#saved")).to_be_visible()
+
+    pql = page.locator("form#pql")
+    pql.get_by_label("Product complexity").select_option(value="intermediate")
+    pql.get_by_label("Intermediate, mid deal: Activation %").fill("45")
+    pql.get_by_role("button", name="Save without preview").click()
+    expect(page.locator("#saved")).to_be_visible()
+
+    expected = copy.deepcopy(original)
+    expected["account_checklist_trial"][0]["min_count"] = 2
+    expected["account_checklist_trial"].append(
+        {
+            "key": "company_size_known",
+            "label": "Company size known",
+            "kind": "trait",
+            "trait": "employees",
+            "op": "gte",
+            "value": 1,
+        }
+    )
+    expected["profiles"][0]["weights"].update({"Logged In": 3, "Alert Created": 5})
+    expected["profiles"][0]["time_frame_days"] = 30
+    expected["pql"]["complexity"] = "intermediate"
+    expected["pql"]["thresholds"]["intermediate"]["mid"] = 45
+    saved = current_definitions(db, tenant_id)
+    assert saved.document == to_document(parse_document(expected))
+
+    # The other way: a change made as YAML shows in the forms.
+    page.get_by_role("link", name="Advanced: edit everything as YAML").click()
+    page.get_by_label("Engagement bands").fill("most_engaged: 80\nengaged: 50\npassive: 25\n")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#saved")).to_be_visible()
+    page.goto(f"{page.served}/app/definitions/setup")
+    expect(page.get_by_label("Most engaged: above")).to_have_value("80.0")
+    expect(page.locator("form#trial").get_by_role("group", name="Step 6")).to_be_visible()
