@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import abort, g, render_template, request, session
+from flask import abort, g, jsonify, render_template, request, session
 from sqlalchemy import func, select
 
 from app.models import (
@@ -16,6 +16,7 @@ from app.services import services
 from app.sync import lifecycle
 from app.tenants import rotate_write_key
 from app.web.admin.session import bp, tenant_db
+from app.web.first_run import first_run, guide_done
 from connectors.base import CrmError
 
 # --- home -------------------------------------------------------------------------------------
@@ -56,9 +57,13 @@ def _home_page(revealed: dict | None = None):
             .where(CrmRecord.last_error.is_not(None))
             .limit(10)
         ).all()
-    doc = g.tenant.settings or {}
+        doc = g.tenant.settings or {}
+        guide = _guide(db_session, doc)
     return render_template(
         "admin/home.html",
+        guide=guide,
+        guide_done=guide_done(guide),
+        public_url=svc.settings.public_url,
         keys=keys,
         events_today=events_today,
         linked=linked,
@@ -70,6 +75,28 @@ def _home_page(revealed: dict | None = None):
         api_usage=doc.get("crm_api_usage"),
         revealed=revealed,
         grace_days=svc.settings.uninstall_grace_days,
+    )
+
+
+def _guide(db_session, doc: dict):
+    svc = services()
+    return first_run(
+        db_session,
+        g.tenant,
+        doc,
+        svc.settings.property_prefix,
+        svc.settings.scoring_interval_seconds,
+    )
+
+
+@bp.get("/first-run")
+def first_run_status():
+    """The guide's steps as JSON: the home page asks every few seconds while a step waits."""
+    with tenant_db().tenant_session(g.tenant_id) as db_session:
+        guide = _guide(db_session, g.tenant.settings or {})
+    return jsonify(
+        done=guide_done(guide),
+        steps=[{"key": s.key, "done": s.done, "detail": s.detail, "link": s.link} for s in guide],
     )
 
 

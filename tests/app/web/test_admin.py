@@ -469,3 +469,40 @@ def test_a_form_preview_is_a_job_and_saves_the_draft_it_scored(admin, client, db
     )
     assert saved.status_code == 302
     assert current_definitions(db, tenant_id).document["score_bands"]["most_engaged"] == 90
+
+
+def test_the_first_run_guide_follows_the_install_to_the_first_crm_write(app, client, db):
+    from app.sync.lifecycle import sync_tenant
+
+    assert install(client, 778).status_code == 200
+    with db.system_session() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == "778"))
+
+    def steps():
+        status = client.get("/app/first-run").get_json()
+        return status["done"], {s["key"]: s for s in status["steps"]}
+
+    done, by_key = steps()
+    assert not done
+    assert by_key["installed"]["done"] and by_key["key"]["done"]
+    assert not by_key["event"]["done"] and "Nothing has arrived yet" in by_key["event"]["detail"]
+    home = client.get("/app/").get_data(as_text=True)
+    assert '<details id="first-run" open>' in home and "analytics.host" in home
+    assert 'id="step-event" class="undone"' in home
+
+    acme(client, write_key_of(app, tenant_id))
+    done, by_key = steps()
+    assert by_key["event"]["done"] and not by_key["scored"]["done"]
+    assert "waiting for the next scoring pass" in by_key["scored"]["detail"]
+
+    recompute(db, tenant_id, NOW)
+    done, by_key = steps()
+    assert by_key["scored"]["done"] and not by_key["written"]["done"]
+    assert "The next sync writes" in by_key["written"]["detail"]
+
+    sync_tenant(app.extensions["pql"], tenant_id)
+    done, by_key = steps()
+    assert done and by_key["written"]["done"]
+    assert by_key["written"]["link"].startswith("https://app.hubspot.com/contacts/778/company/")
+    home = client.get("/app/").get_data(as_text=True)
+    assert '<details id="first-run" >' in home and "is_pql" in home

@@ -6,6 +6,7 @@ detail's chart."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
@@ -218,3 +219,39 @@ def test_a_new_admin_sets_up_scoring_with_forms_not_yaml(page, app, db):
     page.goto(f"{page.served}/app/definitions/setup")
     expect(page.get_by_label("Most engaged: above")).to_have_value("80.0")
     expect(page.locator("form#trial").get_by_role("group", name="Step 6")).to_be_visible()
+
+
+def test_the_first_run_guide_from_install_to_the_first_crm_write(browser, served, app, db, sandbox):
+    """A new admin: installs, opens the admin pages, reveals the key into the snippets, and
+    watches the guide tick its steps by itself as the first events arrive, then the worker's
+    pass and sync (run here), ending on a link to the record in HubSpot."""
+    from app.sync.lifecycle import sync_tenant
+
+    page = browser.new_page()
+    sandbox.sandbox.portal(779)
+    page.goto(f"{served}/hubspot/install")
+    page.get_by_role("link", name="Portal 779").click()
+    key = page.locator("pre").inner_text().strip()
+    page.get_by_role("link", name="Open the admin pages").click()
+    guide = page.locator("#first-run")
+    expect(guide.locator("#step-installed")).to_have_class("done")
+    expect(guide.locator("#step-event")).to_have_class("undone")
+    expect(guide.locator("#step-event .detail")).to_contain_text("Nothing has arrived yet")
+    page.get_by_role("button", name="Reveal").first.click()
+    guide.get_by_text("Segment's Python SDK (analytics-python)").click()
+    expect(guide.locator("pre").first).to_contain_text(f'analytics.write_key = "{key}"')
+
+    with db.system_session() as session:
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.external_id == "779"))
+    acme(app.test_client(), key)
+    # No reload: the page asks every 5 seconds.
+    expect(guide.locator("#step-event")).to_have_class("done", timeout=15_000)
+    recompute(db, tenant_id, NOW)
+    expect(guide.locator("#step-scored")).to_have_class("done", timeout=15_000)
+    sync_tenant(app.extensions["pql"], tenant_id)
+    expect(guide.locator("#step-written")).to_have_class("done", timeout=15_000)
+    page.reload()
+    link = page.locator("#step-written a")
+    expect(link).to_have_attribute("href", re.compile(r"^https://app\.hubspot\.com/contacts/779/"))
+    expect(page.locator("#first-run")).not_to_have_attribute("open", "")
+    page.close()
