@@ -255,3 +255,31 @@ def test_the_first_run_guide_from_install_to_the_first_crm_write(browser, served
     expect(link).to_have_attribute("href", re.compile(r"^https://app\.hubspot\.com/contacts/779/"))
     expect(page.locator("#first-run")).not_to_have_attribute("open", "")
     page.close()
+
+
+SCREENS = (
+    ("home", "/app/"),
+    ("definitions-forms", "/app/definitions/setup"),
+    ("definitions-yaml", "/app/definitions"),
+    ("events", "/app/events"),
+    ("accounts", "/app/accounts"),
+    ("account", "/app/accounts/acme"),
+    ("segments", "/app/segments?name=Most%20engaged"),
+    ("triggers", "/app/triggers"),
+)
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_every_admin_page_at_desktop_and_narrow_widths(page, width, tmp_path):
+    """Each page renders at both widths without the page scrolling sideways (wide tables
+    scroll in their own box). Screenshots go to PQL_SCREENSHOTS (the README's come from
+    there) or a temporary directory."""
+    folder = os.environ.get("PQL_SCREENSHOTS") or str(tmp_path)
+    page.set_viewport_size({"width": width, "height": 900})
+    for name, path in SCREENS:
+        answer = page.goto(f"{page.served}{path}")
+        assert answer and answer.status == 200, path
+        expect(page.locator("h1")).to_be_visible()
+        overflow = page.evaluate("document.documentElement.scrollWidth")
+        assert overflow <= width + 1, (path, overflow)
+        page.screenshot(path=f"{folder}/{name}-{width}.png")
