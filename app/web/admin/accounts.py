@@ -3,7 +3,10 @@ segments with the distribution of a field among their members."""
 
 from __future__ import annotations
 
-from flask import abort, g, render_template, request, url_for
+import csv
+import io
+
+from flask import Response, abort, g, render_template, request, url_for
 from sqlalchemy import func, select
 
 from app.models import (
@@ -54,18 +57,21 @@ def _number(text: str) -> float | None:
         return None
 
 
-@bp.get("/accounts")
-def accounts():
+def _listed() -> tuple[list[dict], dict[str, str], str, str, dict[str, str]]:
+    """The accounts the filters select, in the chosen order (PQLs first by default: the
+    reps' worklist), as rows for the page and the CSV."""
     filters = _filters()
-    sort = request.args.get("sort", "engagement_score")
-    if sort not in SORTS and sort not in ("owner", "stage"):
-        sort = "engagement_score"
+    sort = request.args.get("sort", "pql_first")
+    if sort not in SORTS and sort not in ("owner", "stage", "pql_first"):
+        sort = "pql_first"
     direction = "asc" if request.args.get("dir") == "asc" else "desc"
-    column = SORTS.get(sort, AccountScore.engagement_score)
+    if sort == "pql_first":
+        order = [AccountScore.pql.desc(), AccountScore.engagement_score.desc()]
+    else:
+        column = SORTS.get(sort, AccountScore.engagement_score)
+        order = [column.asc() if direction == "asc" else column.desc()]
     with tenant_db().tenant_session(g.tenant_id) as db_session:
-        query = accounts_query().order_by(
-            column.asc() if direction == "asc" else column.desc(), Account.id
-        )
+        query = accounts_query().order_by(*order, Account.id)
         if filters["q"]:
             # Wildcards the admin typed (`%`, `_`) are plain characters.
             query = query.where(
@@ -98,7 +104,9 @@ def accounts():
                 "score": row.score,
                 "segments": row.segments,
                 "owner": row.owner_name or row.owner_id,
+                "owner_id": row.owner_id,
                 "stage": row.lifecycle_stage,
+                "crm_url": _crm_url(row.crm_id),
             }
         )
     if sort in ("owner", "stage"):
@@ -108,6 +116,75 @@ def accounts():
             out = [r for r in out if r[sort] is not None][::-1] + [
                 r for r in out if r[sort] is None
             ]
+    return out, filters, sort, direction, owners
+
+
+CSV_COLUMNS = (
+    "account_id",
+    "name",
+    "pql",
+    "pql_reason",
+    "activation_rate",
+    "engagement_score",
+    "engagement_segment",
+    "trend",
+    "trend_change",
+    "owner",
+    "owner_id",
+    "lifecycle_stage",
+    "last_active_at",
+    "crm_url",
+)
+
+
+@bp.get("/accounts.csv")
+def accounts_csv():
+    """The filtered list (every row, not only the first 500) as CSV for a spreadsheet."""
+    out, *_ = _listed()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for r in out:
+        score = r["score"]
+        writer.writerow(
+            [
+                _cell(v)
+                for v in (
+                    r["id"],
+                    r["name"],
+                    "yes" if score.pql else "no",
+                    score.pql_reason if score.pql else "",
+                    score.activation_rate,
+                    score.engagement_score,
+                    score.engagement_segment,
+                    score.trend_segment or "",
+                    "" if score.trend_change is None else score.trend_change,
+                    r["owner"] or "",
+                    r["owner_id"] or "",
+                    r["stage"] or "",
+                    score.last_active_at.isoformat() if score.last_active_at else "",
+                    r["crm_url"] or "",
+                )
+            ]
+        )
+    return Response(
+        buffer.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="accounts.csv"'},
+    )
+
+
+def _cell(value):
+    """A spreadsheet must not run a cell as a formula: text starting with = + - @ is quoted
+    with a leading apostrophe (names come from product events)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+@bp.get("/accounts")
+def accounts():
+    out, filters, sort, direction, owners = _listed()
     chart = scatter_plot(
         [
             (
@@ -136,13 +213,17 @@ def accounts():
 
 
 def _crm_link(record: CrmRecord | None) -> str | None:
-    if record is None or not record.crm_id:
+    return _crm_url(record.crm_id if record else None)
+
+
+def _crm_url(crm_id: str | None) -> str | None:
+    if not crm_id:
         return None
     try:
         provider = registry.get(g.tenant.crm)
     except registry.UnknownProvider:
         return None
-    return provider.account_url(g.tenant, record.crm_id)
+    return provider.account_url(g.tenant, crm_id)
 
 
 @bp.get("/accounts/<path:external_id>")

@@ -8,6 +8,7 @@ import secrets
 from typing import Any
 
 from flask import Blueprint, abort, g, redirect, render_template, request, session, url_for
+from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from app.models import Tenant
@@ -16,6 +17,7 @@ from app.security import constant_time_equals
 from app.services import services
 from app.tenants import end_admin_sessions, get_tenant, session_generation
 from app.web.read_model import segment_names
+from app.web.timefmt import when
 from connectors import registry
 
 bp = Blueprint("admin_ui", __name__, url_prefix="/app")
@@ -72,6 +74,12 @@ def error_page(exc: HTTPException):
 @bp.app_context_processor
 def template_globals() -> dict[str, Any]:
     return {"csrf_token": session.get("csrf", ""), "tenant": getattr(g, "tenant", None)}
+
+
+@bp.app_template_filter("when")
+def when_filter(moment) -> Markup:
+    """``{{ moment|when }}``: "3 minutes ago", the exact time on hover."""
+    return when(moment, services().clock())
 
 
 def tenant_db():

@@ -11,12 +11,20 @@ import yaml
 from sqlalchemy import select
 
 from app.jobs.tenant_jobs import requested_scoring
-from app.models import DefinitionsVersion, Tenant, WriteKey
+from app.models import (
+    Account,
+    AccountScore,
+    CrmOwner,
+    CrmRecord,
+    DefinitionsVersion,
+    Tenant,
+    WriteKey,
+)
 from app.scores.definitions_store import current_definitions
 from app.scores.scoring_pass import recompute
 from app.sync.lifecycle import uninstall
 from tests.helpers.apps import write_key_of
-from tests.helpers.hubspot import NOW, acme, install
+from tests.helpers.hubspot import NOW, acme, install, send
 
 
 @pytest.fixture
@@ -506,3 +514,69 @@ def test_the_first_run_guide_follows_the_install_to_the_first_crm_write(app, cli
     assert by_key["written"]["link"].startswith("https://app.hubspot.com/contacts/778/company/")
     home = client.get("/app/").get_data(as_text=True)
     assert '<details id="first-run" >' in home and "is_pql" in home
+
+
+def test_the_accounts_list_is_a_reps_worklist_with_a_csv_export(admin, app, client, db):
+    tenant_id, key = admin
+    send(
+        client,
+        key,
+        [
+            {
+                "type": "group",
+                "userId": "z-u",
+                "groupId": "zeta",
+                "traits": {"name": '=HYPERLINK("http://x")', "plan": "paid"},
+            },
+            {
+                "type": "track",
+                "userId": "z-u",
+                "event": "Logged In",
+                "context": {"groupId": "zeta"},
+            },
+        ],
+    )
+    recompute(db, tenant_id, NOW)
+    with db.tenant_transaction(tenant_id) as session:
+        accounts = select(CrmRecord).where(CrmRecord.object_type == "account")
+        record = session.scalars(accounts).first()
+        acme_id = session.scalar(select(Account.id).where(Account.external_id == "acme"))
+        if record is None or record.subject_id != acme_id:
+            record = CrmRecord(tenant_id=tenant_id, object_type="account", subject_id=acme_id)
+            session.add(record)
+        record.crm_id, record.crm_fields = "9001", {"owner_id": "101"}
+        # Acme is a PQL with little engagement; zeta is busier but not a PQL.
+        for score in session.scalars(select(AccountScore)):
+            is_acme = score.account_id == acme_id
+            score.pql, score.engagement_score = is_acme, 5.0 if is_acme else 90.0
+            score.pql_reason = "Reached the 60% threshold" if is_acme else "Not a trial"
+        session.merge(CrmOwner(tenant_id=tenant_id, owner_id="101", name="Sam Rep", email="sam@x"))
+    html = client.get("/app/accounts").get_data(as_text=True)
+    rows = re.findall(r'<tr>\s*<td><a href="/app/accounts/([^"]+)"', html)
+    assert rows[0] == "acme"  # the PQL first, whatever its engagement
+    assert 'class="muted reason">Reached the 60% threshold' in html  # why it is a PQL
+    assert '<span title="Owner id 101">Sam Rep</span>' in html
+    assert 'href="https://app.hubspot.com/contacts/777/company/9001"' in html
+    assert re.search(
+        r'<time datetime="[^"]+" title="[^"]+ UTC">(\d+ \w+ ago|just now)</time>', html
+    )
+    csv_answer = client.get("/app/accounts.csv?pql=no")
+    assert csv_answer.mimetype == "text/csv"
+    lines = csv_answer.get_data(as_text=True).splitlines()
+    assert lines[0].startswith("account_id,name,pql,pql_reason")
+    assert all(",yes," not in line for line in lines[1:])  # the filter applies
+    assert any(line.startswith("zeta,\"'=HYPERLINK") for line in lines)  # no formula runs
+
+
+def test_relative_times_read_like_people_say_them():
+    import datetime as dt
+
+    from app.web.timefmt import relative
+
+    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    assert relative(now - dt.timedelta(seconds=20), now) == "just now"
+    assert relative(now - dt.timedelta(minutes=3), now) == "3 minutes ago"
+    assert relative(now - dt.timedelta(hours=1), now) == "1 hour ago"
+    assert relative(now - dt.timedelta(days=9), now) == "1 week ago"
+    assert relative(now + dt.timedelta(hours=2), now) == "in 2 hours"
+    assert relative((now - dt.timedelta(days=1)).date(), now) == "yesterday"
