@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 640, 360
-LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 44
+LEFT, RIGHT, TOP, BOTTOM = 56, 16, 40, 44
 
 
 def _x(value: float, low: float, high: float) -> float:
@@ -46,6 +46,18 @@ def _axes(x_label: str, y_label: str, x_ticks: list[tuple[float, str]], y_ticks)
     return parts
 
 
+def _legend(entries: Sequence[tuple[str, str]]) -> str:
+    """A legend across the top: (swatch class, label) pairs."""
+    items, x = [], LEFT
+    for css, label in entries:
+        items.append(
+            f'<circle class="{css}" cx="{x + 6}" cy="18" r="5"/>'
+            f'<text x="{x + 16}" y="22" class="legend">{escape(label)}</text>'
+        )
+        x += 28 + 7 * len(label)
+    return '<g class="legend" aria-hidden="true">' + "".join(items) + "</g>"
+
+
 def _frame(chart_id: str, title: str, description: str, parts: list[str]) -> Markup:
     return Markup(
         f'<svg id="{chart_id}" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
@@ -74,6 +86,7 @@ def scatter_plot(
             f'cy="{_y(y, 0, 100):.1f}" r="5"><title>{escape(name)}: {x:.0f}% activated, '
             f"engagement {y:.0f}</title></circle></a>"
         )
+    parts.append(_legend([("point pql", "PQL"), ("point", "Not a PQL")]))
     described = (
         f"{len(points)} accounts by {x_label.lower()} (across) and {y_label.lower()} (up); "
         "filled dark: product-qualified leads."
@@ -117,6 +130,7 @@ def line_chart(
                 f'<circle class="{css}" cx="{x:.1f}" cy="{y:.1f}" r="3">'
                 f"<title>{escape(label)} on {d.isoformat()}: {v:.0f}</title></circle>"
             )
+    parts.append(_legend([("line-a", labels[0]), ("line-b", labels[1])]))
     described = (
         f"{labels[0]} and {labels[1]} per day from {days[0].isoformat()} to "
         f"{days[-1].isoformat()} ({len(days)} days)."

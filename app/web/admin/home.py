@@ -7,14 +7,18 @@ import datetime as dt
 from flask import abort, g, jsonify, render_template, request, session
 from sqlalchemy import func, select
 
+from app.jobs import leases
+from app.jobs.tenant_jobs import SCORING_LEASE
 from app.models import (
+    Account,
     CrmRecord,
     Event,
+    User,
     WriteKey,
 )
 from app.services import services
 from app.sync import lifecycle
-from app.tenants import rotate_write_key
+from app.tenants import get_tenant, rotate_write_key
 from app.web.admin.session import bp, tenant_db
 from app.web.first_run import first_run, guide_done
 from connectors.base import CrmError
@@ -27,7 +31,7 @@ def home():
     return _home_page()
 
 
-def _home_page(revealed: dict | None = None):
+def _home_page(revealed: dict | None = None, sync_result: dict | None = None):
     """The home page; ``revealed`` is a key shown in this answer only (never kept in the
     session cookie, which is signed, not encrypted; the page is not stored either)."""
     svc = services()
@@ -52,11 +56,15 @@ def _home_page(revealed: dict | None = None):
                 .group_by(CrmRecord.object_type)
             ).all()
         )
-        errors = db_session.execute(
-            select(CrmRecord.object_type, CrmRecord.subject_id, CrmRecord.last_error)
-            .where(CrmRecord.last_error.is_not(None))
-            .limit(10)
-        ).all()
+        errors = [
+            (kind, names.get((kind, subject_id)) or f"{kind} {subject_id}", error)
+            for kind, subject_id, error in db_session.execute(
+                select(CrmRecord.object_type, CrmRecord.subject_id, CrmRecord.last_error)
+                .where(CrmRecord.last_error.is_not(None))
+                .limit(10)
+            ).all()
+            for names in [_names(db_session, kind, subject_id)]
+        ]
         doc = g.tenant.settings or {}
         guide = _guide(db_session, doc)
     return render_template(
@@ -74,8 +82,48 @@ def _home_page(revealed: dict | None = None):
         sync_paused=doc.get("sync_paused"),
         api_usage=doc.get("crm_api_usage"),
         revealed=revealed,
+        sync_result=sync_result,
+        crm_name={"hubspot": "HubSpot", "salesforce": "Salesforce"}.get(g.tenant.crm, g.tenant.crm),
+        retry_seconds=svc.settings.scoring_interval_seconds,
         grace_days=svc.settings.uninstall_grace_days,
     )
+
+
+def _names(db_session, kind: str, subject_id: int) -> dict:
+    """The readable name of a failing record: the account's name or the user's email."""
+    if kind == "account":
+        row = db_session.execute(
+            select(Account.name, Account.external_id).where(Account.id == subject_id)
+        ).first()
+    else:
+        row = db_session.execute(
+            select(User.email, User.external_id).where(User.id == subject_id)
+        ).first()
+    return {(kind, subject_id): (row[0] or row[1]) if row else None}
+
+
+@bp.post("/sync")
+def sync_now():
+    """Sync now, under the tenant's scoring lease so it never overlaps the worker's own push;
+    the answer says what was written or why nothing was."""
+    svc = services()
+    holder = f"web/{g.actor}"
+    if not leases.acquire(svc.db, g.tenant_id, "score", holder, SCORING_LEASE, svc.clock()):
+        return _home_page(
+            sync_result={
+                "error": "The worker is scoring or syncing this portal right now and writes "
+                "the changes itself in a moment."
+            }
+        )
+    try:
+        report = lifecycle.sync_tenant(svc, g.tenant_id)
+        result = {"summary": report.summary(), "paused": report.paused}
+    except CrmError as exc:
+        result = {"error": str(exc)}
+    finally:
+        leases.release(svc.db, g.tenant_id, "score", holder, svc.clock())
+    g.tenant = get_tenant(svc.db, g.tenant_id)
+    return _home_page(sync_result=result)
 
 
 def _guide(db_session, doc: dict):

@@ -580,3 +580,29 @@ def test_relative_times_read_like_people_say_them():
     assert relative(now - dt.timedelta(days=9), now) == "1 week ago"
     assert relative(now + dt.timedelta(hours=2), now) == "in 2 hours"
     assert relative((now - dt.timedelta(days=1)).date(), now) == "yesterday"
+
+
+def test_sync_now_writes_and_says_what_it_did_and_waits_for_a_running_worker(
+    admin, app, client, db, sandbox
+):
+    import datetime as dt
+
+    from app.jobs import leases
+
+    tenant_id, _ = admin
+    home = client.get("/app/")
+    html = home.get_data(as_text=True)
+    assert "No sync yet: the worker writes" in html
+    # The worker holds the tenant's scoring lease: the button does not sync over it.
+    assert leases.acquire(db, tenant_id, "score", "worker-1/push", dt.timedelta(minutes=1), NOW)
+    busy = client.post("/app/sync", data={"csrf": csrf(home)}).get_data(as_text=True)
+    assert "The worker is scoring or syncing this portal right now" in busy
+    assert not sandbox.sandbox.portals[777].objects["companies"]
+    leases.release(db, tenant_id, "score", "worker-1/push", NOW)
+    done = client.post("/app/sync", data={"csrf": csrf(home)}).get_data(as_text=True)
+    # Acme and its two users.
+    assert 'id="sync-result">Synced just now: 3 records created and 0 updated in HubSpot' in done
+    assert sandbox.sandbox.portals[777].objects["companies"]
+    assert re.search(r"Last sync <time [^>]+>just now</time>: 3 records created", done)
+    # The lease is free again for the worker.
+    assert leases.acquire(db, tenant_id, "score", "worker-1/push", dt.timedelta(minutes=1), NOW)

@@ -121,7 +121,8 @@ def test_the_accounts_list_sorts_and_filters(page):
     page.get_by_role("button", name="Filter").click()
     expect(names).to_have_text(["Globex"])
     expect(page.locator("#count")).to_contain_text("1 accounts")
-    expect(page.locator("#spectrum circle")).to_have_count(1)
+    expect(page.locator("#spectrum a circle")).to_have_count(1)
+    expect(page.locator("#spectrum text.legend")).to_have_text(["PQL", "Not a PQL"])
 
 
 def test_the_account_detail_chart_renders(page):
@@ -131,7 +132,9 @@ def test_the_account_detail_chart_renders(page):
     expect(chart).to_be_visible()
     box = chart.bounding_box()
     assert box and box["width"] > 300 and box["height"] > 150
-    expect(chart.locator("circle.line-a")).to_have_count(1)  # one day of history so far
+    expect(chart.locator("circle.line-a")).to_have_count(2)  # one day of history + legend
+    expect(chart.locator("text.legend")).to_have_text(["Engagement score", "Activation rate"])
+    expect(page.locator("svg#spectrum")).to_have_count(0)
     expect(page.locator("#checklist li.done")).to_contain_text(["Created a report"])
 
 
