@@ -286,6 +286,7 @@ def account(external_id: str):
         features=features,
         crm_link=_crm_link(record),
         owner=owners.get(crm_fields.get("owner_id"), crm_fields.get("owner_id")),
+        owner_id=crm_fields.get("owner_id"),
         stage=crm_fields.get("lifecycle_stage"),
         paid=is_paying(account.traits, defs),
     )
@@ -301,6 +302,7 @@ def segments():
     field = request.args.get("field", "trait.plan").strip() or "trait.plan"
     with tenant_db().tenant_session(g.tenant_id) as db_session:
         view = segment_view(db_session, name, "account", field, limit=500)
+        owners = owner_names(db_session) if field == "crm.owner_id" else {}
     return render_template(
         "admin/segments.html",
         names=names,
@@ -310,4 +312,5 @@ def segments():
         count=view.count,
         distribution=view.distribution,
         counts=view.engagement,
+        owners=owners,
     )

@@ -560,6 +560,13 @@ def test_the_accounts_list_is_a_reps_worklist_with_a_csv_export(admin, app, clie
     assert re.search(
         r'<time datetime="[^"]+" title="[^"]+ UTC">(\d+ \w+ ago|just now)</time>', html
     )
+    # Owner names on the account page and in a segment's distribution, ids on hover.
+    detail = client.get("/app/accounts/acme").get_data(as_text=True)
+    assert '<span title="Owner id 101" id="owner">Sam Rep</span>' in detail
+    with db.tenant_session(tenant_id) as session:
+        [name, *_] = session.get(AccountScore, acme_id).segments["names"]
+    segment = client.get(f"/app/segments?name={name}&field=crm.owner_id")
+    assert '<span title="Owner id 101">Sam Rep</span>' in segment.get_data(as_text=True)
     csv_answer = client.get("/app/accounts.csv?pql=no")
     assert csv_answer.mimetype == "text/csv"
     lines = csv_answer.get_data(as_text=True).splitlines()
