@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Any
 
 from marshmallow import ValidationError
@@ -114,7 +115,7 @@ def run_queued(db: Database, tenant_id: int, clock) -> int:
             job_id, kind, params = job.id, job.kind, dict(job.params or {})
         result, error = None, None
         try:
-            result = _run(db, tenant_id, kind, params, clock())
+            result = _run(db, tenant_id, kind, params, clock(), _progress(db, tenant_id, job_id))
         except ValidationError as exc:
             error = f"the definitions are not valid: {exc.messages}"
         except Exception as exc:
@@ -127,10 +128,36 @@ def run_queued(db: Database, tenant_id: int, clock) -> int:
         done += 1
 
 
-def _run(db: Database, tenant_id: int, kind: str, params: dict, now: dt.datetime) -> dict:
+PROGRESS_EVERY = 1.0  # seconds between two progress notes of one job
+
+
+def _progress(db: Database, tenant_id: int, job_id: int):
+    """Where a running job is (stage, done, total), noted on the job for the page that waits
+    for it, at most once a second. Only on PostgreSQL: SQLite allows one writer, and the pass
+    holds it until it commits (a preview's never does)."""
+    if db.dialect != "postgresql":
+        return None
+    last = [0.0]
+
+    def note(stage: str, done: int, total: int) -> None:
+        moment = time.monotonic()
+        if moment - last[0] < PROGRESS_EVERY:
+            return
+        last[0] = moment
+        with db.tenant_transaction(tenant_id) as session:
+            job = session.get(ScoringJob, job_id)
+            if job is not None and job.status == "running":
+                job.result = {"progress": {"stage": stage, "done": done, "total": total}}
+
+    return note
+
+
+def _run(
+    db: Database, tenant_id: int, kind: str, params: dict, now: dt.datetime, progress=None
+) -> dict:
     if kind == "preview":
-        return preview_definitions(db, tenant_id, parse_document(params["document"]), now)
-    summary = recompute(db, tenant_id, now, full=bool(params.get("full", True)))
+        return preview_definitions(db, tenant_id, parse_document(params["document"]), now, progress)
+    summary = recompute(db, tenant_id, now, full=bool(params.get("full", True)), progress=progress)
     return {
         "full": summary.full,
         "accounts": summary.accounts,

@@ -629,7 +629,11 @@ def recompute(
 
 
 def preview_definitions(
-    db: Database, tenant_id: int, defs: Definitions, now: dt.datetime
+    db: Database,
+    tenant_id: int,
+    defs: Definitions,
+    now: dt.datetime,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """What saving ``defs`` would change, before it is saved: every subject scored as a full
     pass would score it, inside a transaction that is rolled back (nothing is stored, the
@@ -651,11 +655,22 @@ def preview_definitions(
                 )
             }
             names = dict(session.execute(select(Account.id, Account.name)).all())
+            if progress:
+                progress("activity basis", 0, 1)
             for kind in (activity_basis.USERS, activity_basis.ACCOUNTS):
                 activity_basis.rebuild(session, tenant_id, kind, None, defs, today)
             users = load_users(session, None, defs, today)
             user_rows, percentiles = _score_subjects(
-                session, defs, users, sorted(users.first_seen), "u", today, now, None, None
+                session,
+                defs,
+                users,
+                sorted(users.first_seen),
+                "u",
+                today,
+                now,
+                None,
+                None,
+                progress,
             )
             # Account scores read their members' fresh scores, as in a pass.
             _store(session, tenant_id, UserScore, "user_id", user_rows, 0, "u", today, True)
@@ -670,6 +685,7 @@ def preview_definitions(
                 now,
                 percentiles,
                 None,
+                progress,
             )
         finally:
             session.rollback()

@@ -26,13 +26,14 @@ from app.web.admin.definitions import _flatten, _preview_job
 from app.web.admin.session import bp, tenant_db
 from app.web.catalogue import event_catalogue
 from scoring.definitions import COMPLEXITIES, DEAL_SIZES, STEP_KINDS, TIME_FRAMES, TRAIT_OPS
+from scoring.engine import CONDITION_OPS
 
 CHECKLISTS = {
     "trial": ("account_checklist_trial", "Activation checklist: trial and free accounts"),
     "paid": ("account_checklist_paid", "Activation checklist: paying accounts"),
     "users": ("user_checklist", "Activation checklist: users"),
 }
-SECTIONS = (*CHECKLISTS, "profiles", "key_features", "pql", "bands")
+SECTIONS = (*CHECKLISTS, "profiles", "key_features", "pql", "bands", "segments", "lead_types")
 BLANK_ROWS = 2  # empty rows under each list, to add steps, weights or penalties
 SIGNALS = (
     ("hand_raiser_events", "Hand-raiser events (asked for a demo or sales)"),
@@ -46,11 +47,30 @@ KIND_LABELS = {
 }
 OP_LABELS = {
     "equals": "equals",
+    "not_equals": "is not",
+    "gt": "more than",
     "gte": "at least",
+    "lt": "less than",
     "lte": "at most",
     "contains": "contains",
+    "in": "is one of (comma-separated)",
     "exists": "is set",
+    "not_exists": "is not set",
 }
+# What a condition can look at, offered in the condition builder (any trait.X works too).
+CONDITION_FIELDS = (
+    "engagement_score",
+    "activation_rate",
+    "engagement_segment",
+    "pql",
+    "lead_type",
+    "last_active_days",
+    "active_users",
+    "total_users",
+    "adoption_rate",
+    "crm.owner_id",
+    "crm.lifecycle_stage",
+)
 
 
 def _text(name: str) -> str:
@@ -121,6 +141,45 @@ def _read_checklist(prefix: str) -> tuple[list[dict], dict[int, int]]:
     return steps, row_of
 
 
+def _read_conditions(prefix: str) -> tuple[list[dict], dict[int, int]]:
+    """Condition rows ``{prefix}-c{i}-field/op/value``; and each condition's row."""
+    conditions, row_of = [], {}
+    for i in range(_rows(f"{prefix}-crows", 50)):
+        f = f"{prefix}-c{i}"
+        field = _text(f"{f}-field")
+        if request.form.get(f"{f}-remove") or not field:
+            continue
+        op = _text(f"{f}-op") or "equals"
+        condition: dict[str, Any] = {"field": field, "op": op}
+        value = _text(f"{f}-value")
+        if op == "in":
+            condition["value"] = [_scalar(v.strip()) for v in value.split(",") if v.strip()]
+        elif op not in ("exists", "not_exists"):
+            condition["value"] = _scalar(value) if value else None
+        row_of[len(conditions)] = i
+        conditions.append(condition)
+    return conditions, row_of
+
+
+def _read_segments(stored: list[dict]) -> tuple[list[dict], dict]:
+    segments, where = [], {}
+    for n in range(_rows("segments-rows", 100)):
+        p = f"s{n}"
+        name = _text(f"{p}-name")
+        if request.form.get(f"{p}-remove") or not name:
+            continue
+        conditions, rows = _read_conditions(p)
+        where[len(segments)] = (n, rows)
+        segments.append(
+            {
+                "name": name,
+                "applies_to": _text(f"{p}-applies_to") or "account",
+                "conditions": conditions,
+            }
+        )
+    return segments, where
+
+
 def _read_profiles(stored: list[dict]) -> tuple[list[dict], dict]:
     """Each profile's weights, time frame, decay and penalties; its filters and name stay."""
     out, rows_of = [], {}
@@ -148,10 +207,12 @@ def _read_profiles(stored: list[dict]) -> tuple[list[dict], dict]:
             penalties.append(
                 {"points": points, "days": days, "event": _text(f"{p}-pen{i}-event") or None}
             )
-        rows_of[n] = penalty_rows
+        applies_to, condition_rows = _read_conditions(f"{p}-a")
+        rows_of[n] = {"penalties": penalty_rows, "applies_to": condition_rows}
         out.append(
             {
                 **profile,
+                "applies_to": [] if profile.get("default") else applies_to,
                 "weights": weights,
                 "time_frame_days": _number(f"{p}-time_frame_days"),
                 "decay": request.form.get(f"{p}-decay") == "yes",
@@ -198,6 +259,16 @@ def _read_section(section: str, document: dict) -> tuple[dict, dict]:
         trend = dict(document.get("trend") or {})
         trend["points"] = _number("trend-points")
         return {**document, "score_bands": bands, "trend": trend}, {}
+    if section == "segments":
+        segments, where = _read_segments(document.get("segments") or [])
+        return {**document, "segments": segments}, {"segments": where}
+    if section == "lead_types":
+        lead = dict(document.get("lead_types") or {})
+        for key in ("activation_high", "activation_medium", "engagement_high", "engagement_medium"):
+            lead[key] = _number(f"lead-{key}")
+        lead["fit_trait"] = _text("lead-fit_trait")
+        lead["poor_fit_value"] = _scalar(_text("lead-poor_fit_value"))
+        return {**document, "lead_types": lead}, {}
     abort(404, description="No such definitions section.")
 
 
@@ -211,10 +282,11 @@ def _field_id(section: str, path: str, where: dict) -> str:
             return f"{section}-{row}-{parts[2]}"
     if section == "profiles" and len(parts) >= 3 and parts[1].isdigit():
         n = int(parts[1])
-        if parts[2] == "penalties" and len(parts) >= 5 and parts[3].isdigit():
-            row = where.get("rows", {}).get(n, {}).get(int(parts[3]))
+        if parts[2] in ("penalties", "applies_to") and len(parts) >= 5 and parts[3].isdigit():
+            row = where.get("rows", {}).get(n, {}).get(parts[2], {}).get(int(parts[3]))
             if row is not None:
-                return f"p{n}-pen{row}-{parts[4]}"
+                kind = "pen" if parts[2] == "penalties" else "a-c"
+                return f"p{n}-{kind}{row}-{parts[4]}"
         if parts[2] == "weights":
             return f"p{n}-weights"
         return f"p{n}-{parts[2]}"
@@ -226,6 +298,17 @@ def _field_id(section: str, path: str, where: dict) -> str:
             return f"deal-{parts[1]}"
         if parts[0] == "pql" and len(parts) >= 2:
             return parts[1]
+    if section == "segments" and len(parts) >= 3 and parts[1].isdigit():
+        found = where.get("segments", {}).get(int(parts[1]))
+        if found is not None:
+            n, rows = found
+            if parts[2] == "conditions" and len(parts) >= 5 and parts[3].isdigit():
+                row = rows.get(int(parts[3]))
+                if row is not None:
+                    return f"s{n}-c{row}-{parts[4]}"
+            return f"s{n}-{parts[2]}"
+    if section == "lead_types" and len(parts) >= 2:
+        return f"lead-{parts[1]}"
     if section == "bands" and len(parts) >= 2:
         return f"bands-{parts[1]}" if parts[0] == "score_bands" else f"trend-{parts[1]}"
     return section
@@ -266,6 +349,8 @@ def _page(document: dict, errors: dict[str, list[str]], status: int = 200, **ext
             complexities=COMPLEXITIES,
             deal_sizes=DEAL_SIZES,
             signals=SIGNALS,
+            condition_ops=CONDITION_OPS,
+            condition_fields=list(CONDITION_FIELDS) + [f"trait.{t.name}" for t in catalogue.traits],
             **extra,
         ),
         status,

@@ -613,3 +613,54 @@ def test_sync_now_writes_and_says_what_it_did_and_waits_for_a_running_worker(
     assert re.search(r"Last sync <time [^>]+>just now</time>: 3 records created", done)
     # The lease is free again for the worker.
     assert leases.acquire(db, tenant_id, "score", "worker-1/push", dt.timedelta(minutes=1), NOW)
+
+
+def test_segments_and_lead_types_with_forms_equal_their_yaml(admin, client, db):
+    tenant_id, _ = admin
+    original = current_definitions(db, tenant_id).document
+    page = client.get("/app/definitions/setup")
+    html = page.get_data(as_text=True)
+    assert 'id="s0-c0-field"' in html and '<option value="trait.plan">' in html
+    form = {"csrf": csrf(page), "section": "segments", "action": "save", "segments-rows": "1"}
+    form.update({"s0-name": "Busy trials", "s0-applies_to": "account", "s0-crows": "3"})
+    form.update({"s0-c0-field": "engagement_score", "s0-c0-op": "gte", "s0-c0-value": "50"})
+    form.update({"s0-c1-field": "trait.plan", "s0-c1-op": "in", "s0-c1-value": "trial, free"})
+    form.update({"s0-c2-field": "crm.owner_id", "s0-c2-op": "exists"})
+    assert client.post("/app/definitions/setup", data=form).status_code == 302
+    lead = {"csrf": csrf(page), "section": "lead_types", "action": "save"}
+    lead.update({"lead-activation_high": "80", "lead-activation_medium": "40"})
+    lead.update({"lead-engagement_high": "60", "lead-engagement_medium": "30"})
+    lead.update({"lead-fit_trait": "fit", "lead-poor_fit_value": "poor"})
+    assert client.post("/app/definitions/setup", data=lead).status_code == 302
+    by_forms = current_definitions(db, tenant_id).document
+
+    expected = copy.deepcopy(original)
+    expected["segments"] = [
+        {
+            "name": "Busy trials",
+            "applies_to": "account",
+            "conditions": [
+                {"field": "engagement_score", "op": "gte", "value": 50},
+                {"field": "trait.plan", "op": "in", "value": ["trial", "free"]},
+                {"field": "crm.owner_id", "op": "exists"},
+            ],
+        }
+    ]
+    expected["lead_types"]["activation_high"] = 80
+    page = client.get("/app/definitions")
+    answer = client.post(
+        "/app/definitions",
+        data={"csrf": csrf(page), "action": "save", **_yaml_sections(expected)},
+    )
+    assert answer.status_code == 302
+    assert current_definitions(db, tenant_id).document == by_forms
+
+    # The forms show it back, and a mistake lands next to its field.
+    shown = client.get("/app/definitions/setup").get_data(as_text=True)
+    assert 'value="trial, free"' in shown and 'value="Busy trials"' in shown
+    bad = {**lead, "csrf": csrf(page), "lead-activation_medium": "90"}
+    refused = client.post("/app/definitions/setup", data=bad)
+    assert refused.status_code == 422
+    assert re.search(
+        r'id="lead-activation_medium"[^>]*aria-invalid="true"', refused.get_data(as_text=True)
+    )
