@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import case, delete, func, or_, select, text
+from sqlalchemy import case, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.bulk import insert_rows, upsert_history
@@ -455,6 +455,11 @@ def _member_stats(
     return out
 
 
+# Not compared when deciding whether a stored score changed: when it was computed, and the
+# push's own flag.
+_NOT_COMPARED = {"computed_at", "crm_pending"}
+
+
 def _store(
     session: Session,
     tenant_id: int,
@@ -466,18 +471,41 @@ def _store(
     today: dt.date,
     full: bool,
 ) -> None:
-    """Replace the subjects' scores and upsert today's history row for each."""
-    if full:
-        session.execute(delete(model))
-    else:
-        for chunk in chunks([r["_id"] for r in rows]):
-            session.execute(delete(model).where(*only(getattr(model, key), chunk)))
-    payload = []
+    """Write the subjects' scores, only where something changed, and upsert today's history
+    row for each. A new subject's row is inserted (in bulk); a row whose values differ from the
+    stored one is updated (one executemany per chunk) and flagged for the CRM push; an
+    unchanged row is left alone, so it is neither rewritten nor looked at by the next push.
+    A full pass also deletes the rows of subjects that are gone (merged, forgotten)."""
+    key_column = getattr(model, key)
+    payload: dict[int, dict] = {}
     for r in rows:
         item = {k: v for k, v in r.items() if k != "_id"}
         item.update({key: r["_id"], "tenant_id": tenant_id, "definitions_version": version})
-        payload.append(item)
-    insert_rows(session, model.__table__, payload)
+        payload[r["_id"]] = item
+    compared = [c.name for c in model.__table__.columns if c.name not in _NOT_COMPARED]
+    columns = [model.__table__.c[c] for c in compared]
+    stored: dict[int, tuple] = {}
+    for chunk in chunks(None if full else sorted(payload)):
+        query = select(*columns)
+        if chunk is not None:
+            query = query.where(*only(key_column, chunk))
+        for values in session.execute(query):
+            stored[values[compared.index(key)]] = tuple(values)
+    if full:
+        gone = sorted(set(stored) - set(payload))
+        for chunk in chunks(gone):
+            if chunk:
+                session.execute(delete(model).where(*only(key_column, chunk)))
+    fresh, changed = [], []
+    for sid, item in payload.items():
+        old = stored.get(sid)
+        if old is None:
+            fresh.append(item)
+        elif old != tuple(item.get(c) for c in compared):
+            changed.append({**item, "crm_pending": True})
+    insert_rows(session, model.__table__, fresh)
+    for start in range(0, len(changed), 5000):
+        session.execute(update(model), changed[start : start + 5000])
     upsert_history(
         session,
         tenant_id,

@@ -543,3 +543,45 @@ def test_a_hand_raisers_pql_at_is_the_time_of_the_request(client, db, tenant_key
     acme = scores(db, tenant_id)["acme"]
     assert (acme.pql, acme.pql_kind) == (True, "hand_raiser")
     assert acme.pql_at == NOW - dt.timedelta(days=3)
+
+
+def test_a_pass_writes_only_the_scores_that_changed(client, db, tenant_key):
+    """An unchanged score is not rewritten, so the next push does not look at it; a changed
+    one is updated and flagged; a subject that is gone loses its row in a full pass."""
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+    send(client, key, [group("cy", "initech", plan="trial"), *ev("cy", "Logged In", "initech")])
+    recompute(db, tenant_id, NOW)
+
+    def pending():
+        with db.tenant_session(tenant_id) as s:
+            accounts = s.scalars(
+                select(Account.external_id)
+                .join(AccountScore, AccountScore.account_id == Account.id)
+                .where(AccountScore.crm_pending.is_(True))
+            ).all()
+            users = s.scalars(
+                select(User.external_id)
+                .join(UserScore, UserScore.user_id == User.id)
+                .where(UserScore.crm_pending.is_(True))
+            ).all()
+        return sorted(accounts), sorted(users)
+
+    def pushed():
+        with db.tenant_transaction(tenant_id) as s:
+            for model in (AccountScore, UserScore):
+                for row in s.scalars(select(model)):
+                    row.crm_pending = False
+
+    assert pending() == (["acme", "initech"], ["ada", "bob", "cy"])
+    pushed()
+    computed = scores(db, tenant_id)["acme"].computed_at
+    recompute(db, tenant_id, NOW + dt.timedelta(minutes=5), full=True)
+    assert pending() == ([], [])
+    assert scores(db, tenant_id)["acme"].computed_at == computed  # not rewritten
+    # Cy does more: cy and initech change (acme's grade may move with the percentile too).
+    send(client, key, ev("cy", "Report Created", "initech", n=30))
+    recompute(db, tenant_id, NOW + dt.timedelta(minutes=10), full=True)
+    accounts, users = pending()
+    assert "initech" in accounts and "cy" in users
+    assert "initech" in accounts and scores(db, tenant_id)["initech"].computed_at > computed
