@@ -34,6 +34,13 @@ CHECKLISTS = {
     "users": ("user_checklist", "Activation checklist: users"),
 }
 SECTIONS = (*CHECKLISTS, "profiles", "key_features", "pql", "bands", "segments", "lead_types")
+TREND_FIELDS = (
+    "points",
+    "new_days",
+    "recently_inactive_from_days",
+    "recently_inactive_to_days",
+    "mature_days",
+)
 BLANK_ROWS = 2  # empty rows under each list, to add steps, weights or penalties
 SIGNALS = (
     ("hand_raiser_events", "Hand-raiser events (asked for a demo or sales)"),
@@ -246,18 +253,23 @@ def _read_section(section: str, document: dict) -> tuple[dict, dict]:
         }
         for field, _ in SIGNALS:
             pql[field] = _lines(field)
+        pql["stage_trait"] = _text("stage_trait")
+        for field in ("trial_values", "paid_values"):
+            pql[field] = [v.strip() for v in _text(field).split(",") if v.strip()]
         deal = dict(document.get("deal_size") or {})
         deal.update(
             trait=_text("deal-trait"),
             mid_from=_number("deal-mid_from"),
             large_from=_number("deal-large_from"),
             unknown=_text("deal-unknown"),
+            values={size: _number(f"deal-value-{size}") for size in DEAL_SIZES},
         )
         return {**document, "pql": pql, "deal_size": deal}, {}
     if section == "bands":
         bands = {k: _number(f"bands-{k}") for k in ("most_engaged", "engaged", "passive")}
         trend = dict(document.get("trend") or {})
-        trend["points"] = _number("trend-points")
+        for field in TREND_FIELDS:
+            trend[field] = _number(f"trend-{field}")
         return {**document, "score_bands": bands, "trend": trend}, {}
     if section == "segments":
         segments, where = _read_segments(document.get("segments") or [])
@@ -295,6 +307,9 @@ def _field_id(section: str, path: str, where: dict) -> str:
             size = next((p for p in parts[3:] if p in DEAL_SIZES), None)
             return f"t-{parts[2]}-{size}" if size else "t-table"
         if parts[0] == "deal_size" and len(parts) >= 2:
+            if parts[1] == "values" and len(parts) >= 3:
+                size = next((p for p in parts[2:] if p in DEAL_SIZES), None)
+                return f"deal-value-{size}" if size else "deal-values"
             return f"deal-{parts[1]}"
         if parts[0] == "pql" and len(parts) >= 2:
             return parts[1]

@@ -401,6 +401,12 @@ def test_the_forms_save_what_the_yaml_page_saves(admin, client, db):
     pql.update({"deal-mid_from": str(deal["mid_from"]), "deal-large_from": "500"})
     for field in ("hand_raiser_events", "limit_events", "purchase_events"):
         pql[field] = "\n".join(original["pql"][field])
+    pql["stage_trait"] = original["pql"]["stage_trait"]
+    pql["trial_values"] = ", ".join(original["pql"]["trial_values"])
+    pql["paid_values"] = ", ".join(original["pql"]["paid_values"])
+    for size, value in deal["values"].items():
+        pql[f"deal-value-{size}"] = str(value)
+    pql["deal-value-large"] = "150000"
     assert client.post("/app/definitions/setup", data=pql).status_code == 302
     by_forms = current_definitions(db, tenant_id)
 
@@ -424,6 +430,7 @@ def test_the_forms_save_what_the_yaml_page_saves(admin, client, db):
     expected["pql"]["complexity"] = "intermediate"
     expected["pql"]["thresholds"]["intermediate"]["mid"] = 45
     expected["deal_size"]["large_from"] = 500
+    expected["deal_size"]["values"]["large"] = 150000
     page = client.get("/app/definitions")
     answer = client.post(
         "/app/definitions",
@@ -463,7 +470,9 @@ def test_a_form_preview_is_a_job_and_saves_the_draft_it_scored(admin, client, db
     page = client.get("/app/definitions/setup")
     form = {"csrf": csrf(page), "section": "bands", "action": "preview"}
     form.update({"bands-most_engaged": "90", "bands-engaged": "50", "bands-passive": "25"})
-    form["trend-points"] = "10"
+    form.update({"trend-points": "10", "trend-new_days": "30", "trend-mature_days": "182"})
+    form.update({"trend-recently_inactive_from_days": "30"})
+    form.update({"trend-recently_inactive_to_days": "60"})
     answer = client.post("/app/definitions/setup", data=form)
     assert answer.status_code == 302 and "preview=" in answer.headers["Location"]
     assert current_definitions(db, tenant_id).document["score_bands"]["most_engaged"] == 75

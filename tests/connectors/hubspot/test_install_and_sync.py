@@ -133,10 +133,16 @@ def test_unchanged_traits_cost_no_api_call(app, client, db, installed, sandbox):
     scored_and_synced(app, client, db, tenant_id, key)
     before = requests_made(sandbox)
     recompute(db, tenant_id, NOW + dt.timedelta(minutes=1))  # everyone scored again, same values
+    # The pass wrote nothing (same values), so the push does not even read them.
     report = sync_tenant(app.extensions["pql"], tenant_id)
     assert requests_made(sandbox) == before
-    assert report.subjects["account"].unchanged == 1 and report.subjects["user"].unchanged == 2
-    # Scores not written again since are not even read.
+    assert report.subjects["account"].unchanged == 0 and report.subjects["user"].unchanged == 0
+    # A score flagged without a change in what the CRM shows is read, costs no call, and
+    # is settled.
+    with db.tenant_transaction(tenant_id) as session:
+        session.scalars(select(AccountScore)).one().crm_pending = True
+    report = sync_tenant(app.extensions["pql"], tenant_id)
+    assert report.subjects["account"].unchanged == 1 and requests_made(sandbox) == before
     again = sync_tenant(app.extensions["pql"], tenant_id)
     assert again.subjects["account"].unchanged == 0 and requests_made(sandbox) == before
 
