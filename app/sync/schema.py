@@ -14,6 +14,22 @@ from connectors.base import Connector
 log = logging.getLogger(__name__)
 
 
+def _objects(connector: Connector, prefix: str, definitions):
+    """(object type, the app's property group, its property specs) for accounts and users."""
+    group = (properties.group_name(prefix), properties.GROUP_LABEL)
+    for subject, object_type in (
+        ("account", connector.account_type),
+        ("user", connector.user_type),
+    ):
+        yield object_type, group, properties.specs(prefix, subject, definitions)
+
+
+def _note_schema_version(db: Database, tenant_id: int, version: int | None) -> None:
+    with db.system_transaction() as session:
+        tenant = session.get(Tenant, tenant_id, with_for_update=True)
+        tenant.settings = {**(tenant.settings or {}), "schema_version": version}
+
+
 def ensure_schema(
     db: Database, tenant_id: int, connector: Connector, prefix: str, force: bool = False
 ) -> list[str]:
@@ -24,16 +40,9 @@ def ensure_schema(
     if not force and settings.get("schema_version") == stored.version:
         return []
     created = []
-    group = (properties.group_name(prefix), properties.GROUP_LABEL)
-    for subject, object_type in (
-        ("account", connector.account_type),
-        ("user", connector.user_type),
-    ):
-        specs = properties.specs(prefix, subject, stored.definitions)
+    for object_type, group, specs in _objects(connector, prefix, stored.definitions):
         created += connector.ensure_schema(object_type, group, specs)
-    with db.system_transaction() as session:
-        tenant = session.get(Tenant, tenant_id, with_for_update=True)
-        tenant.settings = {**(tenant.settings or {}), "schema_version": stored.version}
+    _note_schema_version(db, tenant_id, stored.version)
     log.info("tenant %s: CRM schema ensured (%s created)", tenant_id, len(created))
     return created
 
@@ -42,16 +51,9 @@ def remove_schema(db: Database, tenant_id: int, connector: Connector, prefix: st
     """Delete the app's properties, their values and its property group from the CRM (the
     uninstall's option: workflows, lists and reports built on them stop working)."""
     stored = current_definitions(db, tenant_id)
-    group = (properties.group_name(prefix), properties.GROUP_LABEL)
     removed = []
-    for subject, object_type in (
-        ("account", connector.account_type),
-        ("user", connector.user_type),
-    ):
-        specs = properties.specs(prefix, subject, stored.definitions)
+    for object_type, group, specs in _objects(connector, prefix, stored.definitions):
         removed += connector.remove_schema(object_type, group, specs)
-    with db.system_transaction() as session:
-        tenant = session.get(Tenant, tenant_id, with_for_update=True)
-        tenant.settings = {**(tenant.settings or {}), "schema_version": None}
+    _note_schema_version(db, tenant_id, None)
     log.info("tenant %s: CRM schema removed (%s properties)", tenant_id, len(removed))
     return removed
