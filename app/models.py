@@ -353,6 +353,10 @@ class AccountScore(_ScoreColumns, TenantOwned, Base):
     # Ice Cold only because the scoring rules changed (the pass that applied them found a drop
     # the old rules did not show): not an engagement drop, so no CS task while it lasts.
     drop_excused: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Fit (scoring.fit): None while the tenant has no fit rules.
+    fit_score: Mapped[float | None]
+    fit_band: Mapped[str | None] = mapped_column(String(20))
+    fit_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class UserScore(_ScoreColumns, TenantOwned, Base):

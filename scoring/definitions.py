@@ -144,6 +144,8 @@ class PQLRules:
     hand_raiser_traits: tuple[Condition, ...] = ()
     limit_traits: tuple[Condition, ...] = ()
     purchase_traits: tuple[Condition, ...] = ()
+    # The lowest fit band a PQL may have (None: fit does not gate PQLs).
+    min_fit_band: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,53 @@ class LeadTypeBands:
 
 
 @dataclass(frozen=True)
+class FitRule:
+    """Points (negative to take away) for an account where every condition holds; rules of
+    one ``group`` add up to at most that group's cap."""
+
+    label: str
+    conditions: tuple[Condition, ...]
+    points: int
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Disqualifier:
+    """Conditions that make an account the lowest fit band whatever else it has; ``label`` is
+    the reason ("personal email domain", "a competitor")."""
+
+    label: str
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class FitBand:
+    name: str
+    min_score: float
+
+
+@dataclass(frozen=True)
+class FitRules:
+    """Who the account is: a 0–100 fit score from firmographic conditions (traits, the CRM's
+    fields), its band and why. No rules and no disqualifiers: fit is not scored."""
+
+    rules: tuple[FitRule, ...] = ()
+    group_caps: dict[str, int] = field(default_factory=dict)
+    disqualifiers: tuple[Disqualifier, ...] = ()
+    # Best first; the last one's minimum is 0.
+    bands: tuple[FitBand, ...] = (
+        FitBand("A", 75),
+        FitBand("B", 50),
+        FitBand("C", 25),
+        FitBand("D", 0),
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rules or self.disqualifiers)
+
+
+@dataclass(frozen=True)
 class Definitions:
     account_checklist_trial: Checklist
     account_checklist_paid: Checklist
@@ -173,6 +222,7 @@ class Definitions:
     deal_size: DealSizeRule = field(default_factory=DealSizeRule)
     pql: PQLRules = field(default_factory=PQLRules)
     lead_types: LeadTypeBands = field(default_factory=LeadTypeBands)
+    fit: FitRules = field(default_factory=FitRules)
 
     @property
     def default_profile(self) -> ScoringProfile:

@@ -297,6 +297,7 @@ CONDITION_OPS = (
     "lte",
     "contains",
     "in",
+    "ends_with",
     "exists",
     "not_exists",
 )
@@ -332,6 +333,9 @@ def condition_holds(condition: Condition, record: Mapping[str, Any]) -> bool:
     if op == "in":
         options = expected if isinstance(expected, list | tuple) else [expected]
         return any(actual == o or str(actual).lower() == str(o).lower() for o in options)
+    if op == "ends_with":
+        endings = expected if isinstance(expected, list | tuple) else [expected]
+        return any(str(actual).lower().endswith(str(e).lower()) for e in endings)
     try:
         a, b = float(actual), float(expected)
     except (TypeError, ValueError):

@@ -37,6 +37,10 @@ from scoring.definitions import (
     Condition,
     DealSizeRule,
     Definitions,
+    Disqualifier,
+    FitBand,
+    FitRule,
+    FitRules,
     InactivityPenalty,
     LeadTypeBands,
     PQLRules,
@@ -227,6 +231,7 @@ class PQLSchema(_Strict):
     hand_raiser_traits = fields.List(fields.Nested(ConditionSchema), load_default=list)
     limit_traits = fields.List(fields.Nested(ConditionSchema), load_default=list)
     purchase_traits = fields.List(fields.Nested(ConditionSchema), load_default=list)
+    min_fit_band = fields.String(allow_none=True, load_default=None)
 
     @validates_schema
     def _complete(self, data, **kwargs):
@@ -278,6 +283,81 @@ class LeadTypeSchema(_Strict):
         return LeadTypeBands(**data)
 
 
+class FitRuleSchema(_Strict):
+    label = fields.String(required=True, validate=validate.Length(min=1, max=120))
+    conditions = fields.List(
+        fields.Nested(ConditionSchema), required=True, validate=validate.Length(min=1, max=20)
+    )
+    points = fields.Integer(required=True, validate=validate.Range(-100, 100))
+    group = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=80))
+
+    @post_load
+    def _make(self, data, **kwargs):
+        return FitRule(**{**data, "conditions": tuple(data["conditions"])})
+
+
+class DisqualifierSchema(_Strict):
+    label = fields.String(required=True, validate=validate.Length(min=1, max=120))
+    conditions = fields.List(
+        fields.Nested(ConditionSchema), required=True, validate=validate.Length(min=1, max=20)
+    )
+
+    @post_load
+    def _make(self, data, **kwargs):
+        return Disqualifier(data["label"], tuple(data["conditions"]))
+
+
+class FitBandSchema(_Strict):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=20))
+    min_score = fields.Float(required=True, validate=validate.Range(0, 100))
+
+    @post_load
+    def _make(self, data, **kwargs):
+        return FitBand(**data)
+
+
+class FitSchema(_Strict):
+    rules = fields.List(fields.Nested(FitRuleSchema), load_default=list)
+    group_caps = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=80)),
+        values=fields.Integer(validate=validate.Range(-100, 100)),
+        load_default=dict,
+    )
+    disqualifiers = fields.List(fields.Nested(DisqualifierSchema), load_default=list)
+    bands = fields.List(
+        fields.Nested(FitBandSchema),
+        load_default=lambda: list(FitRules().bands),
+        validate=validate.Length(min=2, max=10, error="2 to 10 fit bands"),
+    )
+
+    @validates_schema
+    def _bands(self, data, **kwargs):
+        bands = data.get("bands") or []
+        names = [b.name for b in bands]
+        if len(names) != len(set(names)):
+            raise ValidationError("band names must be unique", "bands")
+        minimums = [b.min_score for b in bands]
+        if minimums != sorted(minimums, reverse=True) or len(set(minimums)) != len(minimums):
+            raise ValidationError("bands go from the best down, each minimum lower", "bands")
+        if bands and bands[-1].min_score != 0:
+            raise ValidationError("the last band's minimum must be 0", "bands")
+        groups = {r.group for r in data.get("rules", []) if r.group}
+        unknown = sorted(set(data.get("group_caps", {})) - groups)
+        if unknown:
+            raise ValidationError(
+                f"caps for groups no rule has: {', '.join(unknown)}", "group_caps"
+            )
+
+    @post_load
+    def _make(self, data, **kwargs):
+        return FitRules(
+            rules=tuple(data["rules"]),
+            group_caps=dict(data["group_caps"]),
+            disqualifiers=tuple(data["disqualifiers"]),
+            bands=tuple(data["bands"]),
+        )
+
+
 class DefinitionsSchema(_Strict):
     account_checklist_trial = _checklist_field()
     account_checklist_paid = _checklist_field()
@@ -297,6 +377,7 @@ class DefinitionsSchema(_Strict):
     deal_size = fields.Nested(DealSizeSchema, load_default=lambda: DealSizeRule())
     pql = fields.Nested(PQLSchema, load_default=lambda: PQLRules())
     lead_types = fields.Nested(LeadTypeSchema, load_default=lambda: LeadTypeBands())
+    fit = fields.Nested(FitSchema, load_default=lambda: FitRules())
 
     @validates_schema
     def _consistent(self, data, **kwargs):
@@ -320,6 +401,13 @@ class DefinitionsSchema(_Strict):
         segment_names = [s.name for s in data.get("segments", [])]
         if len(segment_names) != len(set(segment_names)):
             raise ValidationError("segment names must be unique", "segments")
+        pql, fit = data.get("pql"), data.get("fit")
+        if pql and fit and pql.min_fit_band is not None:
+            bands = [b.name for b in fit.bands]
+            if pql.min_fit_band not in bands:
+                raise ValidationError(
+                    {"min_fit_band": [f"must be one of the fit bands: {', '.join(bands)}"]}, "pql"
+                )
 
     @post_load
     def _make(self, data, **kwargs):
@@ -336,6 +424,7 @@ class DefinitionsSchema(_Strict):
             deal_size=data["deal_size"],
             pql=data["pql"],
             lead_types=data["lead_types"],
+            fit=data["fit"],
         )
 
 

@@ -59,6 +59,7 @@ from scoring.engine import (
     raw_engagement,
     trend,
 )
+from scoring.fit import fit, gate_pql, poor_fit
 
 log = logging.getLogger(__name__)
 
@@ -198,20 +199,30 @@ def _score_rows(
             active = stats.active.get(profile.time_frame_days, 0) if stats else 0
             activated_users = stats.activated if stats else 0
             average = stats.average if stats else 0.0
-            pql = pql_status(facts, act, checklist, defs.pql, defs.deal_size)
-            fit = (
-                "poor"
-                if str(facts.traits.get(defs.lead_types.fit_trait, "")).lower()
-                == str(defs.lead_types.poor_fit_value).lower()
-                else "good"
+            fitted = fit(
+                {**_record(facts.traits, facts.crm), "domain": data.domain.get(sid)}, defs.fit
             )
+            pql = gate_pql(
+                pql_status(facts, act, checklist, defs.pql, defs.deal_size),
+                fitted,
+                defs.fit,
+                defs.pql.min_fit_band,
+            )
+            # Lead types tell a poor fit apart (the seed's Incompatible Ignoramus): the lowest
+            # fit band or a disqualifier, or the tenant's own fit trait.
+            poor = (
+                poor_fit(fitted, defs.fit)
+                or str(facts.traits.get(defs.lead_types.fit_trait, "")).lower()
+                == str(defs.lead_types.poor_fit_value).lower()
+            )
+            fit_word = "poor" if poor else "good"
             # Lead types forecast conversion: for trial and free accounts only (a paying
             # account has converted: no lead type, no chance to convert, no forecast).
             lead = (
                 None
                 if is_paying(facts.traits, defs)
                 else lead_type(
-                    act.rate, score, facts.crm.get("communication"), fit, defs.lead_types
+                    act.rate, score, facts.crm.get("communication"), fit_word, defs.lead_types
                 )
             )
             row.update(
@@ -239,6 +250,9 @@ def _score_rows(
                 ),
                 pql_kind=pql.kind,
                 pql_reason=pql.reason,
+                fit_score=fitted.score if fitted else None,
+                fit_band=fitted.band if fitted else None,
+                fit_reason=fitted.reason if fitted else None,
                 deal_size=pql.deal_size,
                 lead_type=lead.name if lead else None,
                 chance_to_convert=lead.chance if lead else None,

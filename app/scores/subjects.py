@@ -68,6 +68,8 @@ class Subjects:
     )
     distinct_users: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
     crm: dict[int, dict] = field(default_factory=dict)
+    # Accounts: the domain (from the website trait), for fit rules.
+    domain: dict[int, str | None] = field(default_factory=dict)
 
     def facts(self, sid: int) -> Facts:
         activity = Activity(
@@ -165,13 +167,18 @@ def load_accounts(
     session: Session, ids: list[int] | None, defs: Definitions, today: dt.date
 ) -> Subjects:
     data = Subjects()
-    base = select(Account.id, Account.first_seen_at, Account.last_active_at, Account.traits)
+    base = select(
+        Account.id, Account.first_seen_at, Account.last_active_at, Account.traits, Account.domain
+    )
     early_team = _early_team_events(defs)
     for chunk in chunks(ids):
-        for aid, first, last, traits in session.execute(base.where(*only(Account.id, chunk))):
+        for aid, first, last, traits, domain in session.execute(
+            base.where(*only(Account.id, chunk))
+        ):
             data.first_seen[aid] = first.date()
             data.last_seen[aid] = last
             data.traits[aid] = traits or {}
+            data.domain[aid] = domain
         _load_activity(session, data, activity_basis.ACCOUNTS, chunk, defs, today)
         _load_crm(session, data, "account", chunk, today)
         if early_team:

@@ -36,6 +36,7 @@ SECTIONS = (
     ("pql", "PQL thresholds and signals"),
     ("deal_size", "Deal size"),
     ("lead_types", "Lead types"),
+    ("fit", "Fit (firmographic rules, disqualifiers, bands)"),
 )
 
 

@@ -585,3 +585,43 @@ def test_a_pass_writes_only_the_scores_that_changed(client, db, tenant_key):
     accounts, users = pending()
     assert "initech" in accounts and "cy" in users
     assert "initech" in accounts and scores(db, tenant_id)["initech"].computed_at > computed
+
+
+def test_fit_is_scored_gates_pqls_when_asked_and_tells_poor_fits_apart(client, db, tenant_key):
+    tenant_id, key = tenant_key
+    acme_trial(client, key)  # a mid-size trial PQL (120 employees)
+    send(client, key, [group("cy", "initech", plan="trial", employees=5000, industry="saas")])
+    recompute(db, tenant_id, NOW)
+    assert scores(db, tenant_id)["acme"].fit_band is None  # no rules: fit not scored
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["fit"]["rules"] = [
+        {
+            "label": "1000+ employees",
+            "points": 50,
+            "conditions": [{"field": "trait.employees", "op": "gte", "value": 1000}],
+        },
+        {
+            "label": "SaaS",
+            "points": 30,
+            "conditions": [{"field": "trait.industry", "op": "equals", "value": "saas"}],
+        },
+    ]
+    document["pql"]["min_fit_band"] = "B"
+    save_definitions(db, tenant_id, document, "test")
+    recompute(db, tenant_id, NOW + dt.timedelta(minutes=1))
+    rows = scores(db, tenant_id)
+    acme, initech = rows["acme"], rows["initech"]
+    assert (initech.fit_score, initech.fit_band) == (80.0, "A")
+    assert initech.fit_reason == "Fit A (80): 1000+ employees (+50); SaaS (+30)."
+    assert (acme.fit_score, acme.fit_band) == (0.0, "D")
+    # Acme reached its Activation threshold but its fit is below B: not a PQL, and says why.
+    assert acme.pql is False and "below the B needed" in acme.pql_reason
+    # Segments can use fit.
+    document["segments"].append(
+        {"name": "Best fit", "conditions": [{"field": "fit_band", "op": "equals", "value": "A"}]}
+    )
+    save_definitions(db, tenant_id, document, "test")
+    recompute(db, tenant_id, NOW + dt.timedelta(minutes=2))
+    rows = scores(db, tenant_id)
+    assert "Best fit" in rows["initech"].segments["names"]
+    assert "Best fit" not in rows["acme"].segments["names"]
