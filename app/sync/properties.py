@@ -163,6 +163,28 @@ ACCOUNT_ONLY = (
         _attr("forecast_value"),
         "Deal size value x chance to convert",
     ),
+    Field(
+        "fit_score",
+        "Fit score",
+        "number",
+        _attr("fit_score"),
+        "Who the account is (firmographics), 0-100, from the tenant's fit rules",
+    ),
+    Field(
+        "fit_band",
+        "Fit band",
+        "enumeration",
+        _attr("fit_band"),
+        "The fit score's band (best first), or the lowest when a disqualifier applies",
+        options=lambda defs: tuple(b.name for b in defs.fit.bands),
+    ),
+    Field(
+        "fit_reason",
+        "Fit reason",
+        "text",
+        _attr("fit_reason"),
+        "Why the account has its fit band, in one sentence",
+    ),
 )
 
 ACCOUNT_FIELDS = COMMON + ACCOUNT_ONLY

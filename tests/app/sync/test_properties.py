@@ -18,6 +18,9 @@ def test_every_property_is_prefixed_typed_and_the_key_is_unique_and_hidden():
     options = {s.name: s.options for s in specs}
     assert "Heartbreaker" in options["acme_lead_type"]
     assert options["acme_engagement_segment"] == properties.ENGAGEMENT_SEGMENTS
+    # Fit, typed; the band's options are the tenant's band names.
+    assert kinds["acme_fit_score"] == "number" and kinds["acme_fit_reason"] == "text"
+    assert options["acme_fit_band"] == ("A", "B", "C", "D")
 
 
 def test_contacts_get_the_user_traits_only():

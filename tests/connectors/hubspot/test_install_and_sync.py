@@ -951,3 +951,39 @@ def test_contacts_end_associated_with_their_company_even_when_it_came_later(
     assert report.subjects["user"].associated == 2
     # Converged: the next sync asks nothing more.
     assert sync_tenant(svc, tenant_id).subjects["user"].associated == 0
+
+
+def test_fit_reaches_the_company_with_its_reason_and_is_pushed_only_when_it_changes(
+    app, client, db, installed, sandbox
+):
+    from app.scores.definitions_store import current_definitions, save_definitions, to_document
+
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company] = portal(sandbox).objects["companies"].values()
+    assert not company["properties"].get("pql_fit_band")  # no fit rules yet
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["fit"]["rules"] = [
+        {
+            "label": "Company domain",
+            "points": 60,
+            "conditions": [{"field": "domain", "op": "ends_with", "value": ".example"}],
+        }
+    ]
+    document["fit"]["bands"] = [
+        {"name": "Ideal", "min_score": 50},
+        {"name": "Other", "min_score": 0},
+    ]
+    save_definitions(db, tenant_id, document, "test")
+    recompute(db, tenant_id, NOW + dt.timedelta(minutes=1))
+    sync_tenant(app.extensions["pql"], tenant_id)
+    props = company["properties"]
+    assert (props["pql_fit_score"], props["pql_fit_band"]) == ("60", "Ideal")
+    assert props["pql_fit_reason"] == "Fit Ideal (60): Company domain (+60)."
+    # The enumeration's options follow the tenant's band names.
+    spec = portal(sandbox).properties["companies"]["pql_fit_band"]
+    assert [o["value"] for o in spec["options"]] == ["Ideal", "Other"]
+    before = requests_made(sandbox)
+    recompute(db, tenant_id, NOW + dt.timedelta(minutes=2))
+    sync_tenant(app.extensions["pql"], tenant_id)
+    assert requests_made(sandbox) == before  # nothing changed: no call
