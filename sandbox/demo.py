@@ -234,6 +234,58 @@ def backfill_history(tenant_id: int, now) -> None:
         leases.release(db, tenant_id, "score", "demo", utcnow())
 
 
+# The fit rules the demo's admin sets up (a starting point for a B2B product; the README's
+# fit section explains them): company size in one capped group, personal email domains out.
+DEMO_FIT = {
+    "rules": [
+        {
+            "label": "50 to 999 employees",
+            "points": 60,
+            "group": "size",
+            "conditions": [{"field": "trait.employees", "op": "gte", "value": 50}],
+        },
+        {
+            "label": "1,000+ employees",
+            "points": 30,
+            "group": "size",
+            "conditions": [{"field": "trait.employees", "op": "gte", "value": 1000}],
+        },
+        {
+            "label": "On a company domain",
+            "points": 10,
+            "conditions": [{"field": "domain", "op": "exists"}],
+        },
+    ],
+    "group_caps": {"size": 80},
+    "disqualifiers": [
+        {
+            "label": "personal email domain",
+            "conditions": [
+                {
+                    "field": "domain",
+                    "op": "ends_with",
+                    "value": ["gmail.com", "yahoo.com", "hotmail.com", "outlook.com"],
+                }
+            ],
+        }
+    ],
+}
+
+
+def set_demo_fit_rules(tenant_id: int) -> None:
+    """The admin's fit rules (through the same store as the admin pages)."""
+    from app.scores.definitions_store import (
+        current_definitions,
+        save_definitions,
+        to_document,
+    )
+
+    db = services().db
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["fit"] = {**document["fit"], **DEMO_FIT}
+    save_definitions(db, tenant_id, document, "demo", "fit rules")
+
+
 SHOWN_TRAITS = (
     "activation_rate",
     "next_step",
@@ -244,6 +296,8 @@ SHOWN_TRAITS = (
     "pql_reason",
     "lead_type",
     "active_users",
+    "fit_band",
+    "fit_reason",
 )
 
 
@@ -412,6 +466,7 @@ def hubspot_demo(base_url: str, timeout: float) -> None:
         click.echo(f"Installed into the HubSpot sandbox (portal {portal}): tenant {tenant_id}")
     else:
         tenant_id, key = _installed_by_browser(base_url, "/hubspot/install", hubspot_tenant)
+    set_demo_fit_rules(tenant_id)
     now = _send_sample_events(base_url, key)
     click.echo(json.dumps(account_summary(tenant_id), indent=2))
     _wait_for_push(svc, tenant_id, "HubSpot", now, timeout)
@@ -435,6 +490,7 @@ def salesforce_demo(base_url: str, timeout: float) -> None:
         click.echo(f"Installed into the Salesforce sandbox (org {org}): tenant {tenant_id}")
     else:
         tenant_id, key = _installed_by_browser(base_url, "/salesforce/install", salesforce_tenant)
+    set_demo_fit_rules(tenant_id)
     now = _send_sample_events(base_url, key)
     _wait_for_push(svc, tenant_id, "Salesforce", now, timeout)
     if sandbox:

@@ -273,6 +273,18 @@ def event_catalogue_json():
     return jsonify(catalogue.as_dict())
 
 
+@bp.get("/fit/backtest")
+@admin_required
+def fit_backtest_json():
+    """How the fit bands separate the accounts the CRM marks converted from the lost ones."""
+    from app.web.backtest import fit_backtest
+
+    svc = services()
+    defs = current_definitions(svc.db, g.tenant_id).definitions
+    with svc.db.tenant_session(g.tenant_id) as session:
+        return jsonify(fit_backtest(session, defs.fit))
+
+
 @bp.get("/accounts/<path:external_id>")
 @admin_required
 def get_account(external_id: str):

@@ -17,6 +17,7 @@ from sandbox.demo import (
     install_in_sandbox,
     salesforce_tenant,
     send_batches,
+    set_demo_fit_rules,
 )
 from sandbox.hubspot import app_env as hubspot_env
 from sandbox.salesforce import SalesforceSandboxServer
@@ -44,6 +45,7 @@ def test_the_demo_loop_turns_events_into_hubspot_properties_and_a_cs_task(app, d
     with app.app_context():
         key = install_in_sandbox(served)
         tenant_id = hubspot_tenant(1234567)
+        set_demo_fit_rules(tenant_id)
         now = svc.clock()
         messages = demo_messages(random.Random("t"), now)
         assert send_batches(served, key, messages) == len(messages)
@@ -78,6 +80,13 @@ def test_the_demo_loop_turns_events_into_hubspot_properties_and_a_cs_task(app, d
     assert umbrella["pql_trend"] == "Ice Cold"
     # Umbrella pays: it has converted, so no lead type; the trials have one.
     assert umbrella["pql_activation_rate"] is not None and not umbrella["pql_lead_type"]
+    # The fit band and its reason are on the company.
+    assert umbrella["pql_fit_band"] == "B"
+    assert umbrella["pql_fit_reason"] == (
+        "Fit B (70): 50 to 999 employees (+60); On a company domain (+10)."
+    )
+    globex = next(c for c in view["accounts"] if c["name"] == "Globex")
+    assert globex["pql_fit_band"] == "A"  # size capped at 80, +10 for the domain
     acme = next(c for c in view["accounts"] if c["name"] == "Acme Analytics")
     assert acme["pql_lead_type"]
 

@@ -13,6 +13,7 @@ from app.web.admin import (  # noqa: F401 (their routes)
     definition_forms,
     definitions,
     events,
+    fit,
     home,
     triggers,
 )

@@ -39,6 +39,7 @@ SORTS = {
     "pql": AccountScore.pql,
     "last_active_at": AccountScore.last_active_at,
     "forecast_value": AccountScore.forecast_value,
+    "fit_score": AccountScore.fit_score,
 }
 
 
@@ -46,7 +47,7 @@ SORTS = {
 
 
 def _filters() -> dict[str, str]:
-    keys = ("q", "segment", "pql", "owner", "stage", "min_activation", "min_engagement")
+    keys = ("q", "segment", "pql", "owner", "stage", "min_activation", "min_engagement", "fit")
     return {k: request.args.get(k, "").strip() for k in keys}
 
 
@@ -81,6 +82,8 @@ def _listed() -> tuple[list[dict], dict[str, str], str, str, dict[str, str]]:
             )
         if filters["pql"] in ("yes", "no"):
             query = query.where(AccountScore.pql.is_(filters["pql"] == "yes"))
+        if filters["fit"]:
+            query = query.where(AccountScore.fit_band == filters["fit"])
         minimum = _number(filters["min_activation"])
         if minimum is not None:
             query = query.where(AccountScore.activation_rate >= minimum)
@@ -129,6 +132,9 @@ CSV_COLUMNS = (
     "engagement_segment",
     "trend",
     "trend_change",
+    "fit_score",
+    "fit_band",
+    "fit_reason",
     "owner",
     "owner_id",
     "lifecycle_stage",
@@ -159,6 +165,9 @@ def accounts_csv():
                     score.engagement_segment,
                     score.trend_segment or "",
                     "" if score.trend_change is None else score.trend_change,
+                    "" if score.fit_score is None else score.fit_score,
+                    score.fit_band or "",
+                    score.fit_reason or "",
                     r["owner"] or "",
                     r["owner_id"] or "",
                     r["stage"] or "",
@@ -209,6 +218,9 @@ def accounts():
         chart=chart,
         segments=tenant_segment_names(),
         owners=owners,
+        fit_bands=[
+            b.name for b in current_definitions(tenant_db(), g.tenant_id).definitions.fit.bands
+        ],
     )
 
 

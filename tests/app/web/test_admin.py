@@ -20,7 +20,7 @@ from app.models import (
     Tenant,
     WriteKey,
 )
-from app.scores.definitions_store import current_definitions
+from app.scores.definitions_store import current_definitions, save_definitions, to_document
 from app.scores.scoring_pass import recompute
 from app.sync.lifecycle import uninstall
 from tests.helpers.apps import write_key_of
@@ -673,3 +673,34 @@ def test_segments_and_lead_types_with_forms_equal_their_yaml(admin, client, db):
     assert re.search(
         r'id="lead-activation_medium"[^>]*aria-invalid="true"', refused.get_data(as_text=True)
     )
+
+
+def test_fit_on_the_accounts_page_and_the_fit_page(admin, client, db):
+    tenant_id, _ = admin
+    empty = client.get("/app/fit").get_data(as_text=True)
+    assert 'id="empty"' in empty and "No fit rules yet" in empty
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["fit"]["rules"] = [
+        {
+            "label": "Company domain",
+            "points": 90,
+            "conditions": [{"field": "domain", "op": "ends_with", "value": ".example"}],
+        }
+    ]
+    document["fit"]["disqualifiers"] = [
+        {
+            "label": "a competitor",
+            "conditions": [{"field": "trait.name", "op": "equals", "value": "Rival"}],
+        }
+    ]
+    save_definitions(db, tenant_id, document, "test")
+    recompute(db, tenant_id, NOW)
+    listing = client.get("/app/accounts?fit=A").get_data(as_text=True)
+    assert '<span title="Fit A (90): Company domain (+90).">A' in listing
+    assert "1 accounts" in listing
+    assert "0 accounts" in client.get("/app/accounts?fit=D").get_data(as_text=True)
+    page = client.get("/app/fit").get_data(as_text=True)
+    assert "+90</strong> Company domain" in page and "Disqualifies:</strong> a competitor" in page
+    assert 'id="backtest"' in page
+    csv_text = client.get("/app/accounts.csv").get_data(as_text=True)
+    assert ",90.0,A,Fit A (90): Company domain (+90).," in csv_text

@@ -267,6 +267,7 @@ SCREENS = (
     ("events", "/app/events"),
     ("accounts", "/app/accounts"),
     ("account", "/app/accounts/acme"),
+    ("fit", "/app/fit"),
     ("segments", "/app/segments?name=Most%20engaged"),
     ("triggers", "/app/triggers"),
 )

@@ -289,3 +289,68 @@ def test_the_event_catalogue_is_empty_for_a_new_tenant(client, admin):
     body = client.get("/api/v1/events", headers=admin).get_json()
     assert body["events"] == [] and body["traits"] == []
     assert any(u["name"] == "Report Created" for u in body["unknown_events"])
+
+
+def test_the_fit_backtest_shows_how_the_bands_separate_known_outcomes(
+    app, client, db, tenant_key, admin
+):
+    """A generated tenant: 40 accounts, big ones (A) mostly converted, small ones (D) mostly
+    lost; the backtest's counts and rates are those of the generator."""
+    import random
+
+    from app.models import Account, CrmRecord
+    from app.scores.definitions_store import save_definitions
+
+    tenant_id, key = tenant_key
+    rng = random.Random(7)
+    truth = {}
+    messages = []
+    for n in range(40):
+        big = n % 2 == 0
+        outcome = rng.choices(
+            ["customer", "other", "lead"], weights=[6, 2, 2] if big else [1, 7, 2]
+        )[0]
+        truth[f"acct-{n}"] = ("A" if big else "D", outcome)
+        messages.append(
+            group(f"u{n}", f"acct-{n}", plan="paid", employees=2000 if big else 5, name=f"A{n}")
+        )
+        messages += ev(f"u{n}", "Logged In", f"acct-{n}")
+    send(client, key, messages)
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["fit"]["rules"] = [
+        {
+            "label": "1000+ employees",
+            "points": 80,
+            "conditions": [{"field": "trait.employees", "op": "gte", "value": 1000}],
+        }
+    ]
+    save_definitions(db, tenant_id, document, "test")
+    recompute(db, tenant_id, NOW)
+    with db.tenant_transaction(tenant_id) as session:
+        for account in session.scalars(select(Account)):
+            stage = truth[account.external_id][1]
+            session.add(
+                CrmRecord(
+                    tenant_id=tenant_id,
+                    object_type="account",
+                    subject_id=account.id,
+                    crm_id=f"c{account.id}",
+                    crm_fields={"lifecycle_stage": stage},
+                )
+            )
+    body = client.get("/api/v1/fit/backtest", headers=admin).get_json()
+    by_band = {b["band"]: b for b in body["bands"]}
+    for band in ("A", "D"):
+        outcomes = [o for b, o in truth.values() if b == band]
+        row = by_band[band]
+        converted, lost = outcomes.count("customer"), outcomes.count("other")
+        assert (row["accounts"], row["converted"], row["lost"], row["open"]) == (
+            20,
+            converted,
+            lost,
+            outcomes.count("lead"),
+        )
+        assert row["conversion_rate"] == round(100 * converted / (converted + lost), 1)
+    assert by_band["A"]["conversion_rate"] > 60 > by_band["D"]["conversion_rate"]
+    assert by_band["B"]["accounts"] == 0 and by_band["B"]["conversion_rate"] is None
+    assert body["decided"] == sum(1 for _, o in truth.values() if o != "lead")
