@@ -33,7 +33,16 @@ CHECKLISTS = {
     "paid": ("account_checklist_paid", "Activation checklist: paying accounts"),
     "users": ("user_checklist", "Activation checklist: users"),
 }
-SECTIONS = (*CHECKLISTS, "profiles", "key_features", "pql", "bands", "segments", "lead_types")
+SECTIONS = (
+    *CHECKLISTS,
+    "profiles",
+    "key_features",
+    "pql",
+    "bands",
+    "segments",
+    "lead_types",
+    "fit",
+)
 TREND_FIELDS = (
     "points",
     "new_days",
@@ -61,6 +70,7 @@ OP_LABELS = {
     "lte": "at most",
     "contains": "contains",
     "in": "is one of (comma-separated)",
+    "ends_with": "ends with (comma-separated)",
     "exists": "is set",
     "not_exists": "is not set",
 }
@@ -159,7 +169,7 @@ def _read_conditions(prefix: str) -> tuple[list[dict], dict[int, int]]:
         op = _text(f"{f}-op") or "equals"
         condition: dict[str, Any] = {"field": field, "op": op}
         value = _text(f"{f}-value")
-        if op == "in":
+        if op == "in" or (op == "ends_with" and "," in value):
             condition["value"] = [_scalar(v.strip()) for v in value.split(",") if v.strip()]
         elif op not in ("exists", "not_exists"):
             condition["value"] = _scalar(value) if value else None
@@ -185,6 +195,49 @@ def _read_segments(stored: list[dict]) -> tuple[list[dict], dict]:
             }
         )
     return segments, where
+
+
+def _read_labelled(kind: str, with_points: bool) -> tuple[list[dict], dict]:
+    """Fit rules (``fr``) or disqualifiers (``fd``): a label, (points and a group,) and
+    condition rows; where each came from, for errors."""
+    out, where = [], {}
+    for n in range(_rows(f"{kind}-rows", 100)):
+        p = f"{kind}{n}"
+        label = _text(f"{p}-label")
+        if request.form.get(f"{p}-remove") or not label:
+            continue
+        conditions, rows = _read_conditions(p)
+        item: dict[str, Any] = {"label": label, "conditions": conditions}
+        if with_points:
+            item["points"] = _number(f"{p}-points")
+            item["group"] = _text(f"{p}-group") or None
+        where[len(out)] = (n, rows)
+        out.append(item)
+    return out, where
+
+
+def _read_fit(document: dict) -> tuple[dict, dict]:
+    rules, rule_rows = _read_labelled("fr", True)
+    disqualifiers, disqualifier_rows = _read_labelled("fd", False)
+    caps = {}
+    for i in range(_rows("cap-rows", 50)):
+        group = _text(f"cap{i}-group")
+        if group:
+            caps[group] = _number(f"cap{i}-points")
+    bands = []
+    for i in range(_rows("band-rows", 10)):
+        name = _text(f"band{i}-name")
+        if name:
+            bands.append({"name": name, "min_score": _number(f"band{i}-min_score")})
+    fit = {
+        **(document.get("fit") or {}),
+        "rules": rules,
+        "disqualifiers": disqualifiers,
+        "group_caps": caps,
+        "bands": bands,
+    }
+    pql = {**(document.get("pql") or {}), "min_fit_band": _text("min_fit_band") or None}
+    return {**document, "fit": fit, "pql": pql}, {"fr": rule_rows, "fd": disqualifier_rows}
 
 
 def _read_profiles(stored: list[dict]) -> tuple[list[dict], dict]:
@@ -274,6 +327,8 @@ def _read_section(section: str, document: dict) -> tuple[dict, dict]:
     if section == "segments":
         segments, where = _read_segments(document.get("segments") or [])
         return {**document, "segments": segments}, {"segments": where}
+    if section == "fit":
+        return _read_fit(document)
     if section == "lead_types":
         lead = dict(document.get("lead_types") or {})
         for key in ("activation_high", "activation_medium", "engagement_high", "engagement_medium"):
@@ -324,6 +379,23 @@ def _field_id(section: str, path: str, where: dict) -> str:
             return f"s{n}-{parts[2]}"
     if section == "lead_types" and len(parts) >= 2:
         return f"lead-{parts[1]}"
+    if section == "fit":
+        if parts[:2] == ["pql", "min_fit_band"] or parts[-1:] == ["min_fit_band"]:
+            return "min_fit_band"
+        if len(parts) >= 3 and parts[1] in ("rules", "disqualifiers") and parts[2].isdigit():
+            kind = "fr" if parts[1] == "rules" else "fd"
+            found = where.get(kind, {}).get(int(parts[2]))
+            if found is not None:
+                n, rows = found
+                if len(parts) >= 6 and parts[3] == "conditions" and parts[4].isdigit():
+                    row = rows.get(int(parts[4]))
+                    if row is not None:
+                        return f"{kind}{n}-c{row}-{parts[5]}"
+                return f"{kind}{n}-{parts[3]}" if len(parts) >= 4 else f"{kind}{n}-label"
+        if len(parts) >= 2 and parts[1] == "bands":
+            return "fit-bands"
+        if len(parts) >= 2 and parts[1] == "group_caps":
+            return "fit-caps"
     if section == "bands" and len(parts) >= 2:
         return f"bands-{parts[1]}" if parts[0] == "score_bands" else f"trend-{parts[1]}"
     return section

@@ -704,3 +704,68 @@ def test_fit_on_the_accounts_page_and_the_fit_page(admin, client, db):
     assert 'id="backtest"' in page
     csv_text = client.get("/app/accounts.csv").get_data(as_text=True)
     assert ",90.0,A,Fit A (90): Company domain (+90).," in csv_text
+
+
+def test_fit_rules_with_the_form_equal_their_yaml(admin, client, db):
+    tenant_id, _ = admin
+    original = current_definitions(db, tenant_id).document
+    page = client.get("/app/definitions/setup")
+    assert 'id="fr0-label"' in page.get_data(as_text=True)
+    form = {"csrf": csrf(page), "section": "fit", "action": "save"}
+    form.update({"fr-rows": "2", "fd-rows": "1", "cap-rows": "1", "band-rows": "3"})
+    form.update({"fr0-label": "Mid-size", "fr0-points": "60", "fr0-group": "size"})
+    form.update({"fr0-crows": "1", "fr0-c0-field": "trait.employees", "fr0-c0-op": "gte"})
+    form.update({"fr0-c0-value": "50"})
+    form.update({"fr1-label": "Company domain", "fr1-points": "10", "fr1-crows": "1"})
+    form.update({"fr1-c0-field": "domain", "fr1-c0-op": "exists"})
+    form.update({"fd0-label": "personal email", "fd0-crows": "1", "fd0-c0-field": "domain"})
+    form.update({"fd0-c0-op": "ends_with", "fd0-c0-value": "gmail.com, yahoo.com"})
+    form.update({"cap0-group": "size", "cap0-points": "50"})
+    form.update({"band0-name": "Good", "band0-min_score": "50"})
+    form.update({"band1-name": "Weak", "band1-min_score": "0", "min_fit_band": "Good"})
+    assert client.post("/app/definitions/setup", data=form).status_code == 302
+    by_forms = current_definitions(db, tenant_id).document
+
+    expected = copy.deepcopy(original)
+    expected["fit"] = {
+        "rules": [
+            {
+                "label": "Mid-size",
+                "points": 60,
+                "group": "size",
+                "conditions": [{"field": "trait.employees", "op": "gte", "value": 50}],
+            },
+            {
+                "label": "Company domain",
+                "points": 10,
+                "conditions": [{"field": "domain", "op": "exists"}],
+            },
+        ],
+        "group_caps": {"size": 50},
+        "disqualifiers": [
+            {
+                "label": "personal email",
+                "conditions": [
+                    {"field": "domain", "op": "ends_with", "value": ["gmail.com", "yahoo.com"]}
+                ],
+            }
+        ],
+        "bands": [{"name": "Good", "min_score": 50}, {"name": "Weak", "min_score": 0}],
+    }
+    expected["pql"]["min_fit_band"] = "Good"
+    page = client.get("/app/definitions")
+    answer = client.post(
+        "/app/definitions",
+        data={"csrf": csrf(page), "action": "save", **_yaml_sections(expected)},
+    )
+    assert answer.status_code == 302
+    assert current_definitions(db, tenant_id).document == by_forms
+
+    # A band order mistake, and a minimum band that is not a band, are shown where they are.
+    bad = {**form, "band0-min_score": "0", "band1-min_score": "50"}
+    refused = client.post("/app/definitions/setup", data=bad)
+    assert refused.status_code == 422
+    assert 'id="e-fit-bands"' in refused.get_data(as_text=True)
+    bad = {**form, "min_fit_band": "Gold"}
+    refused = client.post("/app/definitions/setup", data=bad).get_data(as_text=True)
+    assert re.search(r'id="min_fit_band"[^>]*aria-invalid="true"', refused)
