@@ -60,6 +60,9 @@ PULL_FIELDS = (
     "sales_activities",
     "opportunity_stage",
 )
+# What the CRM knows of a company that fit rules may read as ``crm.<name>``: pulled for
+# accounts only, and only those a tenant's fit rules use.
+FIRMOGRAPHIC_FIELDS = ("industry", "annual_revenue", "country", "employees")
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,10 @@ BUILTIN_PROPERTIES = {
         "hs_lastmodifieddate": "datetime",
         "createdate": "datetime",
         "hs_object_id": "number",
+        "industry": "enumeration",
+        "annualrevenue": "number",
+        "country": "string",
+        "numberofemployees": "number",
     },
     "contacts": {
         "email": "string",

@@ -66,6 +66,10 @@ STANDARD = {
         "OwnerId": "reference",
         "Type": "picklist",
         "LastActivityDate": "date",
+        "Industry": "picklist",
+        "AnnualRevenue": "currency",
+        "BillingCountry": "string",
+        "NumberOfEmployees": "int",
     },
     "Contact": {
         "FirstName": "string",

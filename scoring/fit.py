@@ -53,6 +53,13 @@ def fit(record: Mapping[str, Any], rules: FitRules) -> FitResult | None:
     return FitResult(score, band, reason)
 
 
+def crm_fields_used(rules: FitRules) -> set[str]:
+    """The CRM fields (``crm.<name>``) the rules and disqualifiers read: what the pull fetches."""
+    conditions = [c for r in rules.rules for c in r.conditions]
+    conditions += [c for d in rules.disqualifiers for c in d.conditions]
+    return {c.field.removeprefix("crm.") for c in conditions if c.field.startswith("crm.")}
+
+
 def band_rank(rules: FitRules, band: str | None) -> int:
     """0 for the best band; bands unknown to the rules rank last."""
     names = [b.name for b in rules.bands]

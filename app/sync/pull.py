@@ -17,7 +17,9 @@ from app.models import (
     SyncCursor,
     User,
 )
-from connectors.base import PULL_FIELDS, Connector, CrmObject, batches
+from app.scores.definitions_store import current_definitions
+from connectors.base import FIRMOGRAPHIC_FIELDS, PULL_FIELDS, Connector, CrmObject, batches
+from scoring.fit import crm_fields_used
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +37,12 @@ def _moment(value: Any) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def _crm_fields(obj: CrmObject, now: dt.datetime) -> dict[str, Any]:
+def _crm_fields(obj: CrmObject, wanted: tuple[str, ...] = PULL_FIELDS) -> dict[str, Any]:
     """The pulled fields the connector returned, in stored form (fields it left out are left
     as they are). When they were pulled is the record's ``pulled_at`` column, not a field: a
     pull that brings nothing new changes nothing."""
     fields: dict[str, Any] = {}
-    for key in PULL_FIELDS:
+    for key in wanted:
         if key not in obj.properties:
             continue
         value = obj.properties[key]
@@ -128,26 +130,34 @@ def pull(db: Database, tenant_id: int, connector: Connector, now: dt.datetime) -
         for gone in known.values():
             gone.archived = True
     counts["owners"] = len(owners)
+    # The firmographic fields the tenant's fit rules read, for accounts; when that set grows,
+    # every account is read once more for them.
+    firmographics = sorted(
+        crm_fields_used(current_definitions(db, tenant_id).definitions.fit)
+        & set(FIRMOGRAPHIC_FIELDS)
+    )
+    had = _cursor(db, tenant_id, "account.firmographics")
+    grew = bool(set(firmographics) - set((had or "").split(",")) - {""})
     for subject, object_type in (
         ("account", connector.account_type),
         ("user", connector.user_type),
     ):
+        wanted = PULL_FIELDS + tuple(firmographics) if subject == "account" else PULL_FIELDS
         with db.tenant_session(tenant_id) as session:
-            never = list(
-                session.scalars(
-                    select(CrmRecord.crm_id).where(
-                        CrmRecord.object_type == subject,
-                        CrmRecord.crm_id.is_not(None),
-                        CrmRecord.pulled_at.is_(None),
-                    )
-                )
+            query = select(CrmRecord.crm_id).where(
+                CrmRecord.object_type == subject, CrmRecord.crm_id.is_not(None)
             )
+            if not (subject == "account" and grew):
+                query = query.where(CrmRecord.pulled_at.is_(None))
+            never = list(session.scalars(query))
         pulled = 0
         for batch in batches(never, connector.batch_limit):
-            objects = connector.read(object_type, batch, PULL_FIELDS)
+            objects = connector.read(object_type, batch, wanted)
             pulled += apply_crm_values(
-                db, tenant_id, subject, {o.crm_id: _crm_fields(o, now) for o in objects}, now
+                db, tenant_id, subject, {o.crm_id: _crm_fields(o, wanted) for o in objects}, now
             )
+        if subject == "account" and grew:
+            _set_cursor(db, tenant_id, "account.firmographics", ",".join(firmographics))
         name = f"{subject}.modified_since"
         cursor = _cursor(db, tenant_id, name)
         since = (
@@ -156,9 +166,9 @@ def pull(db: Database, tenant_id: int, connector: Connector, now: dt.datetime) -
             else now - dt.timedelta(days=FIRST_PULL_DAYS)
         )
         latest = since
-        for page in batches(connector.changed_since(object_type, since, PULL_FIELDS), 500):
+        for page in batches(connector.changed_since(object_type, since, wanted), 500):
             pulled += apply_crm_values(
-                db, tenant_id, subject, {o.crm_id: _crm_fields(o, now) for o in page}, now
+                db, tenant_id, subject, {o.crm_id: _crm_fields(o, wanted) for o in page}, now
             )
             latest = max([latest, *[o.modified_at for o in page if o.modified_at]])
             _set_cursor(db, tenant_id, name, latest.isoformat())

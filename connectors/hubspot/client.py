@@ -64,6 +64,13 @@ PULLED_PROPERTIES = {
     "sales_activities": "num_contacted_notes",
 }
 FIELD_OF_PROPERTY = {prop: name for name, prop in PULLED_PROPERTIES.items()}
+# The firmographic fields (connectors.base.FIRMOGRAPHIC_FIELDS) as HubSpot company properties.
+FIRMOGRAPHIC_PROPERTIES = {
+    "industry": "industry",
+    "annual_revenue": "annualrevenue",
+    "country": "country",
+    "employees": "numberofemployees",
+}
 FIELD_TYPES = {
     "number": ("number", "number"),
     "bool": ("bool", "booleancheckbox"),
@@ -201,6 +208,8 @@ def _properties_for(fields: Sequence[str]) -> list[str]:
     for name in fields:
         if name in PULLED_PROPERTIES:
             out.append(PULLED_PROPERTIES[name])
+        elif name in FIRMOGRAPHIC_PROPERTIES:
+            out.append(FIRMOGRAPHIC_PROPERTIES[name])
         elif name not in PULL_FIELDS:
             out.append(name)
     return out
@@ -211,6 +220,8 @@ def _fields_of(props: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
     for name in fields:
         if name in PULLED_PROPERTIES:
             out[name] = props.get(PULLED_PROPERTIES[name])
+        elif name in FIRMOGRAPHIC_PROPERTIES:
+            out[name] = props.get(FIRMOGRAPHIC_PROPERTIES[name])
         elif name not in PULL_FIELDS:
             out[name] = props.get(name)
     return out

@@ -35,6 +35,11 @@ PULLED_FIELDS = {
         "owner_id": "OwnerId",
         "lifecycle_stage": "Type",
         "last_sales_activity_at": "LastActivityDate",
+        # Firmographics (connectors.base.FIRMOGRAPHIC_FIELDS), read when fit rules use them.
+        "industry": "Industry",
+        "annual_revenue": "AnnualRevenue",
+        "country": "BillingCountry",
+        "employees": "NumberOfEmployees",
     },
     "Contact": {"owner_id": "OwnerId", "last_sales_activity_at": "LastActivityDate"},
     "Lead": {

@@ -987,3 +987,48 @@ def test_fit_reaches_the_company_with_its_reason_and_is_pushed_only_when_it_chan
     recompute(db, tenant_id, NOW + dt.timedelta(minutes=2))
     sync_tenant(app.extensions["pql"], tenant_id)
     assert requests_made(sandbox) == before  # nothing changed: no call
+
+
+def test_the_pull_reads_the_firmographic_fields_fit_rules_use_and_only_those(
+    app, client, db, installed, sandbox
+):
+    from app.scores.definitions_store import current_definitions, save_definitions, to_document
+
+    tenant_id, key = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [company] = portal(sandbox).objects["companies"].values()
+    company["properties"].update(industry="COMPUTER_SOFTWARE", numberofemployees="5000")
+    svc = app.extensions["pql"]
+    pull_tenant(svc, tenant_id)
+
+    def crm_fields():
+        with db.tenant_session(tenant_id) as session:
+            record = session.scalars(
+                select(CrmRecord).where(CrmRecord.object_type == "account")
+            ).one()
+            return dict(record.crm_fields or {})
+
+    assert "industry" not in crm_fields()  # no fit rule reads it: not pulled
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["fit"]["rules"] = [
+        {
+            "label": "Software",
+            "points": 40,
+            "conditions": [{"field": "crm.industry", "op": "equals", "value": "COMPUTER_SOFTWARE"}],
+        },
+        {
+            "label": "1,000+ employees (CRM)",
+            "points": 40,
+            "conditions": [{"field": "crm.employees", "op": "gte", "value": 1000}],
+        },
+    ]
+    save_definitions(db, tenant_id, document, "test")
+    # The record was pulled before the rules existed: the next pull reads it again for them.
+    pull_tenant(svc, tenant_id)
+    fields = crm_fields()
+    assert (fields["industry"], fields["employees"]) == ("COMPUTER_SOFTWARE", "5000")
+    assert "annual_revenue" not in fields and "country" not in fields
+    recompute(db, tenant_id, NOW + dt.timedelta(minutes=1))
+    with db.tenant_session(tenant_id) as session:
+        score = session.scalars(select(AccountScore)).one()
+    assert (score.fit_score, score.fit_band) == (80.0, "A")

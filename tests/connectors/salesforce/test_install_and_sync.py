@@ -316,6 +316,37 @@ def test_pull_brings_owners_types_lead_status_and_opportunity_stages(
     assert fields["opportunity_stage"] == "Proposal/Price Quote"
 
 
+def test_fit_rules_on_crm_fields_pull_the_accounts_industry_and_size(
+    app, client, db, installed, org_server
+):
+    from app.scores.definitions_store import current_definitions, save_definitions, to_document
+
+    tenant_id, key, org = installed
+    scored_and_synced(app, client, db, tenant_id, key)
+    [account_id] = org.records["Account"]
+    org.change("Account", account_id, Industry="Technology", NumberOfEmployees=2500)
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["fit"]["rules"] = [
+        {
+            "label": "Technology",
+            "points": 70,
+            "conditions": [{"field": "crm.industry", "op": "equals", "value": "technology"}],
+        }
+    ]
+    save_definitions(db, tenant_id, document, "test")
+    lifecycle.pull_tenant(app.extensions["pql"], tenant_id)
+    with db.tenant_session(tenant_id) as session:
+        fields = session.scalars(
+            select(CrmRecord.crm_fields).where(CrmRecord.object_type == "account")
+        ).one()
+    assert fields["industry"] == "Technology" and "employees" not in fields  # only what is used
+    recompute(db, tenant_id, NOW + dt.timedelta(minutes=1))
+    assert sync(app, tenant_id).subjects["account"].updated == 1
+    account = org.records["Account"][account_id]
+    assert account["pql_fit_band__c"] == "B" and account["pql_fit_score__c"] == 70
+    assert account["pql_fit_reason__c"] == "Fit B (70): Technology (+70)."
+
+
 def test_a_paying_accounts_drop_creates_one_task_with_account_contact_and_owner(
     app, client, db, installed, org_server
 ):
