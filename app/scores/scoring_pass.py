@@ -484,10 +484,11 @@ def _store(
     subject: str,
     today: dt.date,
     full: bool,
-) -> None:
+) -> dict[int, set[str]]:
     """Write the subjects' scores, only where something changed, and upsert today's history
-    row for each. A new subject's row is inserted (in bulk); a row whose values differ from the
-    stored one is updated (one executemany per chunk) and flagged for the CRM push; an
+    row for each; returns the subjects written, each with the columns that changed (all of
+    them for a new row). A new subject's row is inserted (in bulk); a row whose values differ
+    from the stored one is updated (one executemany per chunk) and flagged for the CRM push; an
     unchanged row is left alone, so it is neither rewritten nor looked at by the next push.
     A full pass also deletes the rows of subjects that are gone (merged, forgotten)."""
     key_column = getattr(model, key)
@@ -511,12 +512,16 @@ def _store(
             if chunk:
                 session.execute(delete(model).where(*only(key_column, chunk)))
     fresh, changed = [], []
+    written: dict[int, set[str]] = {}
     for sid, item in payload.items():
         old = stored.get(sid)
+        new = tuple(item.get(c) for c in compared)
         if old is None:
             fresh.append(item)
-        elif old != tuple(item.get(c) for c in compared):
+            written[sid] = set(compared)
+        elif old != new:
             changed.append({**item, "crm_pending": True})
+            written[sid] = {c for c, a, b in zip(compared, old, new, strict=True) if a != b}
     insert_rows(session, model.__table__, fresh)
     for start in range(0, len(changed), 5000):
         session.execute(update(model), changed[start : start + 5000])
@@ -527,6 +532,27 @@ def _store(
         today,
         [(r["_id"], round(r["engagement_score"]), round(r["activation_rate"])) for r in rows],
     )
+    return written
+
+
+FIT_COLUMNS = {"fit_score", "fit_band", "fit_reason"}
+
+
+def _members_follow_fit(session: Session, written: dict[int, set[str]]) -> None:
+    """Contacts carry their account's fit: when it changed, the members' rows go to the push."""
+    moved = sorted(sid for sid, columns in written.items() if columns & FIT_COLUMNS)
+    for chunk in chunks(moved):
+        if chunk:
+            session.execute(
+                update(UserScore)
+                .where(
+                    UserScore.user_id.in_(
+                        select(User.id).where(*only(User.current_account_id, chunk))
+                    )
+                )
+                .values(crm_pending=True),
+                execution_options={"synchronize_session": False},
+            )
 
 
 def recompute(
@@ -631,7 +657,7 @@ def recompute(
         if progress:
             progress("storing", 0, 1)
         deliveries.fire(session, tenant_id, "account", account_rows, now)
-        _store(
+        written = _store(
             session,
             tenant_id,
             AccountScore,
@@ -642,6 +668,7 @@ def recompute(
             today,
             full,
         )
+        _members_follow_fit(session, written)
         run.accounts = len(account_rows)
         run.users = len(user_rows)
         run.percentiles = {k: round(v, 4) for k, v in percentiles.items()}

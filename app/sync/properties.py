@@ -187,8 +187,34 @@ ACCOUNT_ONLY = (
     ),
 )
 
+# Contacts carry their account's fit (the push reads it with them).
+USER_ONLY = (
+    Field(
+        "fit_score",
+        "Account fit score",
+        "number",
+        _attr("account_fit_score"),
+        "The fit score of the contact's account, 0-100",
+    ),
+    Field(
+        "fit_band",
+        "Account fit band",
+        "enumeration",
+        _attr("account_fit_band"),
+        "The fit band of the contact's account",
+        options=lambda defs: tuple(b.name for b in defs.fit.bands),
+    ),
+    Field(
+        "fit_reason",
+        "Account fit reason",
+        "text",
+        _attr("account_fit_reason"),
+        "Why the contact's account has its fit band",
+    ),
+)
+
 ACCOUNT_FIELDS = COMMON + ACCOUNT_ONLY
-USER_FIELDS = COMMON
+USER_FIELDS = COMMON + USER_ONLY
 
 
 def key_property(prefix: str, subject: str) -> str:

@@ -154,9 +154,13 @@ def _load_rows(db: Database, tenant_id: int, subject: str, prefix: str) -> list[
                     User.name.label("display_name"),
                     User.email.label("email"),
                     User.current_account_id.label("company_subject_id"),
+                    AccountScore.fit_score.label("account_fit_score"),
+                    AccountScore.fit_band.label("account_fit_band"),
+                    AccountScore.fit_reason.label("account_fit_reason"),
                     *scores,
                 )
                 .join(UserScore, UserScore.user_id == User.id)
+                .outerjoin(AccountScore, AccountScore.account_id == User.current_account_id)
                 .where(
                     UserScore.crm_pending.is_(True),
                     User.merged_into_id.is_(None),

@@ -27,6 +27,7 @@ def test_contacts_get_the_user_traits_only():
     names = {s.name for s in properties.specs("pql_", "user", default_definitions())}
     assert "pql_user_key" in names and "pql_engagement_score" in names
     assert "pql_lead_type" not in names and "pql_active_users" not in names
+    assert "pql_fit_band" in names  # the account's fit, carried by its contacts
 
 
 def test_values_are_strings_hubspot_accepts():
@@ -52,8 +53,12 @@ def test_values_of_a_score_row_cover_every_field():
         trend_change=None,
         adoption_rate=40.0,
         last_active_at=dt.datetime(2026, 11, 24, tzinfo=dt.UTC),
+        account_fit_score=70.0,
+        account_fit_band="B",
+        account_fit_reason="Fit B (70): Technology (+70).",
     )
     values = properties.values("pql_", "user", score)
+    assert values["pql_fit_band"] == "B"  # the account's, on its contacts
     assert values["pql_activation_rate"] == "60"
     assert values["pql_trend"] == ""  # cleared, not left stale
     assert values["pql_engagement_score"] == "72.5"

@@ -980,6 +980,9 @@ def test_fit_reaches_the_company_with_its_reason_and_is_pushed_only_when_it_chan
     props = company["properties"]
     assert (props["pql_fit_score"], props["pql_fit_band"]) == ("60", "Ideal")
     assert props["pql_fit_reason"] == "Fit Ideal (60): Company domain (+60)."
+    # Its contacts carry the account's fit (their rows went to the push with it).
+    contacts = portal(sandbox).objects["contacts"].values()
+    assert {c["properties"]["pql_fit_band"] for c in contacts} == {"Ideal"}
     # The enumeration's options follow the tenant's band names.
     spec = portal(sandbox).properties["companies"]["pql_fit_band"]
     assert [o["value"] for o in spec["options"]] == ["Ideal", "Other"]
