@@ -69,9 +69,15 @@ def _frame(chart_id: str, title: str, description: str, parts: list[str]) -> Mar
 
 
 def scatter_plot(
-    points: Sequence[tuple[float, float, str, str, bool]], x_label: str, y_label: str
+    points: Sequence[tuple[float, float, str, str, bool]],
+    x_label: str,
+    y_label: str,
+    groups: Sequence[str | None] | None = None,
+    group_names: Sequence[str] = (),
 ) -> Markup:
-    """Points (x 0-100, y 0-100, name, link, highlighted): the PQL spectrum."""
+    """Points (x 0-100, y 0-100, name, link, highlighted): the PQL spectrum. With ``groups``
+    (one per point, from ``group_names``), points are coloured by group instead (the fit
+    bands), with a legend of the groups."""
     ticks = [0, 25, 50, 75, 100]
     parts = _axes(
         x_label,
@@ -79,14 +85,28 @@ def scatter_plot(
         [(_x(t, 0, 100), str(t)) for t in ticks],
         [(_y(t, 0, 100), str(t)) for t in ticks],
     )
-    for x, y, name, link, highlighted in points:
+    for position, (x, y, name, link, highlighted) in enumerate(points):
         css = "point pql" if highlighted else "point"
+        extra = ""
+        if groups is not None:
+            group = groups[position]
+            rank = list(group_names).index(group) if group in group_names else None
+            css = f"point group-{rank}" if rank is not None else "point group-none"
+            extra = f", fit {group}" if group else ", no fit band"
         parts.append(
             f'<a href="{escape(link)}"><circle class="{css}" cx="{_x(x, 0, 100):.1f}" '
             f'cy="{_y(y, 0, 100):.1f}" r="5"><title>{escape(name)}: {x:.0f}% activated, '
-            f"engagement {y:.0f}</title></circle></a>"
+            f"engagement {y:.0f}{escape(extra)}</title></circle></a>"
         )
-    parts.append(_legend([("point pql", "PQL"), ("point", "Not a PQL")]))
+    if groups is not None:
+        parts.append(
+            _legend(
+                [(f"point group-{i}", f"Fit {n}") for i, n in enumerate(group_names)]
+                + [("point group-none", "No fit band")]
+            )
+        )
+    else:
+        parts.append(_legend([("point pql", "PQL"), ("point", "Not a PQL")]))
     described = (
         f"{len(points)} accounts by {x_label.lower()} (across) and {y_label.lower()} (up); "
         "filled dark: product-qualified leads."

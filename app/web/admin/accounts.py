@@ -194,6 +194,10 @@ def _cell(value):
 @bp.get("/accounts")
 def accounts():
     out, filters, sort, direction, owners = _listed()
+    fit_bands = [
+        b.name for b in current_definitions(tenant_db(), g.tenant_id).definitions.fit.bands
+    ]
+    colour_by_fit = request.args.get("colour") == "fit"
     chart = scatter_plot(
         [
             (
@@ -207,9 +211,18 @@ def accounts():
         ],
         x_label="Activation rate",
         y_label="Engagement score",
+        **(
+            {
+                "groups": [r["score"].fit_band for r in out[:2000]],
+                "group_names": fit_bands,
+            }
+            if colour_by_fit
+            else {}
+        ),
     )
     return render_template(
         "admin/accounts.html",
+        colour_by_fit=colour_by_fit,
         rows=out[:500],
         total=len(out),
         filters=filters,
@@ -218,9 +231,7 @@ def accounts():
         chart=chart,
         segments=tenant_segment_names(),
         owners=owners,
-        fit_bands=[
-            b.name for b in current_definitions(tenant_db(), g.tenant_id).definitions.fit.bands
-        ],
+        fit_bands=fit_bands,
     )
 
 

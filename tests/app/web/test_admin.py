@@ -704,6 +704,11 @@ def test_fit_on_the_accounts_page_and_the_fit_page(admin, client, db):
     assert 'id="backtest"' in page
     csv_text = client.get("/app/accounts.csv").get_data(as_text=True)
     assert ",90.0,A,Fit A (90): Company domain (+90).," in csv_text
+    # The spectrum can colour its points by fit band, with a legend of the bands.
+    coloured = client.get("/app/accounts?colour=fit").get_data(as_text=True)
+    assert 'class="point group-0"' in coloured and ">Fit A</text>" in coloured
+    assert ">Fit D</text>" in coloured and ">No fit band</text>" in coloured
+    assert 'class="point group-0"' not in client.get("/app/accounts").get_data(as_text=True)
 
 
 def test_fit_rules_with_the_form_equal_their_yaml(admin, client, db):
