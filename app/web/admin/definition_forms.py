@@ -484,7 +484,7 @@ def definition_forms_post():
         tenant_db(),
         g.tenant_id,
         "preview",
-        {"document": to_document(candidate), "section": section},
+        {"document": to_document(candidate), "section": section, "base": stored.version},
         services().clock(),
         g.actor,
     )
@@ -498,6 +498,15 @@ def save_previewed_draft():
     if job is None or not isinstance(job, ScoringJob):
         abort(404, description="No such preview.")
     section = (job.params or {}).get("section", "definitions")
+    current = current_definitions(tenant_db(), g.tenant_id)
+    base = (job.params or {}).get("base")
+    if base is not None and base != current.version:
+        # Saving it would undo what was saved since (the draft was built on the older version).
+        abort(
+            409,
+            description=f"The definitions changed since this preview (now version "
+            f"{current.version}, the draft was made from version {base}): preview again.",
+        )
     note = request.form.get("note", "")[:500] or f"{section} (form)"
     saved = save_definitions(tenant_db(), g.tenant_id, job.params["document"], g.actor, note)
     return redirect(url_for("admin_ui.definition_forms", saved=saved.version))

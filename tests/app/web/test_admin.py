@@ -774,3 +774,25 @@ def test_fit_rules_with_the_form_equal_their_yaml(admin, client, db):
     bad = {**form, "min_fit_band": "Gold"}
     refused = client.post("/app/definitions/setup", data=bad).get_data(as_text=True)
     assert re.search(r'id="min_fit_band"[^>]*aria-invalid="true"', refused)
+
+
+def test_a_preview_made_before_another_save_cannot_undo_it(admin, client, db):
+    tenant_id, _ = admin
+    page = client.get("/app/definitions/setup")
+    form = {"csrf": csrf(page), "section": "bands", "action": "preview"}
+    form.update({"bands-most_engaged": "90", "bands-engaged": "50", "bands-passive": "25"})
+    form.update({"trend-points": "10", "trend-new_days": "30", "trend-mature_days": "182"})
+    form.update({"trend-recently_inactive_from_days": "30"})
+    form.update({"trend-recently_inactive_to_days": "60"})
+    asked = client.post("/app/definitions/setup", data=form)
+    job = asked.headers["Location"].split("preview=")[1]
+    # Meanwhile another part is saved.
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["key_features"] = ["Report Created"]
+    saved = save_definitions(db, tenant_id, document, "someone else")
+    answer = client.post(
+        "/app/definitions/setup/save-preview", data={"csrf": csrf(page), "job": job}
+    )
+    assert answer.status_code == 409
+    assert "changed since this preview" in answer.get_data(as_text=True)
+    assert current_definitions(db, tenant_id).version == saved.version
