@@ -158,14 +158,20 @@ def _read_checklist(prefix: str) -> tuple[list[dict], dict[int, int]]:
     return steps, row_of
 
 
+def _kept(count: str, prefix: str, key: str, cap: int):
+    """The rows of a repeated part of a form that are kept: (row number, its field prefix,
+    its ``key`` field's value) for each row not ticked "remove" and not left blank."""
+    for n in range(_rows(count, cap)):
+        p = f"{prefix}{n}"
+        value = _text(f"{p}-{key}")
+        if value and not request.form.get(f"{p}-remove"):
+            yield n, p, value
+
+
 def _read_conditions(prefix: str) -> tuple[list[dict], dict[int, int]]:
     """Condition rows ``{prefix}-c{i}-field/op/value``; and each condition's row."""
     conditions, row_of = [], {}
-    for i in range(_rows(f"{prefix}-crows", 50)):
-        f = f"{prefix}-c{i}"
-        field = _text(f"{f}-field")
-        if request.form.get(f"{f}-remove") or not field:
-            continue
+    for i, f, field in _kept(f"{prefix}-crows", f"{prefix}-c", "field", 50):
         op = _text(f"{f}-op") or "equals"
         condition: dict[str, Any] = {"field": field, "op": op}
         value = _text(f"{f}-value")
@@ -178,13 +184,9 @@ def _read_conditions(prefix: str) -> tuple[list[dict], dict[int, int]]:
     return conditions, row_of
 
 
-def _read_segments(stored: list[dict]) -> tuple[list[dict], dict]:
+def _read_segments() -> tuple[list[dict], dict]:
     segments, where = [], {}
-    for n in range(_rows("segments-rows", 100)):
-        p = f"s{n}"
-        name = _text(f"{p}-name")
-        if request.form.get(f"{p}-remove") or not name:
-            continue
+    for n, p, name in _kept("segments-rows", "s", "name", 100):
         conditions, rows = _read_conditions(p)
         where[len(segments)] = (n, rows)
         segments.append(
@@ -201,11 +203,7 @@ def _read_labelled(kind: str, with_points: bool) -> tuple[list[dict], dict]:
     """Fit rules (``fr``) or disqualifiers (``fd``): a label, (points and a group,) and
     condition rows; where each came from, for errors."""
     out, where = [], {}
-    for n in range(_rows(f"{kind}-rows", 100)):
-        p = f"{kind}{n}"
-        label = _text(f"{p}-label")
-        if request.form.get(f"{p}-remove") or not label:
-            continue
+    for n, p, label in _kept(f"{kind}-rows", kind, "label", 100):
         conditions, rows = _read_conditions(p)
         item: dict[str, Any] = {"label": label, "conditions": conditions}
         if with_points:
@@ -325,7 +323,7 @@ def _read_section(section: str, document: dict) -> tuple[dict, dict]:
             trend[field] = _number(f"trend-{field}")
         return {**document, "score_bands": bands, "trend": trend}, {}
     if section == "segments":
-        segments, where = _read_segments(document.get("segments") or [])
+        segments, where = _read_segments()
         return {**document, "segments": segments}, {"segments": where}
     if section == "fit":
         return _read_fit(document)
