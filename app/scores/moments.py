@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Account, Event, User
+from app.scores.activity_basis import chunks, only
 from scoring.definitions import Step
 
 ACTIVITY = "track"  # the messages the checklist counts (the daily rollups' type)
@@ -46,23 +47,85 @@ def _nth_user(
     return session.scalar(query.offset(max(step.min_count, 1) - 1).limit(1))
 
 
-def step_moments(
-    session: Session, subject: str, sid: int, steps: list[Step]
-) -> list[dt.datetime | None]:
-    """The completion time of each (done) step; None where it cannot be told."""
+def _nth_query(kind: str, column, event: str, n: int, chunk: list[int] | None):
+    """(subject, time) of the N-th occurrence of ``event`` (``event_count``) or of the N-th
+    distinct user's first ``event`` (``distinct_users``, accounts) for a chunk of subjects:
+    one window query instead of one query per subject."""
+    if kind == "distinct_users":
+        firsts = (
+            select(
+                Event.account_id.label("sid"),
+                Event.user_id,
+                func.min(Event.timestamp).label("moment"),
+            )
+            .where(Event.type == ACTIVITY, Event.name == event, *only(Event.account_id, chunk))
+            .group_by(Event.account_id, Event.user_id)
+            .subquery()
+        )
+        rank = func.row_number().over(partition_by=firsts.c.sid, order_by=firsts.c.moment)
+        ranked = select(firsts.c.sid, firsts.c.moment, rank.label("rn")).subquery()
+    else:
+        rank = func.row_number().over(partition_by=column, order_by=Event.timestamp)
+        ranked = (
+            select(column.label("sid"), Event.timestamp.label("moment"), rank.label("rn"))
+            .where(Event.type == ACTIVITY, Event.name == event, *only(column, chunk))
+            .subquery()
+        )
+    return select(ranked.c.sid, ranked.c.moment).where(ranked.c.rn == n)
+
+
+def many_step_moments(
+    session: Session, subject: str, wanted: dict[int, list[Step]]
+) -> dict[int, list[dt.datetime | None]]:
+    """The completion time of each (done) step of each subject (None where it cannot be told),
+    for a pass's newly activated subjects at once: steps without a first-days window are read
+    with one window query per distinct step and chunk of subjects; windowed steps, which
+    depend on each subject's first day, one subject at a time."""
     model = Account if subject == "account" else User
-    since, trait_times = session.execute(
-        select(model.first_seen_at, model.trait_times).where(model.id == sid)
-    ).one()
     column = Event.account_id if subject == "account" else Event.user_id
-    out: list[dt.datetime | None] = []
-    for step in steps:
-        if step.kind == "trait":
-            out.append(_parse((trait_times or {}).get(step.trait or "")))
-        elif step.kind == "distinct_users" and subject == "account":
-            out.append(_nth_user(session, sid, step, since))
-        else:
-            out.append(_nth_event(session, column, sid, step, since))
+    ids = sorted(wanted)
+    seen: dict[int, tuple] = {}
+    for chunk in chunks(ids):
+        for sid, since, trait_times in session.execute(
+            select(model.id, model.first_seen_at, model.trait_times).where(*only(model.id, chunk))
+        ):
+            seen[sid] = (since, trait_times)
+
+    def kind_of(step: Step) -> str | None:
+        if step.kind == "trait" or not step.event or step.within_days:
+            return None
+        return (
+            "distinct_users"
+            if step.kind == "distinct_users" and subject == "account"
+            else ("event_count")
+        )
+
+    batches: dict[tuple[str, str, int], set[int]] = {}
+    for sid, steps in wanted.items():
+        for step in steps:
+            kind = kind_of(step)
+            if kind:
+                batches.setdefault((kind, step.event, max(step.min_count, 1)), set()).add(sid)
+    found: dict[tuple[str, str, int, int], dt.datetime] = {}
+    for (kind, event, n), sids in batches.items():
+        for chunk in chunks(sorted(sids)):
+            for sid, moment in session.execute(_nth_query(kind, column, event, n, chunk)):
+                found[(kind, event, n, sid)] = moment
+    out: dict[int, list[dt.datetime | None]] = {}
+    for sid, steps in wanted.items():
+        since, trait_times = seen.get(sid, (None, None))
+        moments: list[dt.datetime | None] = []
+        for step in steps:
+            kind = kind_of(step)
+            if step.kind == "trait":
+                moments.append(_parse((trait_times or {}).get(step.trait or "")))
+            elif kind:
+                moments.append(found.get((kind, step.event, max(step.min_count, 1), sid)))
+            elif step.kind == "distinct_users" and subject == "account":
+                moments.append(_nth_user(session, sid, step, since))
+            else:
+                moments.append(_nth_event(session, column, sid, step, since))
+        out[sid] = moments
     return out
 
 

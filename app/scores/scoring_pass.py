@@ -38,7 +38,7 @@ from app.models import (
 from app.scores import activity_basis
 from app.scores.activity_basis import chunks, only
 from app.scores.definitions_store import current_definitions, parse_document
-from app.scores.moments import completed_at, signal_moment, step_moments, steps_needed
+from app.scores.moments import completed_at, many_step_moments, signal_moment, steps_needed
 from app.scores.subjects import Subjects, load_accounts, load_previous, load_users
 from scoring.definitions import Definitions, ScoringProfile
 from scoring.engine import (
@@ -389,6 +389,9 @@ def _when_it_happened(session: Session, kind: str, rows: list[dict], now: dt.dat
     """A subject activated (or qualified on Activation) in this pass gets the time of the
     event that completed it, not the pass's time. Only newly activated subjects are read
     (once each: the time is kept from then on)."""
+    activated: dict[int, list] = {}
+    qualified: dict[int, tuple[list, int]] = {}
+    by_id = {}
     for row in rows:
         steps, pql_steps = row.pop("_steps", None), row.pop("_pql_steps", None)
         signal = row.pop("_pql_signal", None)
@@ -396,12 +399,17 @@ def _when_it_happened(session: Session, kind: str, rows: list[dict], now: dt.dat
             moment = signal_moment(session, kind, row["_id"], *signal)
             row["pql_at"] = min(moment, now) if moment else now
         if steps:
-            moments = step_moments(session, kind, row["_id"], steps)
-            row["activated_at"] = completed_at(moments, len(moments), now)
+            activated[row["_id"]] = steps
+            by_id[row["_id"]] = row
         if pql_steps:
-            done, needed = pql_steps
-            moments = step_moments(session, kind, row["_id"], done)
-            row["pql_at"] = completed_at(moments, needed, now)
+            qualified[row["_id"]] = pql_steps
+            by_id[row["_id"]] = row
+    # Read in bulk: a first pass over a big tenant activates thousands of subjects at once.
+    for sid, moments in many_step_moments(session, kind, activated).items():
+        by_id[sid]["activated_at"] = completed_at(moments, len(moments), now)
+    done = {sid: steps for sid, (steps, _) in qualified.items()}
+    for sid, moments in many_step_moments(session, kind, done).items():
+        by_id[sid]["pql_at"] = completed_at(moments, qualified[sid][1], now)
 
 
 def _touched_since(session: Session, since: dt.datetime) -> tuple[set[int], set[int]]:

@@ -625,3 +625,46 @@ def test_fit_is_scored_gates_pqls_when_asked_and_tells_poor_fits_apart(client, d
     rows = scores(db, tenant_id)
     assert "Best fit" in rows["initech"].segments["names"]
     assert "Best fit" not in rows["acme"].segments["names"]
+
+
+def test_when_many_subjects_activate_at_once_their_moments_are_read_in_bulk(client, db):
+    """A first pass over a backfilled tenant activates every subject at once: the completion
+    times are read with a query per step, not per subject, so 24 activated accounts cost about
+    what 4 do."""
+    from sqlalchemy import event
+
+    def activated_tenant(name: str, accounts: int) -> int:
+        tenant_id = create_tenant(db, name).id
+        key = issue_write_key(db, tenant_id).secret
+        messages = []
+        for n in range(accounts):
+            account, users = f"{name}-{n}", [f"{name}-{n}-u{i}" for i in range(3)]
+            messages += [group(u, account, plan="trial", employees=10) for u in users]
+            messages += ev(users[0], "Report Created", account, days_ago=5)
+            messages += ev(users[0], "Teammate Invited", account, days_ago=5, n=3)
+            messages += [m for u in users for m in ev(u, "Logged In", account, days_ago=4)]
+            messages += ev(users[0], "Integration Connected", account, days_ago=3)
+            messages += ev(users[0], "Dashboard Shared", account, days_ago=2)
+        send(client, key, messages)
+        return tenant_id
+
+    def statements(tenant_id: int) -> int:
+        count = [0]
+
+        def seen(*args):
+            count[0] += 1
+
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            recompute(db, tenant_id, NOW)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+        return count[0]
+
+    few, many = activated_tenant("few", 4), activated_tenant("many", 24)
+    few_count, many_count = statements(few), statements(many)
+    with db.tenant_session(many) as s:
+        activated = s.scalars(select(AccountScore).where(AccountScore.activated.is_(True))).all()
+    assert len(activated) == 24
+    assert all(a.activated_at == NOW - dt.timedelta(days=2) for a in activated)
+    assert many_count - few_count < 20, (few_count, many_count)
