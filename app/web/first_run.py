@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Account, AccountScore, CrmRecord, Event, WriteKey
-from connectors import registry
+from app.web.read_model import crm_account_url
 
 
 @dataclass
@@ -100,7 +100,7 @@ def first_run(
     ]
     pause, error = settings.get("sync_paused"), settings.get("sync_error")
     if written:
-        link = _record_link(tenant, written[0])
+        link = crm_account_url(tenant, written[0])
         detail = f"{written[1] or 'An account'} has its engagement and Activation in {crm}."
     else:
         link = None
@@ -132,14 +132,6 @@ def first_run(
         )
     )
     return steps
-
-
-def _record_link(tenant, crm_id: str) -> str | None:
-    try:
-        provider = registry.get(tenant.crm)
-    except registry.UnknownProvider:
-        return None
-    return provider.account_url(tenant, crm_id)
 
 
 def guide_done(steps: list[GuideStep]) -> bool:

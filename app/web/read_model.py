@@ -27,6 +27,7 @@ from app.models import (
     UserEventDay,
     UserScore,
 )
+from connectors import registry
 from scoring.definitions import Definitions
 from scoring.engine import trait_distribution
 
@@ -238,3 +239,14 @@ def usage_card(
         card["leadType"] = score.lead_type or None
         card["chanceToConvert"] = score.chance_to_convert if score.lead_type else None
     return card
+
+
+def crm_account_url(tenant, crm_id: str | None) -> str | None:
+    """The link to an account's record in the tenant's CRM (None when it has none)."""
+    if not crm_id:
+        return None
+    try:
+        provider = registry.get(tenant.crm)
+    except registry.UnknownProvider:
+        return None
+    return provider.account_url(tenant, crm_id)

@@ -24,11 +24,11 @@ from app.web.admin.session import bp, tenant_db, tenant_segment_names
 from app.web.charts import line_chart, scatter_plot
 from app.web.read_model import (
     accounts_query,
+    crm_account_url,
     owner_names,
     scored,
     segment_view,
 )
-from connectors import registry
 from scoring.engine import account_checklist, is_paying
 
 SORTS = {
@@ -109,7 +109,7 @@ def _listed() -> tuple[list[dict], dict[str, str], str, str, dict[str, str]]:
                 "owner": row.owner_name or row.owner_id,
                 "owner_id": row.owner_id,
                 "stage": row.lifecycle_stage,
-                "crm_url": _crm_url(row.crm_id),
+                "crm_url": crm_account_url(g.tenant, row.crm_id),
             }
         )
     if sort in ("owner", "stage"):
@@ -235,20 +235,6 @@ def accounts():
     )
 
 
-def _crm_link(record: CrmRecord | None) -> str | None:
-    return _crm_url(record.crm_id if record else None)
-
-
-def _crm_url(crm_id: str | None) -> str | None:
-    if not crm_id:
-        return None
-    try:
-        provider = registry.get(g.tenant.crm)
-    except registry.UnknownProvider:
-        return None
-    return provider.account_url(g.tenant, crm_id)
-
-
 @bp.get("/accounts/<path:external_id>")
 def account(external_id: str):
     defs = current_definitions(tenant_db(), g.tenant_id).definitions
@@ -307,7 +293,7 @@ def account(external_id: str):
         users=users,
         chart=chart,
         features=features,
-        crm_link=_crm_link(record),
+        crm_link=crm_account_url(g.tenant, record.crm_id if record else None),
         owner=owners.get(crm_fields.get("owner_id"), crm_fields.get("owner_id")),
         owner_id=crm_fields.get("owner_id"),
         stage=crm_fields.get("lifecycle_stage"),
