@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
@@ -186,27 +186,70 @@ def _copy_converters(table, columns: list[str]) -> list:
     return converters
 
 
+def _copy_rows(session: Session, table, rows: list[dict[str, Any]], into: str) -> None:
+    """COPY ``rows`` (dicts with the same keys, values as for ``table``) into table ``into``."""
+    columns = list(rows[0])
+    converters = _copy_converters(table, columns)
+    driver = session.connection().connection.driver_connection
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(f"COPY {into} ({', '.join(columns)}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(
+                [
+                    convert(row[c]) if convert else row[c]
+                    for c, convert in zip(columns, converters, strict=True)
+                ]
+            )
+
+
 def insert_rows(session: Session, table, rows: list[dict[str, Any]]) -> None:
     """Insert many rows of one table: COPY on PostgreSQL, executemany elsewhere."""
     if not rows:
         return
     if _is_postgresql(session):
-        columns = list(rows[0])
-        converters = _copy_converters(table, columns)
-        driver = session.connection().connection.driver_connection
-        with (
-            driver.cursor() as cursor,
-            cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
-        ):
-            for row in rows:
-                copy.write_row(
-                    [
-                        convert(row[c]) if convert else row[c]
-                        for c, convert in zip(columns, converters, strict=True)
-                    ]
-                )
+        _copy_rows(session, table, rows, table.name)
         return
     session.connection().execute(table.insert(), rows)
+
+
+def update_rows(session: Session, table, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    """Update many rows of one table, each found by its ``keys`` columns and given the other
+    values of its dict (every dict has the same keys). On PostgreSQL: one UPDATE … FROM a
+    temporary table filled by COPY (an executemany of thousands of wide rows cost most of an
+    incremental scoring pass); elsewhere an executemany."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    values = [c for c in columns if c not in keys]
+    if not _is_postgresql(session):
+        statement = (
+            table.update()
+            .where(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
+            .values({c: bindparam(f"v_{c}") for c in values})
+        )
+        session.connection().execute(
+            statement,
+            [{**{f"k_{k}": r[k] for k in keys}, **{f"v_{c}": r[c] for c in values}} for r in rows],
+        )
+        return
+    staging = f"_staged_{table.name}"
+    connection = session.connection()
+    connection.execute(
+        text(
+            f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS "
+            f"SELECT {', '.join(columns)} FROM {table.name} WITH NO DATA"
+        )
+    )
+    _copy_rows(session, table, rows, staging)
+    connection.execute(
+        text(
+            f"UPDATE {table.name} AS t SET {', '.join(f'{c} = s.{c}' for c in values)} "
+            f"FROM {staging} AS s WHERE {' AND '.join(f't.{k} = s.{k}' for k in keys)}"
+        )
+    )
+    connection.execute(text(f"DROP TABLE {staging}"))
 
 
 _PG_UPSERT_HISTORY = text(

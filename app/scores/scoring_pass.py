@@ -22,7 +22,7 @@ from marshmallow import ValidationError
 from sqlalchemy import case, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from app.bulk import insert_rows, upsert_history
+from app.bulk import insert_rows, update_rows, upsert_history
 from app.db import Database
 from app.jobs import deliveries
 from app.models import (
@@ -496,7 +496,7 @@ def _store(
     """Write the subjects' scores, only where something changed, and upsert today's history
     row for each; returns the subjects written, each with the columns that changed (all of
     them for a new row). A new subject's row is inserted (in bulk); a row whose values differ
-    from the stored one is updated (one executemany per chunk) and flagged for the CRM push; an
+    from the stored one is updated (all of them in one statement) and flagged for the CRM push; an
     unchanged row is left alone, so it is neither rewritten nor looked at by the next push.
     A full pass also deletes the rows of subjects that are gone (merged, forgotten)."""
     key_column = getattr(model, key)
@@ -531,8 +531,7 @@ def _store(
             changed.append({**item, "crm_pending": True})
             written[sid] = {c for c, a, b in zip(compared, old, new, strict=True) if a != b}
     insert_rows(session, model.__table__, fresh)
-    for start in range(0, len(changed), 5000):
-        session.execute(update(model), changed[start : start + 5000])
+    update_rows(session, model.__table__, ["tenant_id", key], changed)
     upsert_history(
         session,
         tenant_id,
