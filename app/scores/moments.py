@@ -11,7 +11,7 @@ import datetime as dt
 import math
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.models import Account, Event, User
@@ -74,6 +74,42 @@ def _nth_query(kind: str, column, event: str, n: int, chunk: list[int] | None):
     return select(ranked.c.sid, ranked.c.moment).where(ranked.c.rn == n)
 
 
+def _nth_by_days(subject: str, n: int):
+    """PostgreSQL: the N-th occurrence of an event for a chunk of subjects, found through the
+    daily rollups: a running sum over the subject's days gives the day the N-th happened and
+    how many of that day's it is, and only that day's events are read (through the events'
+    (subject, timestamp) index). ``_nth_query`` sorts every event of that name instead, which
+    on a first pass over ten million events is most of the pass. Same answer: the rollups
+    count exactly the track events, per UTC day of their timestamp."""
+    rollup, key, column = (
+        ("account_event_days", "account_id", "account_id")
+        if subject == "account"
+        else ("user_event_days", "user_id", "user_id")
+    )
+    return text(
+        f"""
+        WITH daily AS (
+            SELECT {key} AS sid, day, sum(count) AS c FROM {rollup}
+            WHERE {key} = ANY(:ids) AND event = :event
+            GROUP BY {key}, day
+        ),
+        running AS (
+            SELECT sid, day, c, sum(c) OVER (PARTITION BY sid ORDER BY day) AS upto FROM daily
+        ),
+        hit AS (
+            SELECT sid, day, {n} - (upto - c) AS need FROM running
+            WHERE upto >= {n} AND upto - c < {n}
+        )
+        SELECT hit.sid, e.timestamp FROM hit CROSS JOIN LATERAL (
+            SELECT timestamp FROM events
+            WHERE {column} = hit.sid AND type = '{ACTIVITY}' AND name = :event
+              AND timestamp >= hit.day::timestamp AND timestamp < (hit.day + 1)::timestamp
+            ORDER BY timestamp OFFSET hit.need - 1 LIMIT 1
+        ) AS e
+        """
+    )
+
+
 def many_step_moments(
     session: Session, subject: str, wanted: dict[int, list[Step]]
 ) -> dict[int, list[dt.datetime | None]]:
@@ -107,10 +143,15 @@ def many_step_moments(
             if kind:
                 batches.setdefault((kind, step.event, max(step.min_count, 1)), set()).add(sid)
     found: dict[tuple[str, str, int, int], dt.datetime] = {}
+    by_days = session.get_bind().dialect.name == "postgresql"
     for (kind, event, n), sids in batches.items():
         for chunk in chunks(sorted(sids)):
-            for sid, moment in session.execute(_nth_query(kind, column, event, n, chunk)):
-                found[(kind, event, n, sid)] = moment
+            if by_days and kind == "event_count":
+                query, params = _nth_by_days(subject, n), {"ids": chunk, "event": event}
+            else:
+                query, params = _nth_query(kind, column, event, n, chunk), {}
+            for sid, moment in session.execute(query, params):
+                found[(kind, event, n, sid)] = _aware(moment)
     out: dict[int, list[dt.datetime | None]] = {}
     for sid, steps in wanted.items():
         since, trait_times = seen.get(sid, (None, None))
