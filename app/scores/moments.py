@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from app.db import TENANT_KEY
 from app.models import Account, Event, User
 from app.scores.activity_basis import chunks, only
 from scoring.definitions import Step
@@ -90,7 +91,7 @@ def _nth_by_days(subject: str, n: int):
         f"""
         WITH daily AS (
             SELECT {key} AS sid, day, sum(count) AS c FROM {rollup}
-            WHERE {key} = ANY(:ids) AND event = :event
+            WHERE tenant_id = :tenant_id AND {key} = ANY(:ids) AND event = :event
             GROUP BY {key}, day
         ),
         running AS (
@@ -102,7 +103,8 @@ def _nth_by_days(subject: str, n: int):
         )
         SELECT hit.sid, e.timestamp FROM hit CROSS JOIN LATERAL (
             SELECT timestamp FROM events
-            WHERE {column} = hit.sid AND type = '{ACTIVITY}' AND name = :event
+            WHERE tenant_id = :tenant_id AND {column} = hit.sid
+              AND type = '{ACTIVITY}' AND name = :event
               AND timestamp >= hit.day::timestamp AND timestamp < (hit.day + 1)::timestamp
             ORDER BY timestamp OFFSET hit.need - 1 LIMIT 1
         ) AS e
@@ -143,11 +145,13 @@ def many_step_moments(
             if kind:
                 batches.setdefault((kind, step.event, max(step.min_count, 1)), set()).add(sid)
     found: dict[tuple[str, str, int, int], dt.datetime] = {}
-    by_days = session.get_bind().dialect.name == "postgresql"
+    tenant_id = session.info.get(TENANT_KEY)
+    by_days = session.get_bind().dialect.name == "postgresql" and tenant_id is not None
     for (kind, event, n), sids in batches.items():
         for chunk in chunks(sorted(sids)):
             if by_days and kind == "event_count":
-                query, params = _nth_by_days(subject, n), {"ids": chunk, "event": event}
+                query = _nth_by_days(subject, n)
+                params = {"ids": chunk, "event": event, "tenant_id": tenant_id}
             else:
                 query, params = _nth_query(kind, column, event, n, chunk), {}
             for sid, moment in session.execute(query, params):

@@ -50,7 +50,8 @@ def test_the_nth_occurrence_read_through_the_rollups_is_the_nth_event(client, db
                     guided = {
                         sid: moment.replace(tzinfo=dt.UTC)
                         for sid, moment in session.execute(
-                            _nth_by_days(subject, n), {"ids": ids, "event": event}
+                            _nth_by_days(subject, n),
+                            {"ids": ids, "event": event, "tenant_id": tenant_id},
                         )
                     }
                     assert guided == plain, (subject, event, n)
