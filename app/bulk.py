@@ -92,7 +92,8 @@ _PG_ADD_USER_COUNTS = text(
         CAST(:user_ids AS integer[]), CAST(:events AS varchar[]), CAST(:days AS date[]),
         CAST(:counts AS integer[])
     ) AS rows(u, e, d, c)
-    ON CONFLICT (user_id, event, day) DO UPDATE SET count = user_event_days.count + EXCLUDED.count
+    ON CONFLICT (tenant_id, user_id, event, day)
+        DO UPDATE SET count = user_event_days.count + EXCLUDED.count
     """
 )
 
@@ -104,7 +105,7 @@ _PG_ADD_ACCOUNT_COUNTS = text(
         CAST(:account_ids AS integer[]), CAST(:events AS varchar[]), CAST(:days AS date[]),
         CAST(:user_ids AS integer[]), CAST(:counts AS integer[])
     ) AS rows(a, e, d, u, c)
-    ON CONFLICT (account_id, event, day, user_id)
+    ON CONFLICT (tenant_id, account_id, event, day, user_id)
         DO UPDATE SET count = account_event_days.count + EXCLUDED.count
     """
 )
@@ -114,7 +115,8 @@ def _add_counts_portably(session: Session, model, tenant_id: int, rows, keys) ->
     table = model.__table__
     statement = dialect_insert(session)(table)
     statement = statement.on_conflict_do_update(
-        index_elements=keys, set_={"count": table.c.count + statement.excluded.count}
+        index_elements=["tenant_id", *keys],
+        set_={"count": table.c.count + statement.excluded.count},
     )
     params = [
         {**dict(zip([*keys, "count"], row, strict=True)), "tenant_id": tenant_id} for row in rows
@@ -259,7 +261,7 @@ _PG_UPSERT_HISTORY = text(
     SELECT :tenant_id, :subject, i, :day, e, a
     FROM unnest(CAST(:ids AS integer[]), CAST(:scores AS smallint[]), CAST(:rates AS smallint[]))
         AS rows(i, e, a)
-    ON CONFLICT (subject, subject_id, day)
+    ON CONFLICT (tenant_id, subject, subject_id, day)
         DO UPDATE SET engagement_score = EXCLUDED.engagement_score,
                       activation_rate = EXCLUDED.activation_rate
     """
@@ -294,7 +296,7 @@ def upsert_history(
         return
     statement = dialect_insert(session)(ScoreHistory.__table__)
     statement = statement.on_conflict_do_update(
-        index_elements=["subject", "subject_id", "day"],
+        index_elements=["tenant_id", "subject", "subject_id", "day"],
         set_={
             "engagement_score": statement.excluded.engagement_score,
             "activation_rate": statement.excluded.activation_rate,

@@ -321,7 +321,8 @@ def _record_outcomes(
                     }
                 )
             else:
-                updates.append({"id": rid, **row})
+                # By primary key: (tenant_id, id).
+                updates.append({"tenant_id": tenant_id, "id": rid, **row})
         # Rows of one shape per statement (executemany needs the same keys in each).
         by_shape: dict[tuple, list[dict]] = defaultdict(list)
         for row in updates:

@@ -25,6 +25,24 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(db_factory):
     assert _tables(url) == set(Base.metadata.tables)
 
 
+def _sqlite_stand_ins(diff: list) -> tuple[list, set[str]]:
+    """SQLite keeps ``id INTEGER PRIMARY KEY`` (its auto-increment) where the models say
+    (tenant_id, id), with a unique index on (tenant_id, id) on the tables foreign keys point
+    at: those indexes are the only difference the models do not declare."""
+    stand_ins, rest = set(), []
+    for change in diff:
+        if (
+            change[0] == "remove_index"
+            and change[1].name == f"uq_{change[1].table.name}_tenant_id_id"
+            and [c.name for c in change[1].columns] == ["tenant_id", "id"]
+            and change[1].unique
+        ):
+            stand_ins.add(change[1].table.name)
+        else:
+            rest.append(change)
+    return rest, stand_ins
+
+
 def test_migrations_produce_exactly_the_models_schema(db_factory):
     url = db_factory.new_url()
     migrate.upgrade(url)
@@ -32,7 +50,11 @@ def test_migrations_produce_exactly_the_models_schema(db_factory):
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
-            assert compare_metadata(context, Base.metadata) == []
+            diff = compare_metadata(context, Base.metadata)
+            if connection.dialect.name == "sqlite":
+                diff, stand_ins = _sqlite_stand_ins(diff)
+                assert stand_ins == {"accounts", "users", "triggers"}
+            assert diff == []
     finally:
         engine.dispose()
 
