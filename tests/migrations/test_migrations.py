@@ -90,3 +90,76 @@ def test_upgrade_keeps_existing_rows_and_backfills_new_columns(db_factory):
                 assert str(changed).startswith("2026-11-01 10:00:00")
     finally:
         engine.dispose()
+
+
+def test_rebuilding_a_table_keeps_the_rows_that_point_at_it(db_factory):
+    """0019 rebuilds users and accounts' children on SQLite (copy, drop, rename): the rows of
+    other tables pointing at a rebuilt table survive it, both ways."""
+    from sqlalchemy import text
+
+    url = db_factory.new_url()
+    migrate.upgrade(url, "0018")
+    engine = make_engine(url)
+    seen = "2026-11-01 10:00:00"
+    tables = ("account_memberships", "user_event_days", "account_event_days", "events")
+    try:
+        with engine.begin() as c:
+            c.execute(
+                text(
+                    "INSERT INTO tenants (id, name, crm, status, settings, created_at, updated_at)"
+                    " VALUES (1, 'A', 'none', 'active', '{}', :t, :t)"
+                ),
+                {"t": seen},
+            )
+            for table in ("accounts", "users"):
+                c.execute(
+                    text(
+                        f"INSERT INTO {table} (id, tenant_id, external_id, traits, trait_times,"
+                        " first_seen_at, last_seen_at, changed_at)"
+                        " VALUES (7, 1, 'x', '{}', '{}', :t, :t, :t)"
+                    ),
+                    {"t": seen},
+                )
+            c.execute(
+                text(
+                    "INSERT INTO account_memberships (tenant_id, account_id, user_id, created_at)"
+                    " VALUES (1, 7, 7, :t)"
+                ),
+                {"t": seen},
+            )
+            c.execute(
+                text(
+                    "INSERT INTO user_event_days (tenant_id, user_id, event, day, count)"
+                    " VALUES (1, 7, 'Logged In', '2026-11-01', 2)"
+                )
+            )
+            c.execute(
+                text(
+                    "INSERT INTO account_event_days (tenant_id, account_id, event, day, user_id,"
+                    " count) VALUES (1, 7, 'Logged In', '2026-11-01', 7, 2)"
+                )
+            )
+            c.execute(
+                text(
+                    "INSERT INTO events (tenant_id, message_id, type, name, user_id, account_id,"
+                    " timestamp, received_at, payload)"
+                    " VALUES (1, 'm1', 'track', 'Logged In', 7, 7, :t, :t, '{}')"
+                ),
+                {"t": seen},
+            )
+
+        def rows() -> dict:
+            with engine.connect() as c:
+                counts = {t: c.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in tables}
+                counts["event ids"] = c.execute(
+                    text("SELECT user_id, account_id FROM events")
+                ).one()
+                return counts
+
+        kept = {**dict.fromkeys(tables, 1), "event ids": (7, 7)}
+        migrate.upgrade(url)
+        assert rows() == kept
+        migrate.downgrade(url, "0018")
+        assert rows() == kept
+    finally:
+        engine.dispose()
