@@ -218,25 +218,50 @@ def insert_rows(session: Session, table, rows: list[dict[str, Any]]) -> None:
 
 def update_rows(session: Session, table, keys: list[str], rows: list[dict[str, Any]]) -> None:
     """Update many rows of one table, each found by its ``keys`` columns and given the other
-    values of its dict (every dict has the same keys). On PostgreSQL: one UPDATE … FROM a
-    temporary table filled by COPY (an executemany of thousands of wide rows cost most of an
-    incremental scoring pass); elsewhere an executemany."""
+    values of its dict (every dict has the same keys): one executemany. (PostgreSQL's scoring
+    writes go through ``store_changed`` instead.)"""
     if not rows:
         return
+    values = [c for c in rows[0] if c not in keys]
+    statement = (
+        table.update()
+        .where(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
+        .values({c: bindparam(f"v_{c}") for c in values})
+    )
+    session.connection().execute(
+        statement,
+        [{**{f"k_{k}": r[k] for k in keys}, **{f"v_{c}": r[c] for c in values}} for r in rows],
+    )
+
+
+def store_changed(
+    session: Session,
+    table,
+    tenant_id: int,
+    key: str,
+    rows: list[dict[str, Any]],
+    compared: list[str],
+    full: bool,
+) -> dict[int, set[str]]:
+    """PostgreSQL: write rows of one tenant's table (found by ``tenant_id`` and ``key``) where
+    they are new or differ in a ``compared`` column, flagging written rows ``crm_pending``; a
+    full set (``full``) also deletes the tenant's rows it does not contain. The rows are
+    COPYed into a staging table and compared by the database (one UPDATE of the rows that
+    differ, one INSERT of the new ones), instead of reading every stored row back into Python
+    to compare there. Returns the keys written, each with the columns that changed (every
+    compared column for a new row)."""
+    if not rows:
+        if full:
+            session.connection().execute(
+                text(f"DELETE FROM {table.name} WHERE tenant_id = :tenant_id"),
+                {"tenant_id": tenant_id},
+            )
+        return {}
     columns = list(rows[0])
-    values = [c for c in columns if c not in keys]
-    if not _is_postgresql(session):
-        statement = (
-            table.update()
-            .where(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
-            .values({c: bindparam(f"v_{c}") for c in values})
-        )
-        session.connection().execute(
-            statement,
-            [{**{f"k_{k}": r[k] for k in keys}, **{f"v_{c}": r[c] for c in values}} for r in rows],
-        )
-        return
-    staging = f"_staged_{table.name}"
+    if "crm_pending" not in columns:
+        columns.append("crm_pending")
+    staged = [{**row, "crm_pending": True} for row in rows]
+    staging = f"_scored_{table.name}"
     connection = session.connection()
     connection.execute(
         text(
@@ -244,14 +269,48 @@ def update_rows(session: Session, table, keys: list[str], rows: list[dict[str, A
             f"SELECT {', '.join(columns)} FROM {table.name} WITH NO DATA"
         )
     )
-    _copy_rows(session, table, rows, staging)
-    connection.execute(
+    _copy_rows(session, table, staged, staging)
+    match = f"t.tenant_id = :tenant_id AND s.tenant_id = :tenant_id AND t.{key} = s.{key}"
+    if full:
+        connection.execute(
+            text(
+                f"DELETE FROM {table.name} AS t WHERE t.tenant_id = :tenant_id AND NOT EXISTS "
+                f"(SELECT 1 FROM {staging} AS s WHERE s.{key} = t.{key})"
+            ),
+            {"tenant_id": tenant_id},
+        )
+    values = [c for c in columns if c not in (key, "tenant_id")]
+    compare = [c for c in compared if c in columns and c not in (key, "tenant_id")]
+    written: dict[int, set[str]] = {}
+    changed = connection.execute(
         text(
             f"UPDATE {table.name} AS t SET {', '.join(f'{c} = s.{c}' for c in values)} "
-            f"FROM {staging} AS s WHERE {' AND '.join(f't.{k} = s.{k}' for k in keys)}"
+            f"FROM {staging} AS s JOIN {table.name} AS o "
+            f"ON o.tenant_id = s.tenant_id AND o.{key} = s.{key} "
+            f"WHERE {match} "
+            f"AND ({', '.join(f'o.{c}' for c in compare)}) "
+            f"IS DISTINCT FROM ({', '.join(f's.{c}' for c in compare)}) "
+            f"RETURNING t.{key}, "
+            f"ARRAY[{', '.join(f'o.{c} IS DISTINCT FROM s.{c}' for c in compare)}]"
+        ),
+        {"tenant_id": tenant_id},
+    )
+    for sid, flags in changed:
+        written[sid] = {c for c, flag in zip(compare, flags, strict=True) if flag}
+    inserted = connection.execute(
+        text(
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"SELECT {', '.join(f's.{c}' for c in columns)} FROM {staging} AS s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} AS o "
+            f"WHERE o.tenant_id = s.tenant_id AND o.{key} = s.{key}) "
+            f"RETURNING {key}"
         )
     )
+    every = set(compared)
+    for (sid,) in inserted:
+        written[sid] = every
     connection.execute(text(f"DROP TABLE {staging}"))
+    return written
 
 
 _PG_UPSERT_HISTORY = text(

@@ -2,11 +2,15 @@
 
     .venv/bin/python bench/ingest.py                 # 60 s batch phase + 20 s track phase
     .venv/bin/python bench/ingest.py --duration 300  # the 5-minute memory run
+    .venv/bin/python bench/ingest.py --no-limits     # without the per-key/per-tenant limits
 
 Starts gunicorn exactly as the Procfile does (against a fresh PostgreSQL database it creates
 and drops, or --database-url), sends realistic analytics-python-shaped batches from keep-alive
 connections, and prints events/s, request latency percentiles and each web worker's memory
-at the start and end of the run. Request bodies are prepared before the clock starts (unique
+at the start and end of the run. The per-key and per-tenant ingestion limits are on (set above
+the offered load, so every window is counted and nothing is refused), and a baseline phase
+against a second server with the limits off runs in the same run, so their cost shows as a
+ratio whatever the machine's mood. Request bodies are prepared before the clock starts (unique
 messageIds are substituted per request) so the load generator takes little of the CPU it shares
 with the server.
 """
@@ -101,8 +105,17 @@ def templates(count: int, batch_size: int, single: bool) -> list[bytes]:
 
 
 class Load:
-    def __init__(self, port: int, key: str, path: str, bodies: list[bytes], per_request: int):
+    def __init__(
+        self,
+        port: int,
+        key: str,
+        path: str,
+        bodies: list[bytes],
+        per_request: int,
+        prefix: str = "",
+    ):
         self.port = port
+        self.prefix = prefix
         self.auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
         self.path = path
         self.bodies = bodies
@@ -119,7 +132,9 @@ class Load:
         local: list[float] = []
         while time.monotonic() < self.stop_at:
             n = next(self.counter)
-            body = self.bodies[n % len(self.bodies)].replace(PLACEHOLDER.encode(), str(n).encode())
+            body = self.bodies[n % len(self.bodies)].replace(
+                PLACEHOLDER.encode(), f"{self.prefix}{n}".encode()
+            )
             start = time.perf_counter()
             try:
                 conn.request("POST", self.path, body=body, headers=headers)
@@ -178,6 +193,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker")
     parser.add_argument("--database-url", help="use this database instead of a fresh one")
+    parser.add_argument(
+        "--no-limits", action="store_true", help="measure without the ingestion limits"
+    )
+    parser.add_argument(
+        "--baseline-duration",
+        type=float,
+        default=None,
+        help="seconds of the limits-off baseline phase (default: half of --duration; 0: none)",
+    )
     args = parser.parse_args()
 
     dropped = None
@@ -190,48 +214,62 @@ def main() -> None:
     key = issue_write_key(db, tenant.id).secret
     db.dispose()
 
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "LOG_LEVEL": "WARNING",
-        "APP_ENV": "development",
-        # The service's capacity is measured, not the per-key and per-tenant limits.
-        "INGEST_MESSAGES_PER_10S": "0",
-        "INGEST_TENANT_MESSAGES_PER_10S": "0",
-    }
-    gunicorn = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "--bind", f"127.0.0.1:{port}",
-            "--workers", str(args.workers),
-            "--worker-class", "gthread",
-            "--threads", str(args.threads),
-            "--log-level", "warning",
-            "app:create_app()",
-        ],
-        cwd=ROOT,
-        env=env,
-    )  # fmt: skip
-    try:
+    def serve(limits: bool) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        # Limits on: far above the offered load, so they are counted but never refuse.
+        limit = "100000000" if limits else "0"
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "LOG_LEVEL": "WARNING",
+            "APP_ENV": "development",
+            "INGEST_MESSAGES_PER_10S": limit,
+            "INGEST_TENANT_MESSAGES_PER_10S": limit,
+        }
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "--bind", f"127.0.0.1:{port}",
+                "--workers", str(args.workers),
+                "--worker-class", "gthread",
+                "--threads", str(args.threads),
+                "--log-level", "warning",
+                "app:create_app()",
+            ],
+            cwd=ROOT,
+            env=env,
+        )  # fmt: skip
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break
             except OSError:
                 time.sleep(0.1)
+        return server, port
+
+    def stop(server: subprocess.Popen) -> None:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+
+    limits = not args.no_limits
+    gunicorn, port = serve(limits)
+    try:
         print(
             f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"{platform.python_implementation()} {platform.python_version()}"
         )
         print(
             f"gunicorn: {args.workers} workers x {args.threads} threads (gthread); "
-            f"{args.concurrency} client connections; database: PostgreSQL"
+            f"{args.concurrency} client connections; database: PostgreSQL; "
+            f"ingestion limits {'on' if limits else 'off'}"
         )
         batch_bodies = templates(300, args.batch_size, single=False)
         track_bodies = templates(300, 1, single=True)
 
-        Load(port, key, "/v1/batch", batch_bodies, args.batch_size).run(5, args.concurrency)
+        # Warm-up messageIds differ from the measured ones (a repeat would be a cheap no-op).
+        Load(port, key, "/v1/batch", batch_bodies, args.batch_size, "first-").run(
+            5, args.concurrency
+        )
         pids = worker_pids(gunicorn.pid)
         rss_start = {p: rss_mb(p) for p in pids}
         batch = Load(port, key, "/v1/batch", batch_bodies, args.batch_size).run(
@@ -247,9 +285,26 @@ def main() -> None:
             args.track_duration, args.concurrency
         )
         print(f"/v1/track (1 event/request): {json.dumps(single)}")
+        baseline_seconds = (
+            args.duration / 2 if args.baseline_duration is None else args.baseline_duration
+        )
+        if limits and baseline_seconds > 0:
+            stop(gunicorn)
+            gunicorn, port = serve(False)
+            Load(port, key, "/v1/batch", batch_bodies, args.batch_size, "second-").run(
+                5, args.concurrency
+            )
+            baseline = Load(port, key, "/v1/batch", batch_bodies, args.batch_size, "base-").run(
+                baseline_seconds, args.concurrency
+            )
+            print(f"baseline, limits off, /v1/batch: {json.dumps(baseline)}")
+            print(
+                f"with the limits on: {batch['events_per_s'] / baseline['events_per_s']:.2f}x "
+                f"the events/s and {batch['p99_ms'] / baseline['p99_ms']:.2f}x the p99 of the "
+                "baseline"
+            )
     finally:
-        gunicorn.send_signal(signal.SIGTERM)
-        gunicorn.wait(30)
+        stop(gunicorn)
         if dropped:
             drop_database(dropped)
 

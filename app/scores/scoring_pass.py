@@ -22,7 +22,7 @@ from marshmallow import ValidationError
 from sqlalchemy import case, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from app.bulk import insert_rows, update_rows, upsert_history
+from app.bulk import insert_rows, store_changed, update_rows, upsert_history
 from app.db import Database
 from app.jobs import deliveries
 from app.models import (
@@ -496,9 +496,10 @@ def _store(
     """Write the subjects' scores, only where something changed, and upsert today's history
     row for each; returns the subjects written, each with the columns that changed (all of
     them for a new row). A new subject's row is inserted (in bulk); a row whose values differ
-    from the stored one is updated (all of them in one statement) and flagged for the CRM push; an
-    unchanged row is left alone, so it is neither rewritten nor looked at by the next push.
-    A full pass also deletes the rows of subjects that are gone (merged, forgotten)."""
+    from the stored one is updated and flagged for the CRM push; an unchanged row is left
+    alone, so it is neither rewritten nor looked at by the next push. A full pass also deletes
+    the rows of subjects that are gone (merged, forgotten). On PostgreSQL the database compares
+    (``store_changed``); elsewhere the stored rows are read and compared here."""
     key_column = getattr(model, key)
     payload: dict[int, dict] = {}
     for r in rows:
@@ -506,6 +507,12 @@ def _store(
         item.update({key: r["_id"], "tenant_id": tenant_id, "definitions_version": version})
         payload[r["_id"]] = item
     compared = [c.name for c in model.__table__.columns if c.name not in _NOT_COMPARED]
+    if session.get_bind().dialect.name == "postgresql":
+        written = store_changed(
+            session, model.__table__, tenant_id, key, list(payload.values()), compared, full
+        )
+        _history(session, tenant_id, subject, today, rows)
+        return written
     columns = [model.__table__.c[c] for c in compared]
     stored: dict[int, tuple] = {}
     for chunk in chunks(None if full else sorted(payload)):
@@ -532,6 +539,11 @@ def _store(
             written[sid] = {c for c, a, b in zip(compared, old, new, strict=True) if a != b}
     insert_rows(session, model.__table__, fresh)
     update_rows(session, model.__table__, ["tenant_id", key], changed)
+    _history(session, tenant_id, subject, today, rows)
+    return written
+
+
+def _history(session: Session, tenant_id: int, subject: str, today: dt.date, rows) -> None:
     upsert_history(
         session,
         tenant_id,
@@ -539,7 +551,6 @@ def _store(
         today,
         [(r["_id"], round(r["engagement_score"]), round(r["activation_rate"])) for r in rows],
     )
-    return written
 
 
 FIT_COLUMNS = {"fit_score", "fit_band", "fit_reason"}
