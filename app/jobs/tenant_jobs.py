@@ -123,6 +123,19 @@ def push_tenants(
     return outcome
 
 
+def sync_requested(svc, tenant_id: int, holder: str, dry_run: bool = False):
+    """An admin's "sync now" (the admin page or the API): the push, under the tenant's "score"
+    lease like the worker's own push, so it never overlaps a pass or another push of the
+    tenant. Returns the sync report, or None when the lease is held elsewhere (the worker is
+    scoring or syncing the tenant and will write the changes itself)."""
+    from app.sync.lifecycle import sync_tenant
+
+    with leases.held(svc.db, tenant_id, "score", holder, SCORING_LEASE, svc.clock) as taken:
+        if not taken:
+            return None
+        return sync_tenant(svc, tenant_id, dry_run=dry_run)
+
+
 def requested_scoring(db: Database, clock: Callable[[], dt.datetime], holder: str) -> dict:
     """Scoring passes and previews admins asked for, under the same "score" lease as the
     scheduled passes (one at a time per tenant, whichever worker gets it)."""

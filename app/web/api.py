@@ -429,7 +429,7 @@ def crm_status():
 @bp.post("/crm/sync")
 @admin_required
 def crm_sync_now():
-    from app.sync.lifecycle import sync_tenant
+    from app.jobs.tenant_jobs import sync_requested
     from connectors.base import AuthorizationLost, CrmError, CrmPaused
 
     body = _json_body() if request.content_length else {}
@@ -437,13 +437,21 @@ def crm_sync_now():
     if not isinstance(dry_run, bool):
         raise RequestError(400, "invalid_parameter", "dry_run must be true or false")
     try:
-        report = sync_tenant(services(), g.tenant_id, dry_run=dry_run)
+        report = sync_requested(services(), g.tenant_id, f"api/{g.tenant_id}", dry_run=dry_run)
     except AuthorizationLost as exc:
         raise RequestError(409, "needs_reauthorisation", str(exc)) from exc
     except CrmPaused as exc:
         raise RequestError(503, "sync_paused", str(exc)) from exc
     except CrmError as exc:
         raise RequestError(502, "crm_error", str(exc)) from exc
+    if report is None:
+        raise RequestError(
+            409,
+            "sync_in_progress",
+            "the worker is scoring or syncing this tenant right now and writes the changes "
+            "itself; ask again in a minute",
+            headers={"Retry-After": "60"},
+        )
     return jsonify(report.as_dict())
 
 

@@ -7,8 +7,7 @@ import datetime as dt
 from flask import abort, g, jsonify, render_template, request, session
 from sqlalchemy import func, select
 
-from app.jobs import leases
-from app.jobs.tenant_jobs import SCORING_LEASE
+from app.jobs.tenant_jobs import sync_requested
 from app.models import (
     Account,
     CrmRecord,
@@ -102,26 +101,26 @@ def _names(db_session, kind: str, subject_id: int) -> dict:
     return {(kind, subject_id): (row[0] or row[1]) if row else None}
 
 
+BUSY = (
+    "The worker is scoring or syncing this portal right now and writes the changes itself in "
+    "a moment."
+)
+
+
 @bp.post("/sync")
 def sync_now():
     """Sync now, under the tenant's scoring lease so it never overlaps the worker's own push;
     the answer says what was written or why nothing was."""
     svc = services()
-    holder = f"web/{g.actor}"
-    if not leases.acquire(svc.db, g.tenant_id, "score", holder, SCORING_LEASE, svc.clock()):
-        return _home_page(
-            sync_result={
-                "error": "The worker is scoring or syncing this portal right now and writes "
-                "the changes itself in a moment."
-            }
-        )
     try:
-        report = lifecycle.sync_tenant(svc, g.tenant_id)
-        result = {"summary": report.summary(), "paused": report.paused}
+        report = sync_requested(svc, g.tenant_id, f"web/{g.actor}")
+        result = (
+            {"error": BUSY}
+            if report is None
+            else {"summary": report.summary(), "paused": report.paused}
+        )
     except CrmError as exc:
         result = {"error": str(exc)}
-    finally:
-        leases.release(svc.db, g.tenant_id, "score", holder, svc.clock())
     g.tenant = get_tenant(svc.db, g.tenant_id)
     return _home_page(sync_result=result)
 

@@ -553,15 +553,28 @@ def test_tenant_configure_sets_sync_settings_and_refuses_nothing(app, db, instal
 
 
 def test_the_api_shows_crm_status_and_runs_a_sync(app, client, db, installed, sandbox):
+    from app.jobs import leases
     from app.tenants import issue_write_key
+
+    def app_clock(app):
+        return app.extensions["pql"].clock()
 
     tenant_id, key = installed
     acme(client, key)
     recompute(db, tenant_id, NOW)
     admin = issue_write_key(db, tenant_id, label="admin", scope="admin").secret
     headers = {"Authorization": f"Bearer {admin}"}
+    # A worker is scoring or pushing the tenant: the API does not sync over it.
+    worker = dt.timedelta(minutes=1)
+    assert leases.acquire(db, tenant_id, "score", "worker-1/push", worker, app_clock(app))
+    busy = client.post("/api/v1/crm/sync", json={"dry_run": False}, headers=headers)
+    assert busy.status_code == 409 and busy.get_json()["code"] == "sync_in_progress"
+    assert not sandbox.sandbox.portals[HUB].objects["companies"]
+    leases.release(db, tenant_id, "score", "worker-1/push", app_clock(app))
     ran = client.post("/api/v1/crm/sync", json={"dry_run": False}, headers=headers)
     assert ran.status_code == 200 and ran.get_json()["account"]["created"] == 1
+    # Released after the sync: the worker gets it again.
+    assert leases.acquire(db, tenant_id, "score", "worker-1/push", worker, app_clock(app))
     status = client.get("/api/v1/crm", headers=headers).get_json()
     assert status["status"] == "active" and status["records"]["account"]["linked"] == 1
     bad = client.post("/api/v1/crm/sync", json={"dry_run": "yes"}, headers=headers)
