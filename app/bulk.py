@@ -297,13 +297,13 @@ def store_changed(
     )
     for sid, flags in changed:
         written[sid] = {c for c, flag in zip(compare, flags, strict=True) if flag}
+    # The rows not there yet (the UPDATE took the others). Not an anti-join with the table
+    # itself: its scan would re-read the pages this very INSERT adds, once per row.
     inserted = connection.execute(
         text(
             f"INSERT INTO {table.name} ({', '.join(columns)}) "
-            f"SELECT {', '.join(f's.{c}' for c in columns)} FROM {staging} AS s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} AS o "
-            f"WHERE o.tenant_id = s.tenant_id AND o.{key} = s.{key}) "
-            f"RETURNING {key}"
+            f"SELECT {', '.join(columns)} FROM {staging} "
+            f"ON CONFLICT (tenant_id, {key}) DO NOTHING RETURNING {key}"
         )
     )
     every = set(compared)

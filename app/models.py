@@ -240,6 +240,9 @@ class Event(TenantOwned, Base):
         UniqueConstraint("tenant_id", "message_id"),
         # An account's recent events (account detail), and ON DELETE SET NULL of accounts.
         Index("ix_events_account_id_timestamp", "account_id", "timestamp"),
+        # A user's events (merges, privacy deletions), and the times of a user's Activation
+        # steps (one day of one user's events).
+        Index("ix_events_user_id_timestamp", "user_id", "timestamp"),
         # Incremental scoring finds who had new events since its last pass through this.
         Index("ix_events_tenant_id_received_at", "tenant_id", "received_at"),
         tenant_key("id"),
@@ -254,7 +257,7 @@ class Event(TenantOwned, Base):
     type: Mapped[str] = mapped_column(String(16))
     # The track event's name (or page/screen name); null for identify/group/alias.
     name: Mapped[str | None] = mapped_column(String(255))
-    user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer)
     account_id: Mapped[int | None] = mapped_column(Integer)
     # Skew-corrected time the event happened (Segment's timestamp rule).
     timestamp: Mapped[dt.datetime]

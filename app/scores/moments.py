@@ -75,18 +75,21 @@ def _nth_query(kind: str, column, event: str, n: int, chunk: list[int] | None):
     return select(ranked.c.sid, ranked.c.moment).where(ranked.c.rn == n)
 
 
-def _nth_by_days(subject: str, n: int):
+def _nth_by_days(kind: str, subject: str, n: int):
     """PostgreSQL: the N-th occurrence of an event for a chunk of subjects, found through the
     daily rollups: a running sum over the subject's days gives the day the N-th happened and
     how many of that day's it is, and only that day's events are read (through the events'
     (subject, timestamp) index). ``_nth_query`` sorts every event of that name instead, which
     on a first pass over ten million events is most of the pass. Same answer: the rollups
-    count exactly the track events, per UTC day of their timestamp."""
+    count exactly the track events, per UTC day of their timestamp. ``distinct_users``: the
+    N-th distinct user's first time, the same way (``_nth_user_by_days``)."""
     rollup, key, column = (
         ("account_event_days", "account_id", "account_id")
         if subject == "account"
         else ("user_event_days", "user_id", "user_id")
     )
+    if kind == "distinct_users":
+        return _nth_user_by_days(n)
     return text(
         f"""
         WITH daily AS (
@@ -108,6 +111,43 @@ def _nth_by_days(subject: str, n: int):
               AND timestamp >= hit.day::timestamp AND timestamp < (hit.day + 1)::timestamp
             ORDER BY timestamp OFFSET hit.need - 1 LIMIT 1
         ) AS e
+        """
+    )
+
+
+def _nth_user_by_days(n: int):
+    """PostgreSQL, accounts: when the N-th distinct user first did an event. Each user's first
+    day comes from the account's daily rollups (which keep the user); a running count over those
+    days gives the day the N-th user arrived and how many of that day's newcomers it takes, and
+    only that day's events of those newcomers are read (through the (account, timestamp)
+    index) for their first times."""
+    return text(
+        f"""
+        WITH firsts AS (
+            SELECT account_id AS sid, user_id, min(day) AS day FROM account_event_days
+            WHERE tenant_id = :tenant_id AND account_id = ANY(:ids) AND event = :event
+            GROUP BY account_id, user_id
+        ),
+        newcomers AS (
+            SELECT sid, day, count(*) AS c, array_agg(user_id) AS users FROM firsts
+            GROUP BY sid, day
+        ),
+        running AS (
+            SELECT sid, day, c, users, sum(c) OVER (PARTITION BY sid ORDER BY day) AS upto
+            FROM newcomers
+        ),
+        hit AS (
+            SELECT sid, day, users, {n} - (upto - c) AS need FROM running
+            WHERE upto >= {n} AND upto - c < {n}
+        )
+        SELECT hit.sid, u.moment FROM hit CROSS JOIN LATERAL (
+            SELECT min(e.timestamp) AS moment FROM events AS e
+            WHERE e.tenant_id = :tenant_id AND e.account_id = hit.sid
+              AND e.type = '{ACTIVITY}' AND e.name = :event
+              AND e.timestamp >= hit.day::timestamp AND e.timestamp < (hit.day + 1)::timestamp
+              AND e.user_id = ANY(hit.users)
+            GROUP BY e.user_id ORDER BY moment OFFSET hit.need - 1 LIMIT 1
+        ) AS u
         """
     )
 
@@ -149,8 +189,8 @@ def many_step_moments(
     by_days = session.get_bind().dialect.name == "postgresql" and tenant_id is not None
     for (kind, event, n), sids in batches.items():
         for chunk in chunks(sorted(sids)):
-            if by_days and kind == "event_count":
-                query = _nth_by_days(subject, n)
+            if by_days:
+                query = _nth_by_days(kind, subject, n)
                 params = {"ids": chunk, "event": event, "tenant_id": tenant_id}
             else:
                 query, params = _nth_query(kind, column, event, n, chunk), {}
