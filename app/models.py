@@ -358,6 +358,10 @@ class _ScoreColumns:
     engagement_segment: Mapped[str] = mapped_column(String(40))
     trend_change: Mapped[float | None]
     trend_segment: Mapped[str | None] = mapped_column(String(20))
+    # The raw engagement of the previous period (the time frame ending a frame ago) under the
+    # current definitions and this row's profile; None for a subject first seen since. Kept so
+    # that an incremental pass on the same day reuses it instead of re-reading that period.
+    previous_raw: Mapped[float | None]
     adoption_rate: Mapped[float]
     adoption_rate_ever: Mapped[float]
     active_days: Mapped[int] = mapped_column(Integer)

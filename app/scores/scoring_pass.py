@@ -120,13 +120,16 @@ def _score_rows(
     earlier: dict[int, tuple],
     member_stats: dict[int, _MemberStats] | None = None,
     progress: Progress | None = None,
+    kept_previous: dict[int, float] | None = None,
 ) -> tuple[list[dict], dict[str, float]]:
     """Score every id of one kind. Returns the rows and the percentiles used.
 
     The trend compares like with like: the previous period's score is recomputed under the
     current definitions from ``previous`` (each subject's activity at the end of the previous
     period), graded against that period's own 90th percentile (kept as
-    "<subject>:<profile>:previous"). A subject first seen after that day is New: no trend."""
+    "<subject>:<profile>:previous"). A subject first seen after that day is New: no trend.
+    ``kept_previous``: previous-period raws still valid (stored today under these rules), used
+    instead of ``previous``."""
     previous_day = today - dt.timedelta(days=defs.default_profile.time_frame_days)
     prepared = []
     raws: dict[str, list[float]] = defaultdict(list)
@@ -137,7 +140,10 @@ def _score_rows(
         raws[f"{subject}:{profile.name}"].append(raw)
         before = None
         if facts.first_seen <= previous_day:
-            before = raw_engagement(profile, previous.get(sid, Activity()), previous_day)
+            if kept_previous and sid in kept_previous:
+                before = kept_previous[sid]
+            else:
+                before = raw_engagement(profile, previous.get(sid, Activity()), previous_day)
             raws[f"{subject}:{profile.name}:previous"].append(before)
         prepared.append((sid, facts, profile, raw, before))
     if percentiles is None:
@@ -185,6 +191,7 @@ def _score_rows(
             "engagement_segment": engagement_segment(score, defs.score_bands),
             "trend_change": change.change,
             "trend_segment": change.segment,
+            "previous_raw": None if before is None else round(before, 4),
             "adoption_rate": adoption_rate(
                 defs.key_features, facts.activity, profile.time_frame_days
             ),
@@ -295,9 +302,15 @@ def _score_subjects(
     percentiles: dict[str, float] | None,
     subset: list[int] | None,
     progress: Progress | None = None,
+    stale: set[int] | None = None,
 ) -> tuple[list[dict], dict[str, float]]:
     """``_score_rows`` with what it needs read for ``subset`` (None: everyone): the scores of
-    the previous period, earlier firsts, and (accounts) their members' statistics."""
+    the previous period, earlier firsts, and (accounts) their members' statistics.
+
+    An incremental pass (``subset`` given, same day and definitions as the last full pass)
+    reuses each subject's stored previous-period raw unless its past changed (``stale``: late
+    events, merges, no basis yet) or its profile did; only the others' previous period is
+    read from the rollups."""
     previous_day = today - dt.timedelta(days=defs.default_profile.time_frame_days)
     kind = activity_basis.USERS if subject == "u" else activity_basis.ACCOUNTS
     model, key = (
@@ -305,6 +318,19 @@ def _score_subjects(
         if subject == "u"
         else (AccountScore, AccountScore.account_id)
     )
+    kept: dict[int, float] = {}
+    reread = subset
+    if subset is not None:
+        for chunk in chunks(subset):
+            for sid, profile, before in session.execute(
+                select(key, model.profile, model.previous_raw).where(
+                    model.previous_raw.is_not(None), *only(key, chunk)
+                )
+            ):
+                unchanged = sid in data.first_seen and sid not in (stale or set())
+                if unchanged and profile_for(defs, _record(data.traits[sid])).name == profile:
+                    kept[sid] = before
+        reread = [sid for sid in subset if sid not in kept]
     rows, used = _score_rows(
         defs,
         data,
@@ -313,10 +339,11 @@ def _score_subjects(
         today,
         now,
         percentiles,
-        load_previous(session, kind, subset, defs, previous_day),
+        load_previous(session, kind, reread, defs, previous_day) if reread != [] else {},
         _earlier_firsts(session, model, key, subset),
         member_stats=_member_stats(session, subset, defs, today) if subject == "a" else None,
         progress=progress,
+        kept_previous=kept,
     )
     _when_it_happened(session, "account" if subject == "a" else "user", rows, now)
     if subject == "a":
@@ -616,6 +643,7 @@ def recompute(
         session.add(run)
         session.flush()
 
+        stale_by_kind: dict[str, set[int]] = {}
         if full:
             user_ids: list[int] | None = None
             account_ids: list[int] | None = None
@@ -646,6 +674,7 @@ def recompute(
                 (activity_basis.ACCOUNTS, account_ids, late_accounts),
             ):
                 stale = late | activity_basis.missing(session, tenant_id, kind, ids)
+                stale_by_kind[kind.subject] = stale
                 if stale:
                     activity_basis.rebuild(session, tenant_id, kind, sorted(stale), defs, today)
 
@@ -656,7 +685,17 @@ def recompute(
             else [u for u in user_ids if u in users.first_seen]
         )
         user_rows, percentiles = _score_subjects(
-            session, defs, users, uids, "u", today, now, percentiles, user_ids, progress
+            session,
+            defs,
+            users,
+            uids,
+            "u",
+            today,
+            now,
+            percentiles,
+            user_ids,
+            progress,
+            stale=stale_by_kind.get("u"),
         )
         deliveries.fire(session, tenant_id, "user", user_rows, now)
         _store(
@@ -670,7 +709,17 @@ def recompute(
             else [a for a in account_ids if a in accounts.first_seen]
         )
         account_rows, percentiles = _score_subjects(
-            session, defs, accounts, aids, "a", today, now, percentiles, account_ids, progress
+            session,
+            defs,
+            accounts,
+            aids,
+            "a",
+            today,
+            now,
+            percentiles,
+            account_ids,
+            progress,
+            stale=stale_by_kind.get("a"),
         )
         if progress:
             progress("storing", 0, 1)

@@ -668,3 +668,41 @@ def test_when_many_subjects_activate_at_once_their_moments_are_read_in_bulk(clie
     assert len(activated) == 24
     assert all(a.activated_at == NOW - dt.timedelta(days=2) for a in activated)
     assert many_count - few_count < 20, (few_count, many_count)
+
+
+def test_an_incremental_pass_reuses_the_previous_period_unless_the_profile_changed(
+    app, client, db, tenant_key
+):
+    """The previous period's raw is kept for the day; a subject whose traits move it to another
+    profile during the day has it recomputed under that profile, as a full pass would."""
+    tenant_id, key = tenant_key
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["profiles"].append(
+        {
+            **document["profiles"][0],
+            "name": "Paid",
+            "time_frame_days": 7,
+            "weights": {"Report Created": 1, "Logged In": 10},
+            "penalties": [],
+            "applies_to": [{"field": "trait.plan", "op": "equals", "value": "paid"}],
+            "default": False,
+        }
+    )
+    save_definitions(db, tenant_id, document, "test")
+    app.extensions["pql"].clock = lambda: NOW - dt.timedelta(minutes=5)
+    acme_trial(client, key)
+    send(client, key, ev("ada", "Logged In", "acme", days_ago=9, n=4))
+    recompute(db, tenant_id, NOW)
+    before = scores(db, tenant_id)["acme"]
+    assert before.profile == "Default" and before.previous_raw is not None
+
+    later = NOW + dt.timedelta(minutes=10)
+    app.extensions["pql"].clock = lambda: later
+    send(client, key, [group("ada", "acme", days_ago=0, plan="paid")])
+    assert recompute(db, tenant_id, later, full=False).full is False
+    incremental = scores(db, tenant_id)["acme"]
+    recompute(db, tenant_id, later, full=True)
+    full = scores(db, tenant_id)["acme"]
+    assert incremental.profile == full.profile == "Paid"
+    assert incremental.previous_raw == full.previous_raw != before.previous_raw
+    assert incremental.trend_change == full.trend_change
