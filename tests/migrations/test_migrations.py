@@ -59,6 +59,18 @@ def test_migrations_produce_exactly_the_models_schema(db_factory):
         engine.dispose()
 
 
+def _tenant(connection, seen: str) -> None:
+    from sqlalchemy import text
+
+    connection.execute(
+        text(
+            "INSERT INTO tenants (id, name, crm, status, settings, created_at, updated_at)"
+            " VALUES (1, 'A', 'none', 'active', '{}', :t, :t)"
+        ),
+        {"t": seen},
+    )
+
+
 def test_upgrade_keeps_existing_rows_and_backfills_new_columns(db_factory):
     from sqlalchemy import text
 
@@ -68,13 +80,7 @@ def test_upgrade_keeps_existing_rows_and_backfills_new_columns(db_factory):
     seen = "2026-11-01 10:00:00"
     try:
         with engine.begin() as c:
-            c.execute(
-                text(
-                    "INSERT INTO tenants (id, name, crm, status, settings, created_at, updated_at)"
-                    " VALUES (1, 'A', 'none', 'active', '{}', :t, :t)"
-                ),
-                {"t": seen},
-            )
+            _tenant(c, seen)
             for table in ("accounts", "users"):
                 c.execute(
                     text(
@@ -104,13 +110,7 @@ def test_rebuilding_a_table_keeps_the_rows_that_point_at_it(db_factory):
     tables = ("account_memberships", "user_event_days", "account_event_days", "events")
     try:
         with engine.begin() as c:
-            c.execute(
-                text(
-                    "INSERT INTO tenants (id, name, crm, status, settings, created_at, updated_at)"
-                    " VALUES (1, 'A', 'none', 'active', '{}', :t, :t)"
-                ),
-                {"t": seen},
-            )
+            _tenant(c, seen)
             for table in ("accounts", "users"):
                 c.execute(
                     text(
