@@ -17,6 +17,7 @@ from app.jobs import leases
 from app.models import Delivery, Tenant
 from app.scores.jobs import run_queued, tenants_with_queued_jobs
 from app.scores.scoring_pass import recompute
+from app.sync.lifecycle import sync_tenant
 from connectors import registry
 from connectors.base import AuthorizationLost, CrmUnavailable
 
@@ -128,8 +129,6 @@ def sync_requested(svc, tenant_id: int, holder: str, dry_run: bool = False):
     lease like the worker's own push, so it never overlaps a pass or another push of the
     tenant. Returns the sync report, or None when the lease is held elsewhere (the worker is
     scoring or syncing the tenant and will write the changes itself)."""
-    from app.sync.lifecycle import sync_tenant
-
     with leases.held(svc.db, tenant_id, "score", holder, SCORING_LEASE, svc.clock) as taken:
         if not taken:
             return None
