@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
@@ -214,24 +214,6 @@ def insert_rows(session: Session, table, rows: list[dict[str, Any]]) -> None:
         _copy_rows(session, table, rows, table.name)
         return
     session.connection().execute(table.insert(), rows)
-
-
-def update_rows(session: Session, table, keys: list[str], rows: list[dict[str, Any]]) -> None:
-    """Update many rows of one table, each found by its ``keys`` columns and given the other
-    values of its dict (every dict has the same keys): one executemany. (PostgreSQL's scoring
-    writes go through ``store_changed`` instead.)"""
-    if not rows:
-        return
-    values = [c for c in rows[0] if c not in keys]
-    statement = (
-        table.update()
-        .where(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
-        .values({c: bindparam(f"v_{c}") for c in values})
-    )
-    session.connection().execute(
-        statement,
-        [{**{f"k_{k}": r[k] for k in keys}, **{f"v_{c}": r[c] for c in values}} for r in rows],
-    )
 
 
 def store_changed(

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -128,7 +129,9 @@ def sync_requested(svc, tenant_id: int, holder: str, dry_run: bool = False):
     """An admin's "sync now" (the admin page or the API): the push, under the tenant's "score"
     lease like the worker's own push, so it never overlaps a pass or another push of the
     tenant. Returns the sync report, or None when the lease is held elsewhere (the worker is
-    scoring or syncing the tenant and will write the changes itself)."""
+    scoring or syncing the tenant and will write the changes itself). Each request holds the
+    lease under a name of its own: two requests of one admin must not both get it."""
+    holder = f"{holder}/{uuid.uuid4().hex[:12]}"
     with leases.held(svc.db, tenant_id, "score", holder, SCORING_LEASE, svc.clock) as taken:
         if not taken:
             return None

@@ -83,13 +83,13 @@ def _nth_by_days(kind: str, subject: str, n: int):
     on a first pass over ten million events is most of the pass. Same answer: the rollups
     count exactly the track events, per UTC day of their timestamp. ``distinct_users``: the
     N-th distinct user's first time, the same way (``_nth_user_by_days``)."""
+    if kind == "distinct_users":
+        return _nth_user_by_days(n)
     rollup, key, column = (
         ("account_event_days", "account_id", "account_id")
         if subject == "account"
         else ("user_event_days", "user_id", "user_id")
     )
-    if kind == "distinct_users":
-        return _nth_user_by_days(n)
     return text(
         f"""
         WITH daily AS (

@@ -22,7 +22,7 @@ from marshmallow import ValidationError
 from sqlalchemy import case, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from app.bulk import insert_rows, store_changed, update_rows, upsert_history
+from app.bulk import insert_rows, store_changed, upsert_history
 from app.db import Database
 from app.jobs import deliveries
 from app.models import (
@@ -565,7 +565,9 @@ def _store(
             changed.append({**item, "crm_pending": True})
             written[sid] = {c for c, a, b in zip(compared, old, new, strict=True) if a != b}
     insert_rows(session, model.__table__, fresh)
-    update_rows(session, model.__table__, ["tenant_id", key], changed)
+    # By primary key: (tenant_id, key).
+    for start in range(0, len(changed), 5000):
+        session.execute(update(model), changed[start : start + 5000])
     _history(session, tenant_id, subject, today, rows)
     return written
 

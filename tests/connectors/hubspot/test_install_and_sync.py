@@ -571,6 +571,11 @@ def test_the_api_shows_crm_status_and_runs_a_sync(app, client, db, installed, sa
     assert busy.status_code == 409 and busy.get_json()["code"] == "sync_in_progress"
     assert not sandbox.sandbox.portals[HUB].objects["companies"]
     leases.release(db, tenant_id, "score", "worker-1/push", app_clock(app))
+    # Nor over another API request of the same tenant still syncing.
+    assert leases.acquire(db, tenant_id, "score", f"api/{tenant_id}", worker, app_clock(app))
+    again = client.post("/api/v1/crm/sync", json={"dry_run": False}, headers=headers)
+    assert again.status_code == 409 and again.get_json()["code"] == "sync_in_progress"
+    leases.release(db, tenant_id, "score", f"api/{tenant_id}", app_clock(app))
     ran = client.post("/api/v1/crm/sync", json={"dry_run": False}, headers=headers)
     assert ran.status_code == 200 and ran.get_json()["account"]["created"] == 1
     # Released after the sync: the worker gets it again.
