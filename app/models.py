@@ -430,13 +430,18 @@ class ScoreHistory(TenantOwned, Base):
 class ActivityBasis(TenantOwned, Base):
     """A subject's activity on every day before ``ScoringRun.basis_day``, aggregated per event.
 
-    Built by the daily full pass (and rebuilt for a subject when late events or a merge change
-    its past), so an incremental pass reads a few rows per subject plus that day's rollups
-    instead of the subject's whole history. The row with event ``""`` marks the subject as
-    present and holds its active days within the frequency window.
+    Built from every rollup when a tenant is first scored or its definitions change, moved
+    forward a day at a time by the daily full pass (``activity_basis.roll_forward``), and rebuilt
+    for a subject when late events or a merge change its past, so a pass reads a few rows per
+    subject plus that day's rollups instead of the subject's whole history. The row with event
+    ``""`` marks the subject as present and holds its active days within the frequency window.
     """
 
     __tablename__ = "activity_bases"
+    # Room on each page: the daily move updates the rows of the subjects active that day in
+    # place (heap-only tuples, no index entry per updated row): 844 ms to 483 ms for 30,000
+    # rows at 1M events.
+    __table_args__ = {"postgresql_with": {"fillfactor": 70}}
 
     # The tenant leads the key: a full pass replaces one tenant's rows, one index to maintain.
     tenant_id: Mapped[int] = mapped_column(

@@ -15,6 +15,7 @@ arrived late, with an earlier timestamp; user merges) and for subjects that have
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Iterable
 
 from sqlalchemy import (
@@ -30,12 +31,15 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 
+from app.bulk import dialect_insert
 from app.models import Account, AccountEventDay, ActivityBasis, Event, User, UserEventDay
 from scoring.definitions import TIME_FRAMES, Definitions
 
@@ -239,6 +243,193 @@ def rebuild(
     if _postgresql(session) and ids is None:
         # Fresh statistics: the passes that follow look subjects up by id in this table.
         session.execute(text("ANALYZE activity_bases"))
+
+
+def _moved(frame: int, start: dt.date, day: dt.date) -> tuple[tuple, tuple]:
+    """A frame's window ends before its day and holds ``frame - 1`` days (the day itself is read
+    live). Moving it from ``start`` to ``day``: the days that leave it and the days that join."""
+    old_start = start - dt.timedelta(days=frame - 1)
+    new_start = day - dt.timedelta(days=frame - 1)
+    return (old_start, min(start, new_start)), (max(start, new_start), day)
+
+
+def roll_forward(
+    session: Session,
+    tenant_id: int,
+    kind: _Kind,
+    defs: Definitions,
+    start: dt.date,
+    day: dt.date,
+    stale: set[int],
+) -> None:
+    """Move the basis of every subject of the kind from ``start`` (the day it was built for) to
+    ``day``, reading only the rollups of the days that join or leave its figures: the days from
+    ``start`` to ``day`` and the day or two each time frame drops, instead of everyone's whole
+    history. The figures are sums and bounds, so they move by what changed: totals and frame
+    counts add what joined and take away what left, last days move on, active days count the
+    days of the frequency window that joined and left.
+
+    Only valid when nothing before ``start`` changed since the basis was built: ``stale`` names
+    the subjects whose past did (late events: see ``late_subjects``); they, and subjects with no
+    basis yet, are rebuilt. The definitions must be those the basis was built with (team events
+    and the frequency window)."""
+    rollup, key = kind.rollup, kind.key
+    stale = stale | _without_basis(session, tenant_id, kind)
+    basis = ActivityBasis.__table__
+    joined = (start, day)
+    frames_moved = {frame: _moved(frame, start, day) for frame in TIME_FRAMES}
+    window_left, window_joined = _moved(defs.frequency_days, start, day)
+
+    def within(span: tuple) -> ColumnElement:
+        return and_(rollup.day >= span[0], rollup.day < span[1])
+
+    def count_in(span: tuple) -> ColumnElement:
+        if span[0] >= span[1]:
+            return literal(0)
+        return func.sum(case((within(span), rollup.count), else_=0))
+
+    spans = [joined, window_left, window_joined]
+    spans += [span for moved in frames_moved.values() for span in moved]
+    if start < day:
+        read = or_(*[within(span) for span in spans if span[0] < span[1]])
+        delta = (
+            select(
+                literal(tenant_id),
+                literal(kind.subject),
+                key,
+                rollup.event,
+                count_in(joined),
+                func.min(case((within(joined), rollup.day))),
+                func.max(case((within(joined), rollup.day))),
+                *[count_in(gained) - count_in(left) for left, gained in frames_moved.values()],
+            )
+            .where(rollup.tenant_id == tenant_id, read)
+            .group_by(key, rollup.event)
+        )
+        columns = ["tenant_id", "subject", "subject_id", "event", "total", "first_day"]
+        columns += ["last_day", *FRAME_COLUMNS]
+        upsert = dialect_insert(session)(basis).from_select(columns, delta)
+        new = upsert.excluded
+        session.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["tenant_id", "subject", "subject_id", "event"],
+                set_={
+                    "total": basis.c.total + new.total,
+                    "first_day": func.coalesce(basis.c.first_day, new.first_day),
+                    "last_day": func.coalesce(new.last_day, basis.c.last_day),
+                    **{c: basis.c[c] + new[c] for c in FRAME_COLUMNS},
+                },
+            )
+        )
+        _roll_active_days(session, tenant_id, kind, within, window_left, window_joined)
+        _roll_team_users(session, tenant_id, kind, defs, joined)
+    rebuild(session, tenant_id, kind, sorted(stale), defs, day)
+
+
+def _roll_active_days(session, tenant_id, kind, within, left: tuple, joined: tuple) -> None:
+    """Each subject's active days in the frequency window: plus the days that joined it, less
+    those that left (distinct days per subject: a few days' rollups)."""
+    rollup, key = kind.rollup, kind.key
+    spans = [span for span in (left, joined) if span[0] < span[1]]
+    if not spans:
+        return
+    days = (
+        select(key.label("sid"), rollup.day.label("day"))
+        .where(rollup.tenant_id == tenant_id, or_(*[within(span) for span in spans]))
+        .distinct()
+        .subquery()
+    )
+
+    def days_in(span: tuple) -> ColumnElement:
+        if span[0] >= span[1]:
+            return literal(0)
+        inside = and_(days.c.day >= span[0], days.c.day < span[1])
+        return func.sum(case((inside, 1), else_=0))
+
+    change = (
+        select(days.c.sid, (days_in(joined) - days_in(left)).label("change"))
+        .group_by(days.c.sid)
+        .subquery()
+    )
+    basis = ActivityBasis.__table__
+    session.execute(
+        update(basis)
+        .where(
+            basis.c.tenant_id == tenant_id,
+            basis.c.subject == kind.subject,
+            basis.c.event == MARKER,
+            basis.c.subject_id == change.c.sid,
+        )
+        .values(active_days=func.coalesce(basis.c.active_days, 0) + change.c.change)
+    )
+
+
+def _roll_team_users(session, tenant_id, kind, defs, joined: tuple) -> None:
+    """Who did each team event: the basis's people plus those of the days that joined."""
+    team = sorted(team_events(defs))
+    if kind is not ACCOUNTS or not team:
+        return
+    rollup = kind.rollup
+    joined_users: dict[tuple[int, str], set[int]] = defaultdict(set)
+    for aid, event, uid in session.execute(
+        select(rollup.account_id, rollup.event, rollup.user_id)
+        .where(
+            rollup.tenant_id == tenant_id,
+            rollup.day >= joined[0],
+            rollup.day < joined[1],
+            rollup.event.in_(team),
+        )
+        .distinct()
+    ):
+        joined_users[(aid, event)].add(uid)
+    accounts = sorted({aid for aid, _ in joined_users})
+    changed = []
+    for chunk in chunks(accounts):
+        for aid, event, users in session.execute(
+            select(ActivityBasis.subject_id, ActivityBasis.event, ActivityBasis.users).where(
+                ActivityBasis.tenant_id == tenant_id,
+                ActivityBasis.subject == kind.subject,
+                ActivityBasis.event.in_(team),
+                *only(ActivityBasis.subject_id, chunk),
+            )
+        ):
+            new = joined_users.get((aid, event))
+            if new and not new <= set(users or ()):
+                merged = sorted(set(users or ()) | new)
+                changed.append({"s": aid, "e": event, "u": merged})
+    basis = ActivityBasis.__table__
+    statement = (
+        update(basis)
+        .where(
+            basis.c.tenant_id == tenant_id,
+            basis.c.subject == kind.subject,
+            basis.c.subject_id == bindparam("s"),
+            basis.c.event == bindparam("e"),
+        )
+        .values(users=bindparam("u", type_=basis.c.users.type))
+    )
+    for start in range(0, len(changed), CHUNK):
+        session.execute(statement, changed[start : start + CHUNK])
+
+
+def _without_basis(session: Session, tenant_id: int, kind: _Kind) -> set[int]:
+    """The subjects of the kind that have no basis (new since it was built, or forgotten)."""
+    table = kind.table
+    marker = (
+        select(ActivityBasis.subject_id)
+        .where(
+            ActivityBasis.tenant_id == tenant_id,
+            ActivityBasis.subject == kind.subject,
+            ActivityBasis.event == MARKER,
+            ActivityBasis.subject_id == table.id,
+        )
+        .exists()
+    )
+    return set(
+        session.scalars(
+            select(table.id).where(table.tenant_id == tenant_id, *kind.subject_filter, ~marker)
+        )
+    )
 
 
 def missing(session: Session, tenant_id: int, kind: _Kind, ids: list[int]) -> set[int]:

@@ -602,6 +602,22 @@ def _members_follow_fit(session: Session, written: dict[int, set[str]]) -> None:
             )
 
 
+# The daily pass moves the basis forward from the last full pass's day when it is at most this
+# many days old (and built under the same definitions); an older one is rebuilt from scratch.
+ROLL_DAYS = 7
+
+
+def _basis_to_roll(last_full: ScoringRun | None, version: int, today: dt.date) -> dt.date | None:
+    """The day of the basis a full pass can move to ``today`` instead of rebuilding it."""
+    if last_full is None or last_full.basis_day is None:
+        return None
+    if last_full.definitions_version != version:
+        return None
+    if not 0 <= (today - last_full.basis_day).days <= ROLL_DAYS:
+        return None
+    return last_full.basis_day
+
+
 def recompute(
     db: Database,
     tenant_id: int,
@@ -652,8 +668,16 @@ def recompute(
             percentiles = None
             if progress:
                 progress("activity basis", 0, 1)
-            for kind in (activity_basis.USERS, activity_basis.ACCOUNTS):
-                activity_basis.rebuild(session, tenant_id, kind, None, defs, today)
+            start = _basis_to_roll(last_full, stored.version, today)
+            if start is None:
+                for kind in (activity_basis.USERS, activity_basis.ACCOUNTS):
+                    activity_basis.rebuild(session, tenant_id, kind, None, defs, today)
+            else:
+                # Subjects whose past before the basis day changed since the last pass.
+                late = activity_basis.late_subjects(session, last_any.started_at - OVERLAP, start)
+                kinds = (activity_basis.USERS, activity_basis.ACCOUNTS)
+                for kind, stale in zip(kinds, late, strict=True):
+                    activity_basis.roll_forward(session, tenant_id, kind, defs, start, today, stale)
             run.basis_day = today
         else:
             since = last_any.started_at - OVERLAP

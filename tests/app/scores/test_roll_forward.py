@@ -1,0 +1,156 @@
+"""The daily pass moves the activity basis forward from the last full pass's day instead of
+rebuilding it from everyone's history: the basis it leaves must be the one a rebuild makes, and
+the scores the pure rules give, across late events, merges, forgotten users, new subjects, team
+steps and gaps of one and several days."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+from sqlalchemy import select
+
+from app.models import ActivityBasis, ScoringRun, User
+from app.scores import activity_basis, scoring_pass
+from app.scores.definitions_store import current_definitions
+from app.scores.scoring_pass import recompute
+from app.tracking.privacy import forget_user
+from tests.app.scores.test_differential import _check, _definitions, _traffic
+from tests.helpers.events import NOW, ev, group, send
+
+
+def _basis(db, tenant_id) -> dict:
+    with db.tenant_session(tenant_id) as s:
+        rows = s.scalars(select(ActivityBasis)).all()
+        return {
+            (r.subject, r.subject_id, r.event): (
+                r.total,
+                r.first_day,
+                r.last_day,
+                r.in_1,
+                r.in_7,
+                r.in_30,
+                sorted(r.users) if r.users is not None else None,
+                r.active_days,
+            )
+            for r in rows
+        }
+
+
+def _rebuilt(db, tenant_id, day) -> dict:
+    """The basis a rebuild from every rollup makes for ``day`` (rolled back afterwards)."""
+    defs = current_definitions(db, tenant_id).definitions
+    with db.tenant_session(tenant_id) as s:
+        try:
+            for kind in (activity_basis.USERS, activity_basis.ACCOUNTS):
+                activity_basis.rebuild(s, tenant_id, kind, None, defs, day)
+            s.flush()
+            rows = s.scalars(select(ActivityBasis)).all()
+            return {
+                (r.subject, r.subject_id, r.event): (
+                    r.total,
+                    r.first_day,
+                    r.last_day,
+                    r.in_1,
+                    r.in_7,
+                    r.in_30,
+                    sorted(r.users) if r.users is not None else None,
+                    r.active_days,
+                )
+                for r in rows
+            }
+        finally:
+            s.rollback()
+
+
+@pytest.fixture
+def rebuilds(monkeypatch):
+    """Which subjects each rebuild of the pass was asked for (None: everyone)."""
+    asked: list = []
+    original = activity_basis.rebuild
+
+    def recording(session, tenant_id, kind, ids, defs, day):
+        asked.append(ids)
+        return original(session, tenant_id, kind, ids, defs, day)
+
+    monkeypatch.setattr(activity_basis, "rebuild", recording)
+    return asked
+
+
+def _day(days: int) -> dt.datetime:
+    return NOW + dt.timedelta(days=days)
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_the_daily_pass_moves_the_basis_to_what_a_rebuild_makes(
+    app, client, db, tenant_key, rebuilds, seed
+):
+    rng = random.Random(seed)
+    tenant_id, key = tenant_key
+    _definitions(db, tenant_id)
+    app.extensions["pql"].clock = lambda: NOW - dt.timedelta(minutes=30)
+    plans = ["trial", "paid", "free", "trial", "paid"]
+    history = [
+        group(f"u{u}", f"g{u % 5}", days_ago=rng.choice([40, 20, 9]), plan=plans[u % 5])
+        for u in range(14)
+    ]
+    history += _traffic(rng, range(14), [0, 0.3, 1, 2, 6, 7, 8, 29, 30, 31, 45])
+    send(client, key, history)
+    recompute(db, tenant_id, NOW)
+    assert rebuilds == [None, None]  # the first pass builds everyone's basis
+
+    # Day 1: that day's traffic, events of the basis day itself (received after its pass: not
+    # late, the roll reads that day), late ones (before the basis day), a merge, a new user.
+    rebuilds.clear()
+    app.extensions["pql"].clock = lambda: _day(1)
+    traffic = _traffic(rng, range(0, 16), [-1, -0.9, 0])
+    late = ev("u3", "Report Created", "g3", days_ago=12, n=2)
+    when = _day(1).isoformat()
+    alias = {"type": "alias", "userId": "u12", "previousId": "u13", "timestamp": when}
+    send(client, key, [group("u15", "g2", days_ago=-1), *traffic, *late, alias])
+    summary = recompute(db, tenant_id, _day(1) + dt.timedelta(hours=1))
+    assert summary.full
+    assert None not in rebuilds  # moved, not rebuilt from everyone's history
+    with db.tenant_session(tenant_id) as s:
+        ids = dict(s.execute(select(User.external_id, User.id)).all())
+    # Rebuilt: the late events' user, the merge's target, the new user; the others moved.
+    assert {ids["u3"], ids["u12"], ids["u15"]} <= set(rebuilds[0]) < set(ids.values())
+    today = _day(1).date()
+    assert _basis(db, tenant_id) == _rebuilt(db, tenant_id, today)
+    assert _check(db, tenant_id, today) > 15
+
+    # Three days later (frames drop several days at once), after a user was forgotten.
+    forget_user(db, tenant_id, _day(2), external_id="u5")
+    app.extensions["pql"].clock = lambda: _day(4)
+    send(client, key, _traffic(rng, range(0, 16, 3), [-4, -3.5, -2, -1.5]))
+    rebuilds.clear()
+    recompute(db, tenant_id, _day(4) + dt.timedelta(hours=2))
+    today = _day(4).date()
+    assert None not in rebuilds
+    assert _basis(db, tenant_id) == _rebuilt(db, tenant_id, today)
+    assert _check(db, tenant_id, today) > 15
+
+    # A second full pass the same day: the basis is already that day's.
+    send(client, key, _traffic(rng, range(0, 16, 4), [-4]))
+    recompute(db, tenant_id, _day(4) + dt.timedelta(hours=3))
+    assert _basis(db, tenant_id) == _rebuilt(db, tenant_id, today)
+    assert _check(db, tenant_id, today) > 15
+
+
+def test_a_basis_too_old_or_of_other_definitions_is_rebuilt(app, client, db, tenant_key, rebuilds):
+    tenant_id, key = tenant_key
+    app.extensions["pql"].clock = lambda: NOW
+    send(client, key, [group("ada", "acme", plan="trial"), *ev("ada", "Report Created", "acme")])
+    recompute(db, tenant_id, NOW)
+    recompute(db, tenant_id, _day(scoring_pass.ROLL_DAYS + 1))
+    assert rebuilds[-2:] == [None, None]
+    rebuilds.clear()
+    recompute(db, tenant_id, _day(scoring_pass.ROLL_DAYS + 2))
+    assert None not in rebuilds
+    _definitions(db, tenant_id)  # a new definitions version
+    recompute(db, tenant_id, _day(scoring_pass.ROLL_DAYS + 3))
+    assert rebuilds[-2:] == [None, None]
+    with db.tenant_session(tenant_id) as s:
+        runs = s.scalars(select(ScoringRun.basis_day).order_by(ScoringRun.started_at)).all()
+    assert runs[-1] == _day(scoring_pass.ROLL_DAYS + 3).date()
