@@ -188,14 +188,23 @@ def _copy_converters(table, columns: list[str]) -> list:
     return converters
 
 
-def _copy_rows(session: Session, table, rows: list[dict[str, Any]], into: str) -> None:
-    """COPY ``rows`` (dicts with the same keys, values as for ``table``) into table ``into``."""
-    columns = list(rows[0])
+def _copy_rows(
+    session: Session,
+    table,
+    rows: list[dict[str, Any]],
+    into: str,
+    same: dict[str, Any] | None = None,
+) -> None:
+    """COPY ``rows`` (dicts with the same keys, values as for ``table``) into table ``into``,
+    with the columns of ``same`` set to its values in every row."""
+    same = same or {}
+    columns = [c for c in rows[0] if c not in same]
     converters = _copy_converters(table, columns)
+    constant = list(same.values())
     driver = session.connection().connection.driver_connection
     with (
         driver.cursor() as cursor,
-        cursor.copy(f"COPY {into} ({', '.join(columns)}) FROM STDIN") as copy,
+        cursor.copy(f"COPY {into} ({', '.join([*columns, *same])}) FROM STDIN") as copy,
     ):
         for row in rows:
             copy.write_row(
@@ -203,6 +212,7 @@ def _copy_rows(session: Session, table, rows: list[dict[str, Any]], into: str) -
                     convert(row[c]) if convert else row[c]
                     for c, convert in zip(columns, converters, strict=True)
                 ]
+                + constant
             )
 
 
@@ -239,10 +249,7 @@ def store_changed(
                 {"tenant_id": tenant_id},
             )
         return {}
-    columns = list(rows[0])
-    if "crm_pending" not in columns:
-        columns.append("crm_pending")
-    staged = [{**row, "crm_pending": True} for row in rows]
+    columns = [c for c in rows[0] if c != "crm_pending"] + ["crm_pending"]
     staging = f"_scored_{table.name}"
     connection = session.connection()
     connection.execute(
@@ -251,7 +258,7 @@ def store_changed(
             f"SELECT {', '.join(columns)} FROM {table.name} WITH NO DATA"
         )
     )
-    _copy_rows(session, table, staged, staging)
+    _copy_rows(session, table, rows, staging, same={"crm_pending": True})
     match = f"t.tenant_id = :tenant_id AND s.tenant_id = :tenant_id AND t.{key} = s.{key}"
     if full:
         connection.execute(

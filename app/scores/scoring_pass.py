@@ -520,26 +520,26 @@ def _store(
     today: dt.date,
     full: bool,
 ) -> dict[int, set[str]]:
-    """Write the subjects' scores, only where something changed, and upsert today's history
-    row for each; returns the subjects written, each with the columns that changed (all of
-    them for a new row). A new subject's row is inserted (in bulk); a row whose values differ
-    from the stored one is updated and flagged for the CRM push; an unchanged row is left
-    alone, so it is neither rewritten nor looked at by the next push. A full pass also deletes
-    the rows of subjects that are gone (merged, forgotten). On PostgreSQL the database compares
+    """Write the subjects' scores (the rows become the stored rows: do not use them after),
+    only where something changed, and upsert today's history row for each; returns the
+    subjects written, each with the columns that changed (all of them for a new row). A new
+    subject's row is inserted (in bulk); a row whose values differ from the stored one is
+    updated and flagged for the CRM push; an unchanged row is left alone, so it is neither
+    rewritten nor looked at by the next push. A full pass also deletes the rows of subjects
+    that are gone (merged, forgotten). On PostgreSQL the database compares
     (``store_changed``); elsewhere the stored rows are read and compared here."""
     key_column = getattr(model, key)
+    _history(session, tenant_id, subject, today, rows)
+    # The rows become the stored rows in place: a copy of a hundred thousand rows is
+    # hundreds of megabytes at the pass's peak.
     payload: dict[int, dict] = {}
-    for r in rows:
-        item = {k: v for k, v in r.items() if k != "_id"}
-        item.update({key: r["_id"], "tenant_id": tenant_id, "definitions_version": version})
-        payload[r["_id"]] = item
+    for item in rows:
+        sid = item.pop("_id")
+        item.update({key: sid, "tenant_id": tenant_id, "definitions_version": version})
+        payload[sid] = item
     compared = [c.name for c in model.__table__.columns if c.name not in _NOT_COMPARED]
     if session.get_bind().dialect.name == "postgresql":
-        written = store_changed(
-            session, model.__table__, tenant_id, key, list(payload.values()), compared, full
-        )
-        _history(session, tenant_id, subject, today, rows)
-        return written
+        return store_changed(session, model.__table__, tenant_id, key, rows, compared, full)
     columns = [model.__table__.c[c] for c in compared]
     stored: dict[int, tuple] = {}
     for chunk in chunks(None if full else sorted(payload)):
@@ -568,7 +568,6 @@ def _store(
     # By primary key: (tenant_id, key).
     for start in range(0, len(changed), 5000):
         session.execute(update(model), changed[start : start + 5000])
-    _history(session, tenant_id, subject, today, rows)
     return written
 
 
@@ -724,9 +723,11 @@ def recompute(
             stale=stale_by_kind.get("u"),
         )
         deliveries.fire(session, tenant_id, "user", user_rows, now)
+        run.users = len(user_rows)
         _store(
             session, tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today, full
         )
+        del users, user_rows  # the pass's peak memory: users are most of the subjects
 
         accounts = load_accounts(session, account_ids, defs, today)
         aids = (
@@ -763,13 +764,12 @@ def recompute(
         )
         _members_follow_fit(session, written)
         run.accounts = len(account_rows)
-        run.users = len(user_rows)
         run.percentiles = {k: round(v, 4) for k, v in percentiles.items()}
         run.finished_at = now
         summary = RunSummary(
             full=full,
             accounts=len(account_rows),
-            users=len(user_rows),
+            users=run.users,
             definitions_version=stored.version,
             percentiles=run.percentiles,
         )
