@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker, with_loader_criteria
 
 from app.models import TenantOwned
@@ -87,21 +87,40 @@ class Database:
         self.engine.dispose()
 
 
+def to_tenant(statement, session: Session):
+    """``statement`` filtered to the session's tenant (unchanged in a system session)."""
+    tenant_id = session.info.get(TENANT_KEY)
+    if tenant_id is None:
+        return statement
+    return statement.options(
+        with_loader_criteria(
+            TenantOwned,
+            lambda cls: cls.tenant_id == tenant_id,
+            include_aliases=True,
+        )
+    )
+
+
+def stream(session: Session, statement, batch: int = 20_000):
+    """The rows of a large read, a batch at a time (a server-side cursor on PostgreSQL), filtered
+    to the session's tenant like every ORM statement. Run on the session's connection: the
+    ORM would turn each batch into rows of its own first (a fifth of a full pass at 10M
+    events)."""
+    if session.get_bind().dialect.name == "postgresql":
+        # A cursor is planned for its first rows (10% by default): index scans where the
+        # whole result is wanted. All of it is read.
+        session.execute(text("SET LOCAL cursor_tuple_fraction = 1.0"))
+    return session.connection().execute(
+        to_tenant(statement, session), execution_options={"yield_per": batch}
+    )
+
+
 @event.listens_for(Session, "do_orm_execute")
 def _filter_to_session_tenant(state) -> None:
-    tenant_id = state.session.info.get(TENANT_KEY)
-    if tenant_id is None:
-        return
     if state.is_select and (state.is_column_load or state.is_relationship_load):
         return  # the parent row was already filtered
     if state.is_select or state.is_update or state.is_delete:
-        state.statement = state.statement.options(
-            with_loader_criteria(
-                TenantOwned,
-                lambda cls: cls.tenant_id == tenant_id,
-                include_aliases=True,
-            )
-        )
+        state.statement = to_tenant(state.statement, state.session)
 
 
 @event.listens_for(Session, "before_flush")

@@ -40,6 +40,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 
 from app.bulk import dialect_insert
+from app.db import stream
 from app.models import Account, AccountEventDay, ActivityBasis, Event, User, UserEventDay
 from scoring.definitions import TIME_FRAMES, Definitions
 
@@ -484,7 +485,7 @@ def load(
     ).where(ActivityBasis.subject == kind.subject, *only(ActivityBasis.subject_id, chunk))
     used = frames(defs)
     wanted = [(position, frame) for position, frame in enumerate(TIME_FRAMES) if frame in used]
-    for sid, event, total, first, last, *in_frame, users, active_days in session.execute(basis):
+    for sid, event, total, first, last, *in_frame, users, active_days in stream(session, basis):
         if event == MARKER:
             data.active_days[sid][window] = int(active_days or 0)
             continue
@@ -511,7 +512,7 @@ def load(
         .group_by(key, rollup.event)
     )
     active_today: set[int] = set()
-    for sid, event, total, first, last, today_count in session.execute(live):
+    for sid, event, total, first, last, today_count in stream(session, live):
         totals = data.totals[sid]
         totals[event] = totals.get(event, 0) + int(total)
         earlier = data.first_day[sid].get(event)

@@ -116,20 +116,18 @@ def _score_rows(
     today: dt.date,
     now: dt.datetime,
     percentiles: dict[str, float] | None,
-    previous: dict[int, Activity],
+    previous: dict[int, float],
     earlier: dict[int, tuple],
     member_stats: dict[int, _MemberStats] | None = None,
     progress: Progress | None = None,
-    kept_previous: dict[int, float] | None = None,
 ) -> tuple[list[dict], dict[str, float]]:
-    """Score every id of one kind. Returns the rows and the percentiles used.
+    """Score every id of one kind. Returns the rows and the percentiles used. Each subject's
+    facts are let go from ``data`` once its row is made.
 
-    The trend compares like with like: the previous period's score is recomputed under the
-    current definitions from ``previous`` (each subject's activity at the end of the previous
-    period), graded against that period's own 90th percentile (kept as
-    "<subject>:<profile>:previous"). A subject first seen after that day is New: no trend.
-    ``kept_previous``: previous-period raws still valid (stored today under these rules), used
-    instead of ``previous``."""
+    The trend compares like with like: ``previous`` holds each subject's raw engagement of the
+    previous period under the current definitions (every subject first seen by that period's
+    last day), graded here against that period's own 90th percentile (kept as
+    "<subject>:<profile>:previous"). A subject first seen after that day is New: no trend."""
     previous_day = today - dt.timedelta(days=defs.default_profile.time_frame_days)
     prepared = []
     raws: dict[str, list[float]] = defaultdict(list)
@@ -140,12 +138,11 @@ def _score_rows(
         raws[f"{subject}:{profile.name}"].append(raw)
         before = None
         if facts.first_seen <= previous_day:
-            if kept_previous and sid in kept_previous:
-                before = kept_previous[sid]
-            else:
-                before = raw_engagement(profile, previous.get(sid, Activity()), previous_day)
+            before = previous[sid]
             raws[f"{subject}:{profile.name}:previous"].append(before)
-        prepared.append((sid, facts, profile, raw, before))
+        prepared.append(
+            (sid, facts, profile, raw, before, data.last_seen.get(sid), data.domain.get(sid))
+        )
     if percentiles is None:
         percentiles = {key: percentile_90(values) for key, values in raws.items()}
     else:
@@ -153,7 +150,11 @@ def _score_rows(
             percentiles.setdefault(key, percentile_90(values))
 
     rows = []
-    for position, (sid, facts, profile, raw, before) in enumerate(prepared):
+    for position in range(len(prepared)):
+        sid, facts, profile, raw, before, last_seen, domain = prepared[position]
+        # Each subject's facts go as its row is made: the rows take their place in memory.
+        prepared[position] = None
+        data.release(sid)
         kind = "account" if subject == "a" else "user"
         if kind == "account":
             checklist = account_checklist(facts.traits, defs)
@@ -161,7 +162,6 @@ def _score_rows(
             checklist = defs.user_checklist
         act = activation(checklist, facts)
         score = grade(raw, percentiles[f"{subject}:{profile.name}"])
-        last_seen = data.last_seen.get(sid)
         last_active_day = last_seen.date() if last_seen else None
         change = trend(
             score,
@@ -206,9 +206,7 @@ def _score_rows(
             active = stats.active.get(profile.time_frame_days, 0) if stats else 0
             activated_users = stats.activated if stats else 0
             average = stats.average if stats else 0.0
-            fitted = fit(
-                {**_record(facts.traits, facts.crm), "domain": data.domain.get(sid)}, defs.fit
-            )
+            fitted = fit({**_record(facts.traits, facts.crm), "domain": domain}, defs.fit)
             pql = gate_pql(
                 pql_status(facts, act, checklist, defs.pql, defs.deal_size),
                 fitted,
@@ -331,6 +329,14 @@ def _score_subjects(
                 if unchanged and profile_for(defs, _record(data.traits[sid])).name == profile:
                     kept[sid] = before
         reread = [sid for sid in subset if sid not in kept]
+    if reread != []:
+        # Each subject's previous-period raw, and the activity it came from let go.
+        previous = load_previous(session, kind, reread, defs, previous_day)
+        for sid in ids if reread is None else reread:
+            if sid in data.first_seen and data.first_seen[sid] <= previous_day and sid not in kept:
+                profile = profile_for(defs, _record(data.traits[sid]))
+                kept[sid] = raw_engagement(profile, previous.pop(sid, Activity()), previous_day)
+        del previous
     rows, used = _score_rows(
         defs,
         data,
@@ -339,11 +345,10 @@ def _score_subjects(
         today,
         now,
         percentiles,
-        load_previous(session, kind, reread, defs, previous_day) if reread != [] else {},
+        kept,
         _earlier_firsts(session, model, key, subset),
         member_stats=_member_stats(session, subset, defs, today) if subject == "a" else None,
         progress=progress,
-        kept_previous=kept,
     )
     _when_it_happened(session, "account" if subject == "a" else "user", rows, now)
     if subject == "a":

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from app.db import stream
 from app.models import (
     Account,
     AccountEventDay,
@@ -71,6 +72,26 @@ class Subjects:
     # Accounts: the domain (from the website trait), for fit rules.
     domain: dict[int, str | None] = field(default_factory=dict)
 
+    def release(self, sid: int) -> None:
+        """Let go of what was read for ``sid`` (scored: its facts are no longer needed)."""
+        for values in (
+            self.first_seen,
+            self.last_seen,
+            self.traits,
+            self.totals,
+            self.first_day,
+            self.last_day,
+            self.in_frame,
+            self.decayed,
+            self.active_days,
+            self.early,
+            self.user_first_day,
+            self.distinct_users,
+            self.crm,
+            self.domain,
+        ):
+            values.pop(sid, None)
+
     def facts(self, sid: int) -> Facts:
         activity = Activity(
             totals=self.totals.get(sid, {}),
@@ -112,7 +133,7 @@ def _load_activity(
             .where(*in_chunk, rollup.day >= start, rollup.day <= today)
             .group_by(subject_column, rollup.event, rollup.day)
         )
-        for sid, event, day, count in session.execute(daily):
+        for sid, event, day, count in stream(session, daily):
             age = (today - day).days
             for frame in decay_frames:
                 if age < frame:
@@ -126,7 +147,7 @@ def _load_activity(
             .where(*in_chunk, rollup.event.in_(early_events))
             .group_by(subject_column, rollup.event, rollup.day)
         )
-        for sid, event, day, count in session.execute(daily):
+        for sid, event, day, count in stream(session, daily):
             data.early[sid][event][day] = int(count)
 
 
@@ -154,7 +175,7 @@ def load_users(
         User.merged_into_id.is_(None)
     )
     for chunk in chunks(ids):
-        for uid, first, last, traits in session.execute(base.where(*only(User.id, chunk))):
+        for uid, first, last, traits in stream(session, base.where(*only(User.id, chunk))):
             data.first_seen[uid] = first.date()
             data.last_seen[uid] = last
             data.traits[uid] = traits or {}
@@ -172,8 +193,8 @@ def load_accounts(
     )
     early_team = _early_team_events(defs)
     for chunk in chunks(ids):
-        for aid, first, last, traits, domain in session.execute(
-            base.where(*only(Account.id, chunk))
+        for aid, first, last, traits, domain in stream(
+            session, base.where(*only(Account.id, chunk))
         ):
             data.first_seen[aid] = first.date()
             data.last_seen[aid] = last
@@ -197,7 +218,7 @@ def load_accounts(
                     AccountEventDay.account_id, AccountEventDay.event, AccountEventDay.user_id
                 )
             )
-            for aid, event, uid, first_day in session.execute(per_user):
+            for aid, event, uid, first_day in stream(session, per_user):
                 data.user_first_day[aid][event][uid] = first_day
     return data
 
@@ -229,7 +250,7 @@ def load_previous(
             .where(*in_chunk, rollup.day >= start, rollup.day <= day)
             .group_by(key, rollup.event)
         )
-        for sid, event, last, *per_frame in session.execute(grouped):
+        for sid, event, last, *per_frame in stream(session, grouped):
             last_day[sid][event] = last
             for frame, count in zip(frames, per_frame, strict=True):
                 if count:
@@ -244,7 +265,7 @@ def load_previous(
                 )
                 .group_by(key, rollup.event, rollup.day)
             )
-            for sid, event, when, count in session.execute(daily):
+            for sid, event, when, count in stream(session, daily):
                 age = (day - when).days
                 for frame in decay_frames:
                     if age < frame:

@@ -1,7 +1,7 @@
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from app.db import TenantScopeError
+from app.db import TenantScopeError, stream
 from app.models import Account, AccountMembership, User
 from app.tenants import create_tenant
 
@@ -26,6 +26,22 @@ def test_tenant_session_select_returns_only_its_own_rows(db, two_tenants):
         assert [x.external_id for x in s.scalars(select(Account))] == ["a-acct"]
         assert [x.external_id for x in s.scalars(select(User))] == ["a-user"]
         assert s.scalar(select(func.count()).select_from(AccountMembership)) == 1
+
+
+def test_streamed_reads_are_filtered_to_the_tenant_too(db, two_tenants):
+    """Large reads go round the ORM's row loading (``stream``): the tenant filter must not."""
+    a, _ = two_tenants
+    with db.tenant_session(a) as s, s.begin():
+        joined = stream(
+            s,
+            select(User.external_id, AccountMembership.account_id).join(
+                AccountMembership, AccountMembership.user_id == User.id
+            ),
+            batch=1,
+        ).all()
+        assert [row[0] for row in joined] == ["a-user"]
+    with db.system_session() as s, s.begin():
+        assert sorted(r[0] for r in stream(s, select(User.external_id))) == ["a-user", "b-user"]
 
 
 def test_tenant_session_cannot_reach_another_tenants_row_by_id_or_join(db, two_tenants):
