@@ -636,16 +636,18 @@ def recompute(
     today = now.astimezone(dt.UTC).date()
 
     with db.tenant_transaction(tenant_id) as session:
+        # The passes last run (by id: a pass for a past day, `pql score --as-of`, runs after
+        # today's and leaves the activity basis at its own day).
         last_full = session.scalar(
             select(ScoringRun)
             .where(ScoringRun.full.is_(True), ScoringRun.finished_at.is_not(None))
-            .order_by(ScoringRun.started_at.desc())
+            .order_by(ScoringRun.id.desc())
             .limit(1)
         )
         last_any = session.scalar(
             select(ScoringRun)
             .where(ScoringRun.finished_at.is_not(None))
-            .order_by(ScoringRun.started_at.desc())
+            .order_by(ScoringRun.id.desc())
             .limit(1)
         )
         if not full and (

@@ -1,6 +1,7 @@
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from app import migrate
 from app.db import make_engine
@@ -161,5 +162,26 @@ def test_rebuilding_a_table_keeps_the_rows_that_point_at_it(db_factory):
         assert rows() == kept
         migrate.downgrade(url, "0018")
         assert rows() == kept
+    finally:
+        engine.dispose()
+
+
+def test_the_activity_basis_keeps_room_for_in_place_updates_on_postgresql(db_factory):
+    """The models ask for fillfactor 70 on activity_bases (the daily pass updates its rows in
+    place); alembic does not compare storage parameters, so the migration is checked here."""
+    url = db_factory.new_url()
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name != "postgresql":
+                pytest.skip("a PostgreSQL storage parameter")
+            options = connection.execute(
+                text("SELECT reloptions FROM pg_class WHERE relname = 'activity_bases'")
+            ).scalar()
+        assert options == ["fillfactor=70"]
+        assert Base.metadata.tables["activity_bases"].dialect_options["postgresql"]["with"] == {
+            "fillfactor": 70
+        }
     finally:
         engine.dispose()

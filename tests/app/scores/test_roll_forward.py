@@ -137,6 +137,13 @@ def test_the_daily_pass_moves_the_basis_to_what_a_rebuild_makes(
     assert _basis(db, tenant_id) == _rebuilt(db, tenant_id, today)
     assert _check(db, tenant_id, today) > 15
 
+    # A pass for a past day (`pql score --as-of`) leaves the basis at that day; the pass that
+    # follows moves it from there, not from the day of the pass started latest.
+    recompute(db, tenant_id, _day(2).replace(hour=23, minute=59, second=59))
+    recompute(db, tenant_id, _day(4) + dt.timedelta(hours=4))
+    assert _basis(db, tenant_id) == _rebuilt(db, tenant_id, today)
+    assert _check(db, tenant_id, today) > 15
+
 
 def test_a_basis_too_old_or_of_other_definitions_is_rebuilt(app, client, db, tenant_key, rebuilds):
     tenant_id, key = tenant_key
