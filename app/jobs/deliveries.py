@@ -1,8 +1,9 @@
 """Triggers: admins' rules on score changes, and the delivery of what they ask for.
 
-A scoring pass compares each rescored record with its stored scores (``fire``, in the pass's
-own transaction) and writes one ``Delivery`` per rule that fires, unless the rule fired for the
-same record within its frequency cap: the outbox. The worker's ``deliver`` job then sends them
+A scoring pass compares each rescored record with its stored scores (``app.scores.firing``, in
+the pass's own transaction) and writes one ``Delivery`` per rule that fires, unless the rule
+fired for the same record within its frequency cap: the outbox. The worker's ``deliver`` job
+then sends them
 (CRM task or note through the tenant's connector, Slack incoming webhook, signed webhook),
 retrying with exponential backoff and logging every attempt on the row. Sending is at least
 once: a crash after a send and before its row is marked repeats that one send.
@@ -22,24 +23,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from app.db import Database
 from app.jobs import outbound
 from app.models import (
-    Account,
     AccountMembership,
-    AccountScore,
     CrmRecord,
     Delivery,
     Tenant,
     Trigger,
     User,
-    UserScore,
 )
 from connectors.base import CrmError, TaskSpec
-from scoring.triggers import ACTIONS, Snapshot, check, fires
+from scoring.triggers import ACTIONS, check
 
 log = logging.getLogger(__name__)
 
@@ -80,112 +77,6 @@ def check_trigger(values: dict[str, Any], allow_loopback: bool = False) -> dict[
 
 
 # --- firing (inside a scoring pass) -----------------------------------------------------------
-
-
-def fire(session: Session, tenant_id: int, subject: str, rows: list[dict], now: dt.datetime) -> int:
-    """Compare the new score rows with the stored ones (before they are replaced) and queue a
-    delivery for every enabled rule that fires. Returns how many were queued."""
-    rules = session.scalars(
-        select(Trigger).where(Trigger.subject == subject, Trigger.enabled.is_(True))
-    ).all()
-    if not rules or not rows:
-        return 0
-    model, key = (
-        (AccountScore, AccountScore.account_id)
-        if subject == "account"
-        else (UserScore, UserScore.user_id)
-    )
-    ids = [r["_id"] for r in rows]
-    before: dict[int, Snapshot] = {}
-    columns = [key, model.engagement_score, model.activation_rate, model.segments]
-    if subject == "account":
-        columns.append(AccountScore.pql)
-    for start in range(0, len(ids), 5000):
-        for found in session.execute(select(*columns).where(key.in_(ids[start : start + 5000]))):
-            before[found[0]] = Snapshot(
-                float(found[1]),
-                float(found[2]),
-                frozenset((found[3] or {}).get("names", [])),
-                bool(found[4]) if subject == "account" else False,
-            )
-    queued: list[tuple[Trigger, int, str, Snapshot]] = []
-    for row in rows:
-        after = Snapshot.of(row)
-        for rule in rules:
-            reason = fires(rule.event, rule.params, before.get(row["_id"]), after)
-            if reason:
-                queued.append((rule, row["_id"], reason, after))
-    if not queued:
-        return 0
-    recent = _recent_firings(session, rules, {sid for _, sid, _, _ in queued}, now)
-    names = _names(session, subject, {sid for _, sid, _, _ in queued})
-    added = 0
-    for rule, sid, reason, after in queued:
-        if rule.cap_hours and (rule.id, sid) in recent:
-            last = recent[(rule.id, sid)]
-            if now - last < dt.timedelta(hours=rule.cap_hours):
-                continue
-        external_id, name = names.get(sid, (str(sid), None))
-        session.add(
-            Delivery(
-                tenant_id=tenant_id,
-                trigger_id=rule.id,
-                subject=subject,
-                subject_id=sid,
-                payload={
-                    "trigger": rule.name,
-                    "event": rule.event,
-                    "reason": reason,
-                    "subject": subject,
-                    "id": external_id,
-                    "name": name or external_id,
-                    "engagement_score": round(after.engagement_score, 1),
-                    "activation_rate": round(after.activation_rate, 1),
-                    "segments": sorted(after.segments),
-                    "pql": after.pql,
-                    "at": now.isoformat(),
-                },
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
-        recent[(rule.id, sid)] = now
-        added += 1
-    log.info("tenant %s: %s trigger deliveries queued", tenant_id, added)
-    return added
-
-
-def _recent_firings(session, rules, subject_ids, now) -> dict[tuple[int, int], dt.datetime]:
-    longest = max(r.cap_hours for r in rules)
-    if not longest:
-        return {}
-    out = {}
-    ids = sorted(subject_ids)
-    for start in range(0, len(ids), 5000):
-        for trigger_id, sid, last in session.execute(
-            select(Delivery.trigger_id, Delivery.subject_id, func.max(Delivery.created_at))
-            .where(
-                Delivery.trigger_id.in_([r.id for r in rules]),
-                Delivery.subject_id.in_(ids[start : start + 5000]),
-                Delivery.created_at >= now - dt.timedelta(hours=longest),
-            )
-            .group_by(Delivery.trigger_id, Delivery.subject_id)
-        ):
-            out[(trigger_id, sid)] = last
-    return out
-
-
-def _names(session, subject: str, ids: set[int]) -> dict[int, tuple[str, str | None]]:
-    model = Account if subject == "account" else User
-    label = Account.name if subject == "account" else func.coalesce(User.name, User.email)
-    return {
-        sid: (ext, name)
-        for sid, ext, name in session.execute(
-            select(model.id, model.external_id, label).where(model.id.in_(sorted(ids)))
-        )
-    }
 
 
 # --- delivery (the worker) ----------------------------------------------------------------------

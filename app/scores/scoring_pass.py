@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 
 from app.bulk import insert_rows, store_changed, upsert_history
 from app.db import Database
-from app.jobs import deliveries
 from app.models import (
     Account,
     AccountMembership,
@@ -35,7 +34,7 @@ from app.models import (
     User,
     UserScore,
 )
-from app.scores import activity_basis
+from app.scores import activity_basis, firing
 from app.scores.activity_basis import chunks, only
 from app.scores.definitions_store import current_definitions, parse_document
 from app.scores.moments import completed_at, many_step_moments, signal_moment, steps_needed
@@ -729,7 +728,7 @@ def recompute(
             progress,
             stale=stale_by_kind.get("u"),
         )
-        deliveries.fire(session, tenant_id, "user", user_rows, now)
+        firing.fire(session, tenant_id, "user", user_rows, now)
         run.users = len(user_rows)
         _store(
             session, tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today, full
@@ -757,7 +756,7 @@ def recompute(
         )
         if progress:
             progress("storing", 0, 1)
-        deliveries.fire(session, tenant_id, "account", account_rows, now)
+        firing.fire(session, tenant_id, "account", account_rows, now)
         written = _store(
             session,
             tenant_id,
