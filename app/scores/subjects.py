@@ -3,6 +3,7 @@ the day's rollups), what the CRM says of them, and for accounts their members.""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -74,23 +75,8 @@ class Subjects:
 
     def release(self, sid: int) -> None:
         """Let go of what was read for ``sid`` (scored: its facts are no longer needed)."""
-        for values in (
-            self.first_seen,
-            self.last_seen,
-            self.traits,
-            self.totals,
-            self.first_day,
-            self.last_day,
-            self.in_frame,
-            self.decayed,
-            self.active_days,
-            self.early,
-            self.user_first_day,
-            self.distinct_users,
-            self.crm,
-            self.domain,
-        ):
-            values.pop(sid, None)
+        for each in dataclasses.fields(self):
+            getattr(self, each.name).pop(sid, None)
 
     def facts(self, sid: int) -> Facts:
         activity = Activity(

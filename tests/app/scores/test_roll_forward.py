@@ -20,22 +20,25 @@ from tests.app.scores.test_differential import _check, _definitions, _traffic
 from tests.helpers.events import NOW, ev, group, send
 
 
+def _rows(session) -> dict:
+    return {
+        (r.subject, r.subject_id, r.event): (
+            r.total,
+            r.first_day,
+            r.last_day,
+            r.in_1,
+            r.in_7,
+            r.in_30,
+            sorted(r.users) if r.users is not None else None,
+            r.active_days,
+        )
+        for r in session.scalars(select(ActivityBasis))
+    }
+
+
 def _basis(db, tenant_id) -> dict:
     with db.tenant_session(tenant_id) as s:
-        rows = s.scalars(select(ActivityBasis)).all()
-        return {
-            (r.subject, r.subject_id, r.event): (
-                r.total,
-                r.first_day,
-                r.last_day,
-                r.in_1,
-                r.in_7,
-                r.in_30,
-                sorted(r.users) if r.users is not None else None,
-                r.active_days,
-            )
-            for r in rows
-        }
+        return _rows(s)
 
 
 def _rebuilt(db, tenant_id, day) -> dict:
@@ -46,20 +49,7 @@ def _rebuilt(db, tenant_id, day) -> dict:
             for kind in (activity_basis.USERS, activity_basis.ACCOUNTS):
                 activity_basis.rebuild(s, tenant_id, kind, None, defs, day)
             s.flush()
-            rows = s.scalars(select(ActivityBasis)).all()
-            return {
-                (r.subject, r.subject_id, r.event): (
-                    r.total,
-                    r.first_day,
-                    r.last_day,
-                    r.in_1,
-                    r.in_7,
-                    r.in_30,
-                    sorted(r.users) if r.users is not None else None,
-                    r.active_days,
-                )
-                for r in rows
-            }
+            return _rows(s)
         finally:
             s.rollback()
 
