@@ -36,6 +36,7 @@ from app.models import (
 )
 from app.scores import activity_basis, firing
 from app.scores.activity_basis import chunks, only
+from app.scores.collector import collector_paused
 from app.scores.definitions_store import current_definitions, parse_document
 from app.scores.moments import completed_at, many_step_moments, signal_moment, steps_needed
 from app.scores.subjects import Subjects, load_accounts, load_previous, load_users
@@ -621,6 +622,7 @@ def _basis_to_roll(last_full: ScoringRun | None, version: int, today: dt.date) -
     return last_full.basis_day
 
 
+@collector_paused()
 def recompute(
     db: Database,
     tenant_id: int,
@@ -796,6 +798,7 @@ def recompute(
     return summary
 
 
+@collector_paused()
 def preview_definitions(
     db: Database,
     tenant_id: int,
