@@ -272,6 +272,9 @@ class UserEventDay(TenantOwned, Base):
 
     __tablename__ = "user_event_days"
     __table_args__ = (
+        # A pass reads the current day's rows of the users it rescores, and the daily pass the
+        # days that join or leave the time frames: by day, not through each user's history.
+        Index("ix_user_event_days_tenant_id_day", "tenant_id", "day"),
         tenant_key("user_id", "event", "day"),
         tenant_fk("user_id", "users", ondelete="CASCADE"),
     )
@@ -292,9 +295,8 @@ class AccountEventDay(TenantOwned, Base):
     __table_args__ = (
         Index("ix_account_event_days_user_id", "user_id"),
         # An incremental pass reads the current day's rows of the accounts it rescores: by
-        # day, not through each account's whole history (hundreds of rows). Users have few
-        # enough rows that the primary key serves, and ingestion pays for every index.
-        Index("ix_account_event_days_day", "day"),
+        # day, not through each account's whole history (hundreds of rows).
+        Index("ix_account_event_days_tenant_id_day", "tenant_id", "day"),
         tenant_key("account_id", "event", "day", "user_id"),
         tenant_fk("account_id", "accounts", ondelete="CASCADE"),
         tenant_fk("user_id", "users", ondelete="CASCADE"),

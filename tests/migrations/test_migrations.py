@@ -185,3 +185,20 @@ def test_the_activity_basis_keeps_room_for_in_place_updates_on_postgresql(db_fac
         }
     finally:
         engine.dispose()
+
+
+def test_both_daily_rollups_are_read_by_tenant_and_day(db_factory):
+    """A pass reads the current day's rollups of the subjects it rescores, and the daily pass
+    the days that join or leave a time frame: both tables have (tenant_id, day), and no index by
+    day alone (it steps over other tenants' rows of the day)."""
+    url = db_factory.new_url()
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    try:
+        schema = inspect(engine)
+        for table in ("user_event_days", "account_event_days"):
+            indexes = [i["column_names"] for i in schema.get_indexes(table)]
+            assert ["tenant_id", "day"] in indexes, table
+            assert ["day"] not in indexes, table
+    finally:
+        engine.dispose()
