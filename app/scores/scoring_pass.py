@@ -39,7 +39,7 @@ from app.scores.activity_basis import chunks, only
 from app.scores.collector import collector_paused
 from app.scores.definitions_store import current_definitions, parse_document
 from app.scores.moments import completed_at, many_step_moments, signal_moment, steps_needed
-from app.scores.subjects import Subjects, load_accounts, load_previous, load_users
+from app.scores.subjects import Subjects, load_accounts, load_users, previous_raws
 from scoring.definitions import Definitions, ScoringProfile
 from scoring.engine import (
     Activity,
@@ -330,13 +330,19 @@ def _score_subjects(
                     kept[sid] = before
         reread = [sid for sid in subset if sid not in kept]
     if reread != []:
-        # Each subject's previous-period raw, and the activity it came from let go.
-        previous = load_previous(session, kind, reread, defs, previous_day)
+        # Each subject's previous-period raw under each profile, computed by the database.
+        raws = previous_raws(session, kind, reread, defs, previous_day)
+        position = {profile.name: n for n, profile in enumerate(defs.profiles)}
         for sid in ids if reread is None else reread:
             if sid in data.first_seen and data.first_seen[sid] <= previous_day and sid not in kept:
                 profile = profile_for(defs, _record(data.traits[sid]))
-                kept[sid] = raw_engagement(profile, previous.pop(sid, Activity()), previous_day)
-        del previous
+                each = raws.pop(sid, None)
+                kept[sid] = (
+                    raw_engagement(profile, Activity(), previous_day)
+                    if each is None
+                    else each[position[profile.name]]
+                )
+        del raws
     rows, used = _score_rows(
         defs,
         data,

@@ -8,7 +8,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Float, Integer, and_, case, cast, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from app.db import stream
@@ -209,59 +209,59 @@ def load_accounts(
     return data
 
 
-def load_previous(
+def previous_raws(
     session: Session, kind, ids: list[int] | None, defs: Definitions, day: dt.date
-) -> dict[int, Activity]:
-    """Each subject's activity as it stood at the end of ``day`` (the previous period's last
-    day), read from the daily rollups for the time frames and penalties of the *current*
-    definitions: the previous score is recomputed under today's rules, so a trend compares
-    like with like. Only what ``raw_engagement`` reads is filled (counts in each frame, decayed
-    points, the last day of each event within reach of the longest penalty)."""
+) -> dict[int, tuple[float, ...]]:
+    """Each subject's raw engagement as it stood at the end of ``day`` (the previous period's
+    last day) under every profile of the *current* definitions, in ``defs.profiles`` order: the
+    previous score is recomputed under today's rules, so a trend compares like with like.
+
+    Set-based: one grouped statement per chunk computes ``scoring.engine.raw_engagement`` in
+    the database from the daily rollups, one row per subject, instead of reading each
+    subject's counts per event into Python (at 10M events, 700,000 rows every daily pass). The
+    arithmetic is the engine's, in its order: per profile, 0 plus each positively weighted
+    event's count in the frame (with linear decay: Σ count × (frame − age) ÷ frame) times its
+    weight, then each inactivity penalty whose event (any event if none) did not happen within
+    its days. A subject with no rollups in reach is not returned: its raw is the penalties alone
+    (``raw_engagement`` of an empty Activity). The differential test checks this against the
+    engine on random tenants."""
     rollup, key = kind.rollup, kind.key
     frames = sorted({p.time_frame_days for p in defs.profiles})
     reach = max([*frames, *(pen.days for p in defs.profiles for pen in p.penalties)])
     start = day - dt.timedelta(days=reach - 1)
-    in_frame: dict[int, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
-    decayed: dict[int, dict[int, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
-    last_day: dict[int, dict[str, dt.date]] = defaultdict(dict)
-    counts = [
-        func.sum(case((rollup.day >= day - dt.timedelta(days=f - 1), rollup.count), else_=0))
-        for f in frames
-    ]
-    decay_frames = sorted({p.time_frame_days for p in defs.profiles if p.decay})
+    if session.get_bind().dialect.name == "postgresql":
+        age = literal(day) - rollup.day
+    else:
+        age = cast(func.julianday(literal(day.isoformat())) - func.julianday(rollup.day), Integer)
+
+    def in_frame(event: str, frame: int, decay: bool):
+        inside = and_(rollup.event == event, rollup.day >= day - dt.timedelta(days=frame - 1))
+        if decay:
+            points = func.sum(case((inside, rollup.count * (frame - age)), else_=0))
+            return cast(points, Float) / frame
+        return cast(func.sum(case((inside, rollup.count), else_=0)), Float)
+
+    def last(event: str | None):
+        return func.max(rollup.day if event is None else case((rollup.event == event, rollup.day)))
+
+    raws = []
+    for profile in defs.profiles:
+        raw = literal(0.0, Float)
+        for event, weight in profile.weights.items():
+            if weight > 0:
+                raw = raw + in_frame(event, profile.time_frame_days, profile.decay) * float(weight)
+        for penalty in profile.penalties:
+            gone = last(penalty.event)
+            quiet = or_(gone.is_(None), gone <= day - dt.timedelta(days=penalty.days))
+            raw = raw + case((quiet, literal(float(penalty.points), Float)), else_=0.0)
+        raws.append(raw)
+    out: dict[int, tuple[float, ...]] = {}
     for chunk in chunks(ids):
-        in_chunk = only(key, chunk)
         grouped = (
-            select(key, rollup.event, func.max(rollup.day), *counts)
-            .where(*in_chunk, rollup.day >= start, rollup.day <= day)
-            .group_by(key, rollup.event)
+            select(key, *raws)
+            .where(*only(key, chunk), rollup.day >= start, rollup.day <= day)
+            .group_by(key)
         )
-        for sid, event, last, *per_frame in stream(session, grouped):
-            last_day[sid][event] = last
-            for frame, count in zip(frames, per_frame, strict=True):
-                if count:
-                    in_frame[sid][frame][event] = float(count)
-        if decay_frames:
-            daily = (
-                select(key, rollup.event, rollup.day, func.sum(rollup.count))
-                .where(
-                    *in_chunk,
-                    rollup.day >= day - dt.timedelta(days=decay_frames[-1] - 1),
-                    rollup.day <= day,
-                )
-                .group_by(key, rollup.event, rollup.day)
-            )
-            for sid, event, when, count in stream(session, daily):
-                age = (day - when).days
-                for frame in decay_frames:
-                    if age < frame:
-                        points = decayed[sid][frame]
-                        points[event] = points.get(event, 0.0) + int(count) * (frame - age) / frame
-    return {
-        sid: Activity(
-            last_day=last_day.get(sid, {}),
-            in_frame=in_frame.get(sid, {}),
-            decayed=decayed.get(sid, {}),
-        )
-        for sid in set(last_day) | set(in_frame) | set(decayed)
-    }
+        for sid, *values in stream(session, grouped):
+            out[sid] = tuple(float(v) for v in values)
+    return out

@@ -168,13 +168,11 @@ def _check(db, tenant_id, today):
             score = grade(raw, p90[f"{kind}:{profile.name}"])
             checklist = account_checklist(traits, defs) if kind == "a" else defs.user_checklist
             act = activation(checklist, facts)
-            before = None
+            before = before_raw = None
             if first_seen <= previous_day:
                 earlier = build(kind, sid, first_seen, traits, previous_day).activity
-                before = grade(
-                    raw_engagement(profile, earlier, previous_day),
-                    p90[f"{kind}:{profile.name}:previous"],
-                )
+                before_raw = raw_engagement(profile, earlier, previous_day)
+                before = grade(before_raw, p90[f"{kind}:{profile.name}:previous"])
             row = stored[kind][sid]
             got = {
                 "profile": row.profile,
@@ -185,6 +183,7 @@ def _check(db, tenant_id, today):
                 "adoption": row.adoption_rate,
                 "active_days": row.active_days,
                 "trend": row.trend_change,
+                "previous_raw": row.previous_raw,
             }
             expected = {
                 "profile": profile.name,
@@ -197,6 +196,7 @@ def _check(db, tenant_id, today):
                 ),
                 "active_days": facts.activity.active_days.get(defs.frequency_days, 0),
                 "trend": trend(score, before, defs.trend).change,
+                "previous_raw": None if before_raw is None else round(before_raw, 4),
             }
             if kind == "a":
                 pql = pql_status(facts, act, checklist, defs.pql, defs.deal_size)
@@ -224,7 +224,18 @@ def test_the_pass_agrees_with_the_pure_rules_on_random_tenants(app, client, db, 
         group(f"u{u}", f"g{u % 5}", days_ago=rng.choice([40, 20, 9]), plan=plans[u % 5])
         for u in range(14)
     ]
-    history += _traffic(rng, range(14), [0, 0.3, 1, 2, 4, 6, 7, 8, 12, 15, 29, 31, 45])
+    # The days on each side of every boundary: the frames (7 and 30 days) and penalties (7 and
+    # 14 days) today, and the same for the previous period (7 days back).
+    days = [0, 0.3, 1, 2, 4, 6, 7, 8, 12, 13, 14, 15, 20, 21, 29, 30, 31, 36, 37, 45]
+    history += _traffic(rng, range(14), days)
+    # Exactly on the previous period's penalty boundaries: last logged in 7 days before it (the
+    # default profile's penalty), and a paid account last active 14 days before it (Paid
+    # monthly's).
+    history += [group("u20", "g0", days_ago=40), *ev("u20", "Logged In", "g0", days_ago=14)]
+    history += [
+        group("u21", "g5", days_ago=40, plan="paid"),
+        *ev("u21", "Report Created", "g5", 21),
+    ]
     send(client, key, history)
     recompute(db, tenant_id, NOW - dt.timedelta(minutes=20))
     today = NOW.date()
