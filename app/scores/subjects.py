@@ -3,7 +3,6 @@ the day's rollups), what the CRM says of them, and for accounts their members.""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -75,8 +74,8 @@ class Subjects:
 
     def release(self, sid: int) -> None:
         """Let go of what was read for ``sid`` (scored: its facts are no longer needed)."""
-        for each in dataclasses.fields(self):
-            getattr(self, each.name).pop(sid, None)
+        for values in vars(self).values():  # every field: each maps subject ids to facts
+            values.pop(sid, None)
 
     def facts(self, sid: int) -> Facts:
         activity = Activity(
