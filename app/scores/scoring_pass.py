@@ -675,6 +675,7 @@ def recompute(
         session.flush()
 
         stale_by_kind: dict[str, set[int]] = {}
+        rebuilt = False
         if full:
             user_ids: list[int] | None = None
             account_ids: list[int] | None = None
@@ -683,6 +684,7 @@ def recompute(
                 progress("activity basis", 0, 1)
             start = _basis_to_roll(last_full, stored.version, today)
             if start is None:
+                rebuilt = True
                 for kind in (activity_basis.USERS, activity_basis.ACCOUNTS):
                     activity_basis.rebuild(session, tenant_id, kind, None, defs, today)
             else:
@@ -787,9 +789,12 @@ def recompute(
             definitions_version=stored.version,
             percentiles=run.percentiles,
         )
-    if full and db.dialect == "postgresql":
-        # Every score row was rewritten: fresh statistics keep the id lookups of the
+    if rebuilt and db.dialect == "postgresql":
+        # A pass from scratch (the first one, new definitions, a basis too old to move) may
+        # have written every score row: fresh statistics keep the id lookups of the
         # incremental passes that follow on index scans (autovacuum would get there later).
+        # The daily pass that moves the basis a day rewrites the rows' values, not their
+        # number: the statistics hold, and analysing three tables would take a tenth of it.
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("ANALYZE account_scores, user_scores, score_history"))
     summary.seconds = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 2)

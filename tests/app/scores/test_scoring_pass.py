@@ -1,6 +1,7 @@
 """Recompute from ingested events to stored scores, full and incremental."""
 
 import datetime as dt
+import os
 
 import pytest
 from sqlalchemy import select
@@ -706,3 +707,40 @@ def test_an_incremental_pass_reuses_the_previous_period_unless_the_profile_chang
     assert incremental.profile == full.profile == "Paid"
     assert incremental.previous_raw == full.previous_raw != before.previous_raw
     assert incremental.trend_change == full.trend_change
+
+
+@pytest.mark.skipif(
+    os.environ.get("PQL_TEST_DB", "sqlite") != "postgresql", reason="PostgreSQL statistics"
+)
+def test_statistics_are_refreshed_after_a_pass_from_scratch_not_after_the_daily_move(
+    client, db, tenant_key
+):
+    """A pass that rebuilt the basis (the first, new definitions) may have written every score
+    row: it analyses the score tables. The daily pass that moves the basis a day changes the
+    rows' values, not their number: it leaves that to autovacuum."""
+    from sqlalchemy import event
+
+    tenant_id, key = tenant_key
+    acme_trial(client, key)
+
+    def analysed(moment: dt.datetime) -> list[str]:
+        seen: list[str] = []
+
+        def record(conn, cursor, statement, *args):
+            if statement.lstrip().upper().startswith("ANALYZE"):
+                seen.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            recompute(db, tenant_id, moment)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+        return seen
+
+    assert any("user_scores" in s for s in analysed(NOW))
+    assert not any("_scores" in s for s in analysed(NOW + dt.timedelta(days=1)))
+    # Definitions changed: the basis is rebuilt, and the statistics refreshed again.
+    document = to_document(current_definitions(db, tenant_id).definitions)
+    document["profiles"][0]["weights"]["Report Created"] = 7
+    save_definitions(db, tenant_id, document, "test")
+    assert any("user_scores" in s for s in analysed(NOW + dt.timedelta(days=1, hours=1)))
