@@ -450,16 +450,30 @@ def _when_it_happened(session: Session, kind: str, rows: list[dict], now: dt.dat
         by_id[sid]["pql_at"] = completed_at(moments, qualified[sid][1], now)
 
 
-def _touched_since(session: Session, since: dt.datetime) -> tuple[set[int], set[int]]:
-    users = set(session.scalars(select(Event.user_id).where(Event.received_at >= since).distinct()))
-    accounts = set(
-        session.scalars(select(Event.account_id).where(Event.received_at >= since).distinct())
+def _touched_since(
+    session: Session, since: dt.datetime, today: dt.date
+) -> tuple[set[int], set[int], set[int], set[int]]:
+    """The users and accounts with events received or traits changed since ``since``, and of
+    those the ones whose events happened before ``today`` (late: their basis no longer holds
+    their whole past). The events are read once for both."""
+    start = dt.datetime.combine(today, dt.time(), dt.UTC)
+    users, accounts, late_users, late_accounts = set(), set(), set(), set()
+    received = (
+        select(Event.user_id, Event.account_id, Event.timestamp < start)
+        .where(Event.received_at >= since)
+        .distinct()
     )
+    for user_id, account_id, late in session.execute(received):
+        users.add(user_id)
+        accounts.add(account_id)
+        if late:
+            late_users.add(user_id)
+            late_accounts.add(account_id)
     users |= set(session.scalars(select(User.id).where(User.changed_at >= since)))
     accounts |= set(session.scalars(select(Account.id).where(Account.changed_at >= since)))
-    users.discard(None)
-    accounts.discard(None)
-    return users, accounts
+    for ids in (users, accounts, late_users, late_accounts):
+        ids.discard(None)
+    return users, accounts, late_users, late_accounts
 
 
 @dataclass(frozen=True)
@@ -696,7 +710,9 @@ def recompute(
             run.basis_day = today
         else:
             since = last_any.started_at - OVERLAP
-            touched_users, touched_accounts = _touched_since(session, since)
+            touched_users, touched_accounts, late_users, late_accounts = _touched_since(
+                session, since, today
+            )
             for chunk in chunks(sorted(touched_users)):
                 touched_accounts |= set(
                     session.scalars(
@@ -709,7 +725,6 @@ def recompute(
             user_ids = sorted(touched_users)
             percentiles = dict(last_full.percentiles)
             # Subjects whose past changed since the basis was built, or that have none yet.
-            late_users, late_accounts = activity_basis.late_subjects(session, since, today)
             for kind, ids, late in (
                 (activity_basis.USERS, user_ids, late_users),
                 (activity_basis.ACCOUNTS, account_ids, late_accounts),
