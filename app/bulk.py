@@ -13,7 +13,7 @@ import json
 import operator
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import or_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
@@ -340,6 +340,8 @@ _PG_UPSERT_HISTORY = text(
     ON CONFLICT (tenant_id, subject, subject_id, day)
         DO UPDATE SET engagement_score = EXCLUDED.engagement_score,
                       activation_rate = EXCLUDED.activation_rate
+        WHERE (score_history.engagement_score, score_history.activation_rate)
+              IS DISTINCT FROM (EXCLUDED.engagement_score, EXCLUDED.activation_rate)
     """
 )
 
@@ -352,7 +354,7 @@ def upsert_history(
     values: list[tuple[int, int, int]],
 ) -> None:
     """Set (subject id, engagement score, activation rate) for ``day``, replacing a row of the
-    same day from an earlier pass."""
+    same day from an earlier pass where it holds other values (an equal one is left alone)."""
     if not values:
         return
     values = sorted(values)
@@ -377,6 +379,10 @@ def upsert_history(
             "engagement_score": statement.excluded.engagement_score,
             "activation_rate": statement.excluded.activation_rate,
         },
+        where=or_(
+            ScoreHistory.engagement_score != statement.excluded.engagement_score,
+            ScoreHistory.activation_rate != statement.excluded.activation_rate,
+        ),
     )
     session.connection().execute(
         statement,

@@ -554,7 +554,7 @@ def _store(
     that are gone (merged, forgotten). On PostgreSQL the database compares
     (``store_changed``); elsewhere the stored rows are read and compared here."""
     key_column = getattr(model, key)
-    _history(session, tenant_id, subject, today, rows)
+    history = [(r["_id"], round(r["engagement_score"]), round(r["activation_rate"])) for r in rows]
     # The rows become the stored rows in place: a copy of a hundred thousand rows is
     # hundreds of megabytes at the pass's peak.
     payload: dict[int, dict] = {}
@@ -564,7 +564,9 @@ def _store(
         payload[sid] = item
     compared = [c.name for c in model.__table__.columns if c.name not in _NOT_COMPARED]
     if session.get_bind().dialect.name == "postgresql":
-        return store_changed(session, model.__table__, tenant_id, key, rows, compared, full)
+        written = store_changed(session, model.__table__, tenant_id, key, rows, compared, full)
+        _history(session, tenant_id, subject, today, history, written, full)
+        return written
     columns = [model.__table__.c[c] for c in compared]
     stored: dict[int, tuple] = {}
     for chunk in chunks(None if full else sorted(payload)):
@@ -593,17 +595,29 @@ def _store(
     # By primary key: (tenant_id, key).
     for start in range(0, len(changed), 5000):
         session.execute(update(model), changed[start : start + 5000])
+    _history(session, tenant_id, subject, today, history, written, full)
     return written
 
 
-def _history(session: Session, tenant_id: int, subject: str, today: dt.date, rows) -> None:
-    upsert_history(
-        session,
-        tenant_id,
-        subject,
-        today,
-        [(r["_id"], round(r["engagement_score"]), round(r["activation_rate"])) for r in rows],
-    )
+_HISTORY_COLUMNS = {"engagement_score", "activation_rate"}
+
+
+def _history(
+    session: Session,
+    tenant_id: int,
+    subject: str,
+    today: dt.date,
+    values: list[tuple[int, int, int]],
+    written: dict[int, set[str]],
+    full: bool,
+) -> None:
+    """Today's history row of each subject scored. A full pass writes everyone's; an
+    incremental pass (same day as the full pass before it, which wrote a row for every subject
+    it scored) only those whose score or rate changed or that are new: the others' row of the
+    day already holds their values."""
+    if not full:
+        values = [v for v in values if _HISTORY_COLUMNS & written.get(v[0], set())]
+    upsert_history(session, tenant_id, subject, today, values)
 
 
 FIT_COLUMNS = {"fit_score", "fit_band", "fit_reason"}

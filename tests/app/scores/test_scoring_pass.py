@@ -744,3 +744,59 @@ def test_statistics_are_refreshed_after_a_pass_from_scratch_not_after_the_daily_
     document["profiles"][0]["weights"]["Report Created"] = 7
     save_definitions(db, tenant_id, document, "test")
     assert any("user_scores" in s for s in analysed(NOW + dt.timedelta(days=1, hours=1)))
+
+
+def test_an_incremental_pass_writes_history_only_where_the_score_or_rate_moved(
+    app, client, db, tenant_key, monkeypatch
+):
+    """The day's full pass wrote a history row for everyone; an incremental pass rewrites it
+    only for the subjects whose rounded score or Activation rate changed, and every subject's
+    row of the day still holds its stored values."""
+    from app.scores import scoring_pass
+
+    tenant_id, key = tenant_key
+    app.extensions["pql"].clock = lambda: NOW - dt.timedelta(minutes=5)
+    acme_trial(client, key)
+    send(
+        client,
+        key,
+        [
+            group("cy", "initech", plan="trial", employees=10),
+            group("dee", "globex", plan="trial", employees=10),
+            *ev("cy", "Logged In", "initech"),
+            *ev("dee", "Logged In", "globex", n=2),
+        ],
+    )
+    recompute(db, tenant_id, NOW)
+    sent: list[tuple[str, set[int]]] = []
+    original = scoring_pass.upsert_history
+
+    def recording(session, tenant, subject, day, values):
+        sent.append((subject, {v[0] for v in values}))
+        return original(session, tenant, subject, day, values)
+
+    monkeypatch.setattr(scoring_pass, "upsert_history", recording)
+    later = NOW + dt.timedelta(hours=1)
+    app.extensions["pql"].clock = lambda: later
+    # cy's new report moves its score and Activation; dee's event weighs nothing and is no step.
+    send(
+        client,
+        key,
+        [*ev("cy", "Report Created", "initech", days_ago=0), *ev("dee", "Help Opened", "globex")],
+    )
+    summary = recompute(db, tenant_id, later, full=False)
+    assert (summary.users, summary.accounts) == (2, 2)
+    with db.tenant_session(tenant_id) as s:
+        ids = dict(s.execute(select(User.external_id, User.id)).all())
+        accounts = dict(s.execute(select(Account.external_id, Account.id)).all())
+        history = {
+            (h.subject, h.subject_id): (h.engagement_score, h.activation_rate)
+            for h in s.scalars(select(ScoreHistory).where(ScoreHistory.day == NOW.date()))
+        }
+        stored = {("u", r.user_id): r for r in s.scalars(select(UserScore))}
+        stored |= {("a", r.account_id): r for r in s.scalars(select(AccountScore))}
+    assert dict(sent)["u"] == {ids["cy"]}
+    assert dict(sent)["a"] == {accounts["initech"]}
+    assert set(history) == set(stored)
+    for subject, row in stored.items():
+        assert history[subject] == (round(row.engagement_score), round(row.activation_rate))
