@@ -87,6 +87,14 @@ def _record(traits: dict, crm: dict | None = None, **values: Any) -> dict[str, A
     return {"trait": traits, "traits": traits, "crm": crm or {}, **values}
 
 
+def _profile_of(defs: Definitions) -> Callable[[dict], ScoringProfile]:
+    """The profile a subject's traits pick (``profile_for``); without a profile that filters,
+    the default one, with no record built per subject."""
+    if not any(p.applies_to and not p.default for p in defs.profiles):
+        return lambda traits: defs.default_profile
+    return lambda traits: profile_for(defs, _record(traits))
+
+
 def _earlier_firsts(
     session: Session, model, key, ids: list[int] | None
 ) -> dict[int, tuple[dt.datetime | None, dt.datetime | None]]:
@@ -131,9 +139,13 @@ def _score_rows(
     previous_day = today - dt.timedelta(days=defs.default_profile.time_frame_days)
     prepared = []
     raws: dict[str, list[float]] = defaultdict(list)
+    profile_of = _profile_of(defs)
+    kind = "account" if subject == "a" else "user"
+    # The tenant's own segments of this kind: without any, no record is built per subject.
+    own_segments = [s for s in defs.segments if s.applies_to == kind]
     for sid in ids:
         facts = data.facts(sid)
-        profile: ScoringProfile = profile_for(defs, _record(facts.traits))
+        profile: ScoringProfile = profile_of(facts.traits)
         raw = raw_engagement(profile, facts.activity, today)
         raws[f"{subject}:{profile.name}"].append(raw)
         before = None
@@ -155,7 +167,6 @@ def _score_rows(
         # Each subject's facts go as its row is made: the rows take their place in memory.
         prepared[position] = None
         data.release(sid)
-        kind = "account" if subject == "a" else "user"
         if kind == "account":
             checklist = account_checklist(facts.traits, defs)
         else:
@@ -271,16 +282,15 @@ def _score_rows(
         segments += lifecycle_segments(
             facts.first_seen, last_active_day, today, defs.trend, total_users
         )
-        record = _record(
-            facts.traits,
-            facts.crm,
-            **row,
-            last_active_days=(today - last_active_day).days if last_active_day else None,
-            segments=segments,
-        )
-        segments += [
-            s.name for s in defs.segments if s.applies_to == kind and matches(s.conditions, record)
-        ]
+        if own_segments:
+            record = _record(
+                facts.traits,
+                facts.crm,
+                **row,
+                last_active_days=(today - last_active_day).days if last_active_day else None,
+                segments=segments,
+            )
+            segments += [s.name for s in own_segments if matches(s.conditions, record)]
         row["segments"] = {"names": segments}
         row["_id"] = sid
         rows.append(row)
@@ -318,6 +328,7 @@ def _score_subjects(
     )
     kept: dict[int, float] = {}
     reread = subset
+    profile_of = _profile_of(defs)
     if subset is not None:
         for chunk in chunks(subset):
             for sid, profile, before in session.execute(
@@ -326,7 +337,7 @@ def _score_subjects(
                 )
             ):
                 unchanged = sid in data.first_seen and sid not in (stale or set())
-                if unchanged and profile_for(defs, _record(data.traits[sid])).name == profile:
+                if unchanged and profile_of(data.traits[sid]).name == profile:
                     kept[sid] = before
         reread = [sid for sid in subset if sid not in kept]
     if reread != []:
@@ -335,7 +346,7 @@ def _score_subjects(
         position = {profile.name: n for n, profile in enumerate(defs.profiles)}
         for sid in ids if reread is None else reread:
             if sid in data.first_seen and data.first_seen[sid] <= previous_day and sid not in kept:
-                profile = profile_for(defs, _record(data.traits[sid]))
+                profile = profile_of(data.traits[sid])
                 each = raws.pop(sid, None)
                 kept[sid] = (
                     raw_engagement(profile, Activity(), previous_day)
