@@ -550,15 +550,22 @@ def load(
                 data.distinct_users[aid][event] = len(users)
 
 
+def received_since(
+    session: Session, since: dt.datetime, day: dt.date, late_only: bool = False
+) -> list[tuple[int | None, int | None, bool]]:
+    """The distinct (user, account, late) of the events received since ``since``; late: it
+    happened before ``day``, so the basis of its subjects no longer holds their whole past."""
+    late = Event.timestamp < dt.datetime.combine(day, dt.time(), dt.UTC)
+    query = select(Event.user_id, Event.account_id, late).where(Event.received_at >= since)
+    if late_only:
+        query = query.where(late)
+    return [tuple(row) for row in session.execute(query.distinct())]
+
+
 def late_subjects(session: Session, since: dt.datetime, day: dt.date) -> tuple[set[int], set[int]]:
     """Users and accounts with events received since ``since`` that happened before ``day``:
     their basis no longer holds their whole past."""
-    start = dt.datetime.combine(day, dt.time(), dt.UTC)
-    rows = session.execute(
-        select(Event.user_id, Event.account_id)
-        .where(and_(Event.received_at >= since, Event.timestamp < start))
-        .distinct()
-    ).all()
-    users = {u for u, _ in rows if u is not None}
-    accounts = {a for _, a in rows if a is not None}
+    rows = received_since(session, since, day, late_only=True)
+    users = {u for u, _, _ in rows if u is not None}
+    accounts = {a for _, a, _ in rows if a is not None}
     return users, accounts

@@ -29,7 +29,6 @@ from app.models import (
     AccountMembership,
     AccountScore,
     DefinitionsVersion,
-    Event,
     ScoringRun,
     User,
     UserScore,
@@ -467,14 +466,8 @@ def _touched_since(
     """The users and accounts with events received or traits changed since ``since``, and of
     those the ones whose events happened before ``today`` (late: their basis no longer holds
     their whole past). The events are read once for both."""
-    start = dt.datetime.combine(today, dt.time(), dt.UTC)
     users, accounts, late_users, late_accounts = set(), set(), set(), set()
-    received = (
-        select(Event.user_id, Event.account_id, Event.timestamp < start)
-        .where(Event.received_at >= since)
-        .distinct()
-    )
-    for user_id, account_id, late in session.execute(received):
+    for user_id, account_id, late in activity_basis.received_since(session, since, today):
         users.add(user_id)
         accounts.add(account_id)
         if late:
