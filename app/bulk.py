@@ -215,14 +215,17 @@ def _copy_rows(
     rows: list[dict[str, Any]],
     into: str,
     same: dict[str, Any] | None = None,
+    names: dict[str, str] | None = None,
 ) -> None:
     """COPY ``rows`` (dicts with the same keys, values as for ``table``) into table ``into``,
-    with the columns of ``same`` set to its values in every row."""
-    same = same or {}
-    columns = [c for c in rows[0] if c not in same]
+    with the columns of ``same`` set to its values in every row. A row's key is its column's
+    name, or the key ``names`` gives for that column."""
+    same, names = same or {}, names or {}
+    fields = [f for f in rows[0] if f not in same]
+    columns = [names.get(f, f) for f in fields]
     # A row's values in one call, then only the columns that need it converted: a pass COPYs a
     # hundred thousand rows of forty columns, and a Python step per value was most of its cost.
-    values_of = operator.itemgetter(*columns) if len(columns) > 1 else (lambda r: (r[columns[0]],))
+    values_of = operator.itemgetter(*fields) if len(fields) > 1 else (lambda r: (r[fields[0]],))
     converted = [
         (position, convert)
         for position, convert in enumerate(_copy_converters(table, columns))
@@ -262,14 +265,20 @@ def store_changed(
     rows: list[dict[str, Any]],
     compared: list[str],
     full: bool,
+    same: dict[str, Any] | None = None,
+    key_field: str | None = None,
 ) -> dict[int, set[str]]:
     """PostgreSQL: write rows of one tenant's table (found by ``tenant_id`` and ``key``) where
     they are new or differ in a ``compared`` column, flagging written rows ``crm_pending``; a
-    full set (``full``) also deletes the tenant's rows it does not contain. The rows are
+    full set (``full``) also deletes the tenant's rows it does not contain. The rows hold the
+    key under ``key_field`` (default: ``key``) and neither ``tenant_id`` nor the columns of
+    ``same``, whose values are the same in every row: the rows are written as they are, a
+    hundred thousand dicts not grown by a key each. The rows are
     COPYed into a staging table and compared by the database (one UPDATE of the rows that
     differ, one INSERT of the new ones), instead of reading every stored row back into Python
     to compare there. Returns the keys written, each with the columns that changed (every
-    compared column for a new row)."""
+    compared column for a new row); keys changed alike share one set: read it, do not change
+    it."""
     if not rows:
         if full:
             session.connection().execute(
@@ -277,7 +286,9 @@ def store_changed(
                 {"tenant_id": tenant_id},
             )
         return {}
-    columns = [c for c in rows[0] if c != "crm_pending"] + ["crm_pending"]
+    same = {"tenant_id": tenant_id, **(same or {}), "crm_pending": True}
+    names = {key_field or key: key}
+    columns = [names.get(f, f) for f in rows[0] if f not in same] + list(same)
     staging = f"_scored_{table.name}"
     connection = session.connection()
     connection.execute(
@@ -286,7 +297,7 @@ def store_changed(
             f"SELECT {', '.join(columns)} FROM {table.name} WITH NO DATA"
         )
     )
-    _copy_rows(session, table, rows, staging, same={"crm_pending": True})
+    _copy_rows(session, table, rows, staging, same=same, names=names)
     match = f"t.tenant_id = :tenant_id AND s.tenant_id = :tenant_id AND t.{key} = s.{key}"
     if full:
         connection.execute(
@@ -312,8 +323,15 @@ def store_changed(
         ),
         {"tenant_id": tenant_id},
     )
+    # Subjects changed in the same columns share one set (a daily pass changes a hundred
+    # thousand rows in a handful of ways: a set each was 50 MB at its peak).
+    shared: dict[tuple[bool, ...], set[str]] = {}
     for sid, flags in changed:
-        written[sid] = {c for c, flag in zip(compare, flags, strict=True) if flag}
+        flags = tuple(flags)
+        moved = shared.get(flags)
+        if moved is None:
+            moved = shared[flags] = {c for c, flag in zip(compare, flags, strict=True) if flag}
+        written[sid] = moved
     # The rows not there yet (the UPDATE took the others). Not an anti-join with the table
     # itself: its scan would re-read the pages this very INSERT adds, once per row.
     inserted = connection.execute(

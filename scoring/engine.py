@@ -30,7 +30,7 @@ from scoring.definitions import (
 Daily = Mapping[str, Mapping[dt.date, int]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Activity:
     """One subject's use of the product, aggregated the way scoring reads it.
 
@@ -83,7 +83,7 @@ def summarize(
     return Activity(totals, first_day, last_day, in_frame, decayed, active, daily)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Facts:
     """What scoring reads about one account or user."""
 
@@ -102,7 +102,7 @@ class Facts:
 # --- Activation ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActivationResult:
     rate: float
     done: tuple[str, ...]
@@ -245,7 +245,7 @@ def adoption_rate(key_features: Iterable[str], activity: Activity, frame_days: i
 # --- Trend ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Trend:
     change: float | None
     segment: str | None  # "Red Hot", "Ice Cold" or None
@@ -379,7 +379,7 @@ def deal_size(traits: Mapping[str, Any], rule: DealSizeRule) -> str | None:
 DEAL_WORDS = {"small": "small", "mid": "mid-size", "large": "large"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PQLResult:
     qualified: bool
     kind: str | None
@@ -527,7 +527,7 @@ def level(value: float, high: float, medium: float) -> str:
     return "low"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LeadType:
     name: str
     chance: int

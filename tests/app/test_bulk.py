@@ -3,12 +3,14 @@ much the rows repeat one another: COPY converts each distinct JSON document and 
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 
-from sqlalchemy import JSON, Column, Integer, MetaData, Table, select
+import pytest
+from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, String, Table, select
 from sqlalchemy.orm import Session
 
-from app.bulk import insert_rows
+from app.bulk import insert_rows, store_changed
 from app.models import UTCDateTime
 
 NOW = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
@@ -69,3 +71,55 @@ def test_rows_that_repeat_and_differ_slightly_are_each_stored_as_given(db):
             assert type(doc["n"]) is type(row["doc"]["n"]), row
         assert at == row["at"], row
     assert stored[2][1] == NOW and stored[4][1] == NOW
+
+
+def test_changed_rows_are_stored_as_given_and_share_what_changed_in_them(db):
+    if db.dialect != "postgresql":
+        pytest.skip("the database compares on PostgreSQL; elsewhere the pass compares itself")
+    table = Table(
+        "store_probe",
+        MetaData(),
+        Column("tenant_id", Integer, primary_key=True),
+        Column("item_id", Integer, primary_key=True),
+        Column("score", Integer),
+        Column("label", String),
+        Column("version", Integer),
+        Column("crm_pending", Boolean),
+    )
+    table.create(db.engine)
+    compared = ["tenant_id", "item_id", "score", "label", "version"]
+
+    def store(rows, full=True):
+        given = copy.deepcopy(rows)
+        with Session(db.engine) as session, session.begin():
+            written = store_changed(
+                session, table, 7, "item_id", rows, compared, full, {"version": 3}, "_id"
+            )
+        # The rows are written as they are: no key, tenant or version added to them.
+        assert rows == given
+        return written
+
+    first = [{"_id": n, "score": n * 10, "label": "a"} for n in (1, 2, 3, 4)]
+    written = store(first)
+    assert set(written) == {1, 2, 3, 4} and written[1] == set(compared)
+    with db.engine.begin() as connection:
+        connection.execute(table.update().values(crm_pending=False))
+    again = [
+        {"_id": 1, "score": 11, "label": "a"},
+        {"_id": 2, "score": 21, "label": "a"},
+        {"_id": 3, "score": 30, "label": "b"},
+        {"_id": 4, "score": 40, "label": "a"},
+        {"_id": 5, "score": 50, "label": "a"},
+    ]
+    written = store(again)
+    assert written == {1: {"score"}, 2: {"score"}, 3: {"label"}, 5: set(compared)}
+    assert written[1] is written[2]  # changed alike: one set
+    with db.engine.connect() as connection:
+        stored = connection.execute(select(table).order_by(table.c.item_id)).all()
+    assert [tuple(r) for r in stored] == [
+        (7, 1, 11, "a", 3, True),
+        (7, 2, 21, "a", 3, True),
+        (7, 3, 30, "b", 3, True),
+        (7, 4, 40, "a", 3, False),  # unchanged: left alone, not flagged for the push
+        (7, 5, 50, "a", 3, True),
+    ]

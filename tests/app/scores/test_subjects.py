@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from app.scores.subjects import Subjects
+from app.scores.definitions_store import current_definitions
+from app.scores.scoring_pass import recompute
+from app.scores.subjects import Subjects, load_users
+from tests.helpers.events import NOW, ev, group, send
 
 
 def test_release_lets_go_of_every_fact_of_the_subject_and_only_of_it():
@@ -31,3 +34,32 @@ def test_release_lets_go_of_every_fact_of_the_subject_and_only_of_it():
     assert [name for name in fields if 1 in getattr(data, name)] == []
     assert all(2 in getattr(data, name) for name in fields)
     assert data.facts(2).activity.totals == {"Logged In": 3}
+
+
+def test_loaded_facts_share_one_object_per_event_name_day_and_count(client, db, tenant_key):
+    # A full pass holds every subject's facts at once: the driver's fresh copy of the same
+    # event name, day or count for each of a hundred thousand users was a third of them.
+    tenant_id, key = tenant_key
+    messages = [group(f"u{n}", "g1", days_ago=20) for n in range(3)]
+    for n in range(3):
+        messages += ev(f"u{n}", "Logged In", "g1", days_ago=5, n=2)
+        messages += ev(f"u{n}", "Report Created", "g1", days_ago=5, n=2)
+    send(client, key, messages)
+    recompute(db, tenant_id, NOW)
+    defs = current_definitions(db, tenant_id).definitions
+    with db.tenant_session(tenant_id) as session:
+        users = load_users(session, None, defs, NOW.date())
+    facts = [users.facts(uid).activity for uid in sorted(users.first_seen)]
+    names = [next(e for e in a.totals if e == "Logged In") for a in facts]
+    assert all(name is names[0] for name in names)
+    days = [a.first_day["Logged In"] for a in facts] + [a.last_day["Report Created"] for a in facts]
+    assert days[0] == (NOW - dt.timedelta(days=5)).date()
+    assert all(day is days[0] for day in days)
+    totals = [a.totals["Report Created"] for a in facts]
+    in_frame = [a.in_frame[7]["Report Created"] for a in facts]
+    assert totals == [2, 2, 2] and in_frame == [2.0, 2.0, 2.0]
+    assert all(value is in_frame[0] for value in in_frame)
+    assert all(isinstance(value, float) for value in in_frame)
+    # What none of them has (decay, CRM, team counts) is one empty mapping, not one each.
+    empty = [users.facts(uid).crm for uid in sorted(users.first_seen)]
+    assert all(value == {} and value is empty[0] for value in empty)
