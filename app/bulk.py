@@ -175,15 +175,16 @@ def add_account_counts(
     )
 
 
-def _remembered(convert, limit: int = 10_000):
+def _remembered(convert, by_repr: bool = True, limit: int = 10_000):
     """``convert`` for a column whose values repeat from row to row (the pass's time, the same
-    checklist steps done, the same segments): each distinct value is converted once. Values
-    are told apart by ``repr``, which differs wherever the JSON or the moment would (1, 1.0 and
-    True included); the memory is bounded."""
-    seen: dict[str, Any] = {}
+    checklist steps done, the same segments): each distinct value is converted once. JSON
+    values are told apart by ``repr``, which differs wherever the document would (1, 1.0 and
+    True included); moments by themselves (the same instant in another zone converts to the
+    same UTC time). The memory is bounded."""
+    seen: dict[Any, Any] = {}
 
     def remembered(value):
-        key = repr(value)
+        key = repr(value) if by_repr else value
         done = seen.get(key)
         if done is None:
             if len(seen) >= limit:
@@ -203,7 +204,7 @@ def _copy_converters(table, columns: list[str]) -> list:
         if isinstance(column_type, sqltypes.JSON):
             converters.append(_remembered(lambda v: json.dumps(v, default=str)))
         elif isinstance(column_type, UTCDateTime):
-            converters.append(_remembered(_naive_utc))
+            converters.append(_remembered(_naive_utc, by_repr=False))
         else:
             converters.append(None)
     return converters
@@ -377,7 +378,11 @@ def upsert_history(
         return
     values = sorted(values)
     if _is_postgresql(session):
-        ids, scores, rates = (list(column) for column in zip(*values, strict=True))
+        # Each array in its text form ("{1,2,3}"): the driver's list adapter converts a hundred
+        # thousand numbers one at a time.
+        ids, scores, rates = (
+            "{" + ",".join(map(str, column)) + "}" for column in zip(*values, strict=True)
+        )
         session.connection().execute(
             _PG_UPSERT_HISTORY,
             {

@@ -317,7 +317,11 @@ def roll_forward(
     spans = [joined, window_left, window_joined]
     spans += [span for moved in frames_moved.values() for span in moved]
     if start < day:
-        read = or_(*[within(span) for span in spans if span[0] < span[1]])
+        # Each span read once (frames and the window share days), into a hash big enough not
+        # to spill a tenant's day of rollups to disk.
+        read = or_(*[within(span) for span in dict.fromkeys(spans) if span[0] < span[1]])
+        if _postgresql(session):
+            session.execute(text(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'"))
         delta = (
             select(
                 literal(tenant_id),
@@ -356,7 +360,7 @@ def _roll_active_days(session, tenant_id, kind, within, left: tuple, joined: tup
     """Each subject's active days in the frequency window: plus the days that joined it, less
     those that left (distinct days per subject: a few days' rollups)."""
     rollup, key = kind.rollup, kind.key
-    spans = [span for span in (left, joined) if span[0] < span[1]]
+    spans = [span for span in dict.fromkeys((left, joined)) if span[0] < span[1]]
     if not spans:
         return
     days = (
