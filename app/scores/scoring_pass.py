@@ -561,12 +561,18 @@ def _store(
     history = [(r["_id"], round(r["engagement_score"]), round(r["activation_rate"])) for r in rows]
     compared = [c.name for c in model.__table__.columns if c.name not in _NOT_COMPARED]
     if session.get_bind().dialect.name == "postgresql":
-        # The rows are COPYed as they are (the key under "_id"): a key added to each would
-        # grow a hundred thousand dicts, 60 MB at the pass's peak.
-        for item in rows:
-            item["definitions_version"] = version
+        # The rows are COPYed as they are (the key under "_id", the version given once): a key
+        # added to each would grow a hundred thousand dicts, 60 MB at the pass's peak.
         written = store_changed(
-            session, model.__table__, tenant_id, key, rows, compared, full, key_field="_id"
+            session,
+            model.__table__,
+            tenant_id,
+            key,
+            rows,
+            compared,
+            full,
+            same={"definitions_version": version},
+            key_field="_id",
         )
         _history(session, tenant_id, subject, today, history, written, full)
         return written
