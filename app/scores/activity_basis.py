@@ -477,23 +477,6 @@ def _without_basis(session: Session, tenant_id: int, kind: _Kind) -> set[int]:
     )
 
 
-def missing(session: Session, tenant_id: int, kind: _Kind, ids: list[int]) -> set[int]:
-    """Which of ``ids`` have no basis yet (created since it was built, or merged into)."""
-    present: set[int] = set()
-    for chunk in chunks(ids):
-        present |= set(
-            session.scalars(
-                select(ActivityBasis.subject_id).where(
-                    ActivityBasis.tenant_id == tenant_id,
-                    ActivityBasis.subject == kind.subject,
-                    *only(ActivityBasis.subject_id, chunk),
-                    ActivityBasis.event == MARKER,
-                )
-            )
-        )
-    return set(ids) - present
-
-
 def forget(session: Session, tenant_id: int, users: Iterable[int], accounts: Iterable[int]):
     """Drop these subjects' basis (their past changed): the next pass rebuilds it."""
     for subject, ids in (("u", sorted(set(users))), ("a", sorted(set(accounts)))):
@@ -538,6 +521,7 @@ def load(
     for sid, event, total, first, last, *in_frame, users, active_days in stream(session, basis):
         if event == MARKER:
             data.active_days[sid][window] = int(active_days or 0)
+            data.based[sid] = True
             continue
         event = names.setdefault(event, event)
         total = int(total)

@@ -671,6 +671,37 @@ def _basis_to_roll(last_full: ScoringRun | None, version: int, today: dt.date) -
     return last_full.basis_day
 
 
+def _load(
+    session: Session,
+    tenant_id: int,
+    kind,
+    ids: list[int] | None,
+    defs: Definitions,
+    today: dt.date,
+    stale_by_kind: dict[str, set[int]],
+) -> Subjects:
+    """The facts of ``ids`` (None: everyone, after the full pass built the basis). For some of
+    them (an incremental pass) the basis is brought up to date first where their past changed
+    (``stale_by_kind``: late events, merges), and as they are read, rebuilt for those found
+    without one (new since it was built, or forgotten), who are then read again and added to
+    the stale ones (their stored previous period no longer holds)."""
+    loader = load_users if kind is activity_basis.USERS else load_accounts
+    if ids is None:
+        return loader(session, None, defs, today)
+    stale = stale_by_kind.setdefault(kind.subject, set())
+    if stale:
+        activity_basis.rebuild(session, tenant_id, kind, sorted(stale), defs, today)
+    data = loader(session, ids, defs, today)
+    missing = sorted(sid for sid in data.first_seen if sid not in data.based)
+    if missing:
+        activity_basis.rebuild(session, tenant_id, kind, missing, defs, today)
+        for sid in missing:
+            data.release(sid)
+        data.absorb(loader(session, missing, defs, today))
+        stale.update(missing)
+    return data
+
+
 @collector_paused()
 def recompute(
     db: Database,
@@ -753,17 +784,12 @@ def recompute(
             account_ids = sorted(touched_accounts)
             user_ids = sorted(touched_users)
             percentiles = dict(last_full.percentiles)
-            # Subjects whose past changed since the basis was built, or that have none yet.
-            for kind, ids, late in (
-                (activity_basis.USERS, user_ids, late_users),
-                (activity_basis.ACCOUNTS, account_ids, late_accounts),
-            ):
-                stale = late | activity_basis.missing(session, tenant_id, kind, ids)
-                stale_by_kind[kind.subject] = stale
-                if stale:
-                    activity_basis.rebuild(session, tenant_id, kind, sorted(stale), defs, today)
+            # Subjects whose past changed since the basis was built.
+            stale_by_kind = {"u": late_users, "a": late_accounts}
 
-        users = load_users(session, user_ids, defs, today)
+        users = _load(
+            session, tenant_id, activity_basis.USERS, user_ids, defs, today, stale_by_kind
+        )
         uids = (
             sorted(users.first_seen)
             if user_ids is None
@@ -789,7 +815,9 @@ def recompute(
         )
         del users, user_rows  # the pass's peak memory: users are most of the subjects
 
-        accounts = load_accounts(session, account_ids, defs, today)
+        accounts = _load(
+            session, tenant_id, activity_basis.ACCOUNTS, account_ids, defs, today, stale_by_kind
+        )
         aids = (
             sorted(accounts.first_seen)
             if account_ids is None

@@ -76,11 +76,18 @@ class Subjects:
     crm: dict[int, dict] = field(default_factory=dict)
     # Accounts: the domain (from the website trait), for fit rules.
     domain: dict[int, str | None] = field(default_factory=dict)
+    # The subjects whose activity basis was read (its marker row): the others have none yet.
+    based: dict[int, bool] = field(default_factory=dict)
 
     def release(self, sid: int) -> None:
         """Let go of what was read for ``sid`` (scored: its facts are no longer needed)."""
         for values in vars(self).values():  # every field: each maps subject ids to facts
             values.pop(sid, None)
+
+    def absorb(self, other: Subjects) -> None:
+        """Take ``other``'s subjects (read again after their basis was rebuilt)."""
+        for name, values in vars(other).items():
+            getattr(self, name).update(values)
 
     def facts(self, sid: int) -> Facts:
         # What a subject lacks is one shared empty mapping: a full pass holds every subject's

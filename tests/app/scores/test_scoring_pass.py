@@ -370,6 +370,7 @@ COMPARED = (
     "adoption_rate",
     "adoption_rate_ever",
     "active_days",
+    "previous_raw",
 )
 
 
@@ -414,9 +415,13 @@ def test_a_merge_after_the_full_pass_is_seen_by_the_incremental_pass(app, client
     messages = [group(u, "acme", plan="trial", employees=120) for u in ("ada", "bob", "cy")]
     for user in ("ada", "bob", "cy"):
         messages += ev(user, "Logged In", "acme", days_ago=2)
+    # Both seen in the previous period, cy more than bob: the merge changes bob's past.
+    messages += ev("bob", "Logged In", "acme", days_ago=10)
+    messages += ev("cy", "Report Created", "acme", days_ago=10, n=3)
     send(client, key, messages)
     recompute(db, tenant_id, NOW)
     assert "team" in scores(db, tenant_id)["acme"].steps_done["done"]
+    bob_before = comparable(db, tenant_id)[("UserScore", "bob")]["previous_raw"]
 
     later = NOW + dt.timedelta(hours=1)
     app.extensions["pql"].clock = lambda: later
@@ -425,7 +430,9 @@ def test_a_merge_after_the_full_pass_is_seen_by_the_incremental_pass(app, client
     send(client, key, [alias, *ev("bob", "Dashboard Viewed", "acme", days_ago=0)])
     incremental, full = incremental_then_full(app, db, tenant_id, later)
     assert "team" not in incremental[("AccountScore", "acme")]["steps_done"]["done"]
-    assert incremental[("UserScore", "bob")]["active_days"] == 2  # cy's day and today
+    assert incremental[("UserScore", "bob")]["active_days"] == 3  # 10 and 2 days ago, today
+    # bob's previous period now holds cy's: read again, not the stored one.
+    assert incremental[("UserScore", "bob")]["previous_raw"] > bob_before
     assert incremental == full
     assert ("UserScore", "cy") not in incremental  # merged into bob
 

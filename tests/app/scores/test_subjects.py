@@ -28,12 +28,27 @@ def test_release_lets_go_of_every_fact_of_the_subject_and_only_of_it():
         data.distinct_users[sid]["Logged In"] = 1
         data.crm[sid] = {"owner": "ada"}
         data.domain[sid] = "acme.com"
+        data.based[sid] = True
     fields = [f.name for f in dataclasses.fields(Subjects)]
     assert all(1 in getattr(data, name) for name in fields)
     data.release(1)
     assert [name for name in fields if 1 in getattr(data, name)] == []
     assert all(2 in getattr(data, name) for name in fields)
     assert data.facts(2).activity.totals == {"Logged In": 3}
+
+
+def test_absorb_takes_the_other_reads_subjects_and_keeps_its_own():
+    data, again = Subjects(), Subjects()
+    data.first_seen[1] = dt.date(2026, 11, 1)
+    data.totals[1]["Logged In"] = 3
+    again.first_seen[2] = dt.date(2026, 11, 5)
+    again.totals[2]["Report Created"] = 1
+    again.based[2] = True
+    data.absorb(again)
+    assert data.first_seen == {1: dt.date(2026, 11, 1), 2: dt.date(2026, 11, 5)}
+    assert data.facts(2).activity.totals == {"Report Created": 1}
+    assert data.facts(1).activity.totals == {"Logged In": 3}
+    assert data.based == {2: True}
 
 
 def test_loaded_facts_share_one_object_per_event_name_day_and_count(client, db, tenant_key):
