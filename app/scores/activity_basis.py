@@ -521,7 +521,8 @@ def load(
     for sid, event, total, first, last, *in_frame, users, active_days in stream(session, basis):
         if event == MARKER:
             data.active_days[sid][window] = int(active_days or 0)
-            data.based[sid] = True
+            if chunk is not None:  # a full pass built everyone's basis: nothing asks
+                data.based[sid] = True
             continue
         event = names.setdefault(event, event)
         total = int(total)

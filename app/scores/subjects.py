@@ -76,7 +76,8 @@ class Subjects:
     crm: dict[int, dict] = field(default_factory=dict)
     # Accounts: the domain (from the website trait), for fit rules.
     domain: dict[int, str | None] = field(default_factory=dict)
-    # The subjects whose activity basis was read (its marker row): the others have none yet.
+    # Of subjects read by id (an incremental pass), those whose activity basis was read (its
+    # marker row): the others have none yet. Not kept for a full pass, which built everyone's.
     based: dict[int, bool] = field(default_factory=dict)
 
     def release(self, sid: int) -> None:
