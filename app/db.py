@@ -115,6 +115,21 @@ def stream(session: Session, statement, batch: int = 20_000):
     )
 
 
+@contextmanager
+def overlapped(session: Session) -> Iterator[None]:
+    """Statements executed within are sent without waiting for the database to run them (a
+    libpq pipeline, on PostgreSQL), so that Python work done within runs meanwhile: the
+    database and Python each keep a core busy. Leaving waits for them all and raises the
+    first error (the driver's own, ``psycopg.Error``). Only statements that return no rows
+    belong within: SQLAlchemy reads a result's columns as soon as it is executed, before a
+    pipeline has it. Elsewhere (SQLite) statements run as they are executed."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    with session.connection().connection.dbapi_connection.pipeline():
+        yield
+
+
 @event.listens_for(Session, "do_orm_execute")
 def _filter_to_session_tenant(state) -> None:
     if state.is_select and (state.is_column_load or state.is_relationship_load):

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from typing import TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -42,7 +44,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import UserDefinedType
 
 from app.bulk import array_text, dialect_insert
-from app.db import stream
+from app.db import overlapped, stream
 from app.models import Account, AccountEventDay, ActivityBasis, Event, User, UserEventDay
 from scoring.definitions import TIME_FRAMES, Definitions
 
@@ -50,6 +52,7 @@ MARKER = ""  # the event of a subject's own row (present + active days)
 REBUILD_WORK_MEM = "256MB"
 FRAME_COLUMNS = [f"in_{frame}" for frame in TIME_FRAMES]
 CHUNK = 5000
+T = TypeVar("T")
 
 
 class _Kind:
@@ -162,9 +165,25 @@ def rebuild(
     ids: list[int] | None,
     defs: Definitions,
     day: dt.date,
-) -> None:
+    meanwhile: Callable[[], T] | None = None,
+) -> T | None:
     """Replace the basis of ``ids`` (None: every subject of the kind) with their rollups before
-    ``day``. Runs in the database; nothing crosses into Python."""
+    ``day``. Runs in the database; nothing crosses into Python. ``meanwhile`` (Python work that
+    does not read the basis of this kind) runs while it does, and its result is returned."""
+    with overlapped(session) if meanwhile else nullcontext():
+        _rebuild(session, tenant_id, kind, ids, defs, day)
+        return meanwhile() if meanwhile else None
+
+
+def _rebuild(
+    session: Session,
+    tenant_id: int,
+    kind: _Kind,
+    ids: list[int] | None,
+    defs: Definitions,
+    day: dt.date,
+) -> None:
+    """``rebuild``'s statements: none returns rows (they may be sent in a pipeline)."""
     rollup, key, table = kind.rollup, kind.key, kind.table
     window_start = day - dt.timedelta(days=defs.frequency_days - 1)
     frame_counts = [
@@ -302,7 +321,8 @@ def roll_forward(
     start: dt.date,
     day: dt.date,
     stale: set[int],
-) -> None:
+    meanwhile: Callable[[], T] | None = None,
+) -> T | None:
     """Move the basis of every subject of the kind from ``start`` (the day it was built for) to
     ``day``, reading only the rollups of the days that join or leave its figures: the days from
     ``start`` to ``day`` and the day or two each time frame drops, instead of everyone's whole
@@ -313,9 +333,27 @@ def roll_forward(
     Only valid when nothing before ``start`` changed since the basis was built: ``stale`` names
     the subjects whose past did (late events: see ``late_subjects``); they, and subjects with no
     basis yet, are rebuilt. The definitions must be those the basis was built with (team events
-    and the frequency window)."""
-    rollup, key = kind.rollup, kind.key
+    and the frequency window).
+
+    ``meanwhile`` (Python work that does not read the basis of this kind) runs while the
+    database moves the figures, and its result is returned."""
     stale = stale | _without_basis(session, tenant_id, kind)
+    with overlapped(session) if meanwhile else nullcontext():
+        if start < day:
+            _move(session, tenant_id, kind, defs, start, day)
+        result = meanwhile() if meanwhile else None
+    if start < day:
+        _roll_team_users(session, tenant_id, kind, defs, (start, day))
+    rebuild(session, tenant_id, kind, sorted(stale), defs, day)
+    return result
+
+
+def _move(
+    session: Session, tenant_id: int, kind: _Kind, defs: Definitions, start: dt.date, day: dt.date
+) -> None:
+    """The figures of ``roll_forward``: statements that return nothing (they may be sent in a
+    pipeline and left to run)."""
+    rollup, key = kind.rollup, kind.key
     basis = ActivityBasis.__table__
     joined = (start, day)
     frames_moved = {frame: _moved(frame, start, day) for frame in TIME_FRAMES}
@@ -331,44 +369,41 @@ def roll_forward(
 
     spans = [joined, window_left, window_joined]
     spans += [span for moved in frames_moved.values() for span in moved]
-    if start < day:
-        # Each span read once (frames and the window share days), into a hash big enough not
-        # to spill a tenant's day of rollups to disk.
-        read = or_(*[within(span) for span in dict.fromkeys(spans) if span[0] < span[1]])
-        if _postgresql(session):
-            session.execute(text(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'"))
-        delta = (
-            select(
-                literal(tenant_id),
-                literal(kind.subject),
-                key,
-                rollup.event,
-                count_in(joined),
-                func.min(case((within(joined), rollup.day))),
-                func.max(case((within(joined), rollup.day))),
-                *[count_in(gained) - count_in(left) for left, gained in frames_moved.values()],
-            )
-            .where(rollup.tenant_id == tenant_id, read)
-            .group_by(key, rollup.event)
+    # Each span read once (frames and the window share days), into a hash big enough not to
+    # spill a tenant's day of rollups to disk.
+    read = or_(*[within(span) for span in dict.fromkeys(spans) if span[0] < span[1]])
+    if _postgresql(session):
+        session.execute(text(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'"))
+    delta = (
+        select(
+            literal(tenant_id),
+            literal(kind.subject),
+            key,
+            rollup.event,
+            count_in(joined),
+            func.min(case((within(joined), rollup.day))),
+            func.max(case((within(joined), rollup.day))),
+            *[count_in(gained) - count_in(left) for left, gained in frames_moved.values()],
         )
-        columns = ["tenant_id", "subject", "subject_id", "event", "total", "first_day"]
-        columns += ["last_day", *FRAME_COLUMNS]
-        upsert = dialect_insert(session)(basis).from_select(columns, delta)
-        new = upsert.excluded
-        session.execute(
-            upsert.on_conflict_do_update(
-                index_elements=["tenant_id", "subject", "subject_id", "event"],
-                set_={
-                    "total": basis.c.total + new.total,
-                    "first_day": func.coalesce(basis.c.first_day, new.first_day),
-                    "last_day": func.coalesce(new.last_day, basis.c.last_day),
-                    **{c: basis.c[c] + new[c] for c in FRAME_COLUMNS},
-                },
-            )
+        .where(rollup.tenant_id == tenant_id, read)
+        .group_by(key, rollup.event)
+    )
+    columns = ["tenant_id", "subject", "subject_id", "event", "total", "first_day"]
+    columns += ["last_day", *FRAME_COLUMNS]
+    upsert = dialect_insert(session)(basis).from_select(columns, delta)
+    new = upsert.excluded
+    session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["tenant_id", "subject", "subject_id", "event"],
+            set_={
+                "total": basis.c.total + new.total,
+                "first_day": func.coalesce(basis.c.first_day, new.first_day),
+                "last_day": func.coalesce(new.last_day, basis.c.last_day),
+                **{c: basis.c[c] + new[c] for c in FRAME_COLUMNS},
+            },
         )
-        _roll_active_days(session, tenant_id, kind, within, window_left, window_joined)
-        _roll_team_users(session, tenant_id, kind, defs, joined)
-    rebuild(session, tenant_id, kind, sorted(stale), defs, day)
+    )
+    _roll_active_days(session, tenant_id, kind, within, window_left, window_joined)
 
 
 def _roll_active_days(session, tenant_id, kind, within, left: tuple, joined: tuple) -> None:
@@ -514,30 +549,49 @@ def load(
     wanted = [(position, frame) for position, frame in enumerate(TIME_FRAMES) if frame in used]
     # One object per distinct event name, day and count: the driver makes a new one for every
     # value, and at 100,000 users those copies were a third of the facts a full pass holds.
-    names: dict[str, str] = {}
-    days: dict[dt.date, dt.date] = {}
-    totals: dict[int, int] = {}
-    in_frames: dict[int, float] = {}
-    for sid, event, total, first, last, *in_frame, users, active_days in stream(session, basis):
+    name_of = {}.setdefault
+    day_of = {}.setdefault
+    total_of = {}.setdefault
+    floats: dict[int, float] = {}
+    # Each subject's mappings, looked up once per row (its rows do not come together); handed
+    # to ``data`` once per subject at the end: (totals, first days, last days, per frame).
+    found: dict[int, tuple[dict, dict, dict, dict[int, dict]]] = {}
+    markers = []
+    for sid, event, total, first, last, in_1, in_7, in_30, users, active_days in stream(
+        session, basis
+    ):
         if event == MARKER:
-            data.active_days[sid][window] = int(active_days or 0)
-            if chunk is not None:  # a full pass built everyone's basis: nothing asks
-                data.based[sid] = True
+            markers.append((sid, active_days))
             continue
-        event = names.setdefault(event, event)
-        total = int(total)
-        data.totals[sid][event] = totals.setdefault(total, total)
-        data.first_day[sid][event] = days.setdefault(first, first)
-        data.last_day[sid][event] = days.setdefault(last, last)
+        entry = found.get(sid)
+        if entry is None:
+            entry = found[sid] = ({}, {}, {}, {frame: {} for _, frame in wanted})
+        event = name_of(event, event)
+        entry[0][event] = total_of(total, total)
+        entry[1][event] = day_of(first, first)
+        entry[2][event] = day_of(last, last)
+        counts = (in_1, in_7, in_30)
         for position, frame in wanted:
-            count = in_frame[position]
+            count = counts[position]
             if count:
-                shared = in_frames.get(count)
+                shared = floats.get(count)
                 if shared is None:
-                    shared = in_frames[count] = float(count)
-                data.in_frame[sid][frame][event] = shared
+                    shared = floats[count] = float(count)
+                entry[3][frame][event] = shared
         if users:
             team_users.setdefault(sid, {})[event] = set(users)
+    for sid, active_days in markers:
+        data.active_days[sid][window] = int(active_days or 0)
+        if chunk is not None:  # a full pass built everyone's basis: nothing asks
+            data.based[sid] = True
+    for sid, (totals, first_days, last_days, per_frame) in found.items():
+        data.totals[sid] = totals
+        data.first_day[sid] = first_days
+        data.last_day[sid] = last_days
+        kept = {frame: counts for frame, counts in per_frame.items() if counts}
+        if kept:
+            data.in_frame[sid] = kept
+    del found, markers
 
     rollup, key = kind.rollup, kind.key
     live = (
@@ -554,7 +608,7 @@ def load(
     )
     active_today: set[int] = set()
     for sid, event, total, first, last, today_count in stream(session, live):
-        event = names.setdefault(event, event)
+        event = name_of(event, event)
         totals = data.totals[sid]
         totals[event] = totals.get(event, 0) + int(total)
         earlier = data.first_day[sid].get(event)
@@ -563,8 +617,8 @@ def load(
         data.last_day[sid][event] = last if later is None else max(later, last)
         if today_count:
             active_today.add(sid)
-            for frame in frames(defs):
-                counts = data.in_frame[sid][frame]
+            for frame in used:
+                counts = data.in_frame[sid].setdefault(frame, {})
                 counts[event] = counts.get(event, 0.0) + float(today_count)
     for sid in active_today:
         data.active_days[sid][window] = data.active_days[sid].get(window, 0) + 1

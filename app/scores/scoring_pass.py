@@ -16,6 +16,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from marshmallow import ValidationError
@@ -129,7 +130,7 @@ def _score_rows(
     progress: Progress | None = None,
 ) -> tuple[list[dict], dict[str, float]]:
     """Score every id of one kind. Returns the rows and the percentiles used. Each subject's
-    facts are let go from ``data`` once its row is made.
+    facts are taken out of ``data`` and let go once its row is made.
 
     The trend compares like with like: ``previous`` holds each subject's raw engagement of the
     previous period under the current definitions (every subject first seen by that period's
@@ -143,7 +144,8 @@ def _score_rows(
     # The tenant's own segments of this kind: without any, no record is built per subject.
     own_segments = [s for s in defs.segments if s.applies_to == kind]
     for sid in ids:
-        facts = data.facts(sid)
+        # The subject's facts leave ``data`` here; ``prepared`` holds them until its row is made.
+        facts, last_seen, domain = data.take(sid)
         profile: ScoringProfile = profile_of(facts.traits)
         raw = raw_engagement(profile, facts.activity, today)
         raws[f"{subject}:{profile.name}"].append(raw)
@@ -151,9 +153,7 @@ def _score_rows(
         if facts.first_seen <= previous_day:
             before = previous[sid]
             raws[f"{subject}:{profile.name}:previous"].append(before)
-        prepared.append(
-            (sid, facts, profile, raw, before, data.last_seen.get(sid), data.domain.get(sid))
-        )
+        prepared.append((sid, facts, profile, raw, before, last_seen, domain))
     if percentiles is None:
         percentiles = {key: percentile_90(values) for key, values in raws.items()}
     else:
@@ -165,7 +165,6 @@ def _score_rows(
         sid, facts, profile, raw, before, last_seen, domain = prepared[position]
         # Each subject's facts go as its row is made: the rows take their place in memory.
         prepared[position] = None
-        data.release(sid)
         if kind == "account":
             checklist = account_checklist(facts.traits, defs)
         else:
@@ -310,9 +309,14 @@ def _score_subjects(
     subset: list[int] | None,
     progress: Progress | None = None,
     stale: set[int] | None = None,
+    alongside: Callable[..., Any] | None = None,
 ) -> tuple[list[dict], dict[str, float]]:
     """``_score_rows`` with what it needs read for ``subset`` (None: everyone): the scores of
     the previous period, earlier firsts, and (accounts) their members' statistics.
+
+    ``alongside`` is database work to do while Python scores (``activity_basis.rebuild`` or
+    ``roll_forward`` of the other kind, its arguments bound): it is given the scoring as its
+    ``meanwhile``.
 
     An incremental pass (``subset`` given, same day and definitions as the last full pass)
     reuses each subject's stored previous-period raw unless its past changed (``stale``: late
@@ -353,19 +357,15 @@ def _score_subjects(
                     else each[position[profile.name]]
                 )
         del raws
-    rows, used = _score_rows(
-        defs,
-        data,
-        ids,
-        subject,
-        today,
-        now,
-        percentiles,
-        kept,
-        _earlier_firsts(session, model, key, subset),
-        member_stats=_member_stats(session, subset, defs, today) if subject == "a" else None,
+    earlier = _earlier_firsts(session, model, key, subset)
+    member_stats = _member_stats(session, subset, defs, today) if subject == "a" else None
+    score = partial(
+        _score_rows,
+        *(defs, data, ids, subject, today, now, percentiles, kept, earlier),
+        member_stats=member_stats,
         progress=progress,
     )
+    rows, used = alongside(meanwhile=score) if alongside else score()
     _when_it_happened(session, "account" if subject == "a" else "user", rows, now)
     if subject == "a":
         _excuse_rule_drops(session, defs, rows, subset)
@@ -750,6 +750,9 @@ def recompute(
 
         stale_by_kind: dict[str, set[int]] = {}
         rebuilt = False
+        # A full pass brings the accounts' basis up to date while the users are scored: the
+        # database works on it (one core) while Python scores (the other).
+        accounts_basis: Callable[..., Any] | None = None
         if full:
             user_ids: list[int] | None = None
             account_ids: list[int] | None = None
@@ -759,14 +762,27 @@ def recompute(
             start = _basis_to_roll(last_full, stored.version, today)
             if start is None:
                 rebuilt = True
-                for kind in (activity_basis.USERS, activity_basis.ACCOUNTS):
-                    activity_basis.rebuild(session, tenant_id, kind, None, defs, today)
+                activity_basis.rebuild(session, tenant_id, activity_basis.USERS, None, defs, today)
+                accounts_basis = partial(
+                    activity_basis.rebuild,
+                    *(session, tenant_id, activity_basis.ACCOUNTS, None, defs, today),
+                )
+
             else:
                 # Subjects whose past before the basis day changed since the last pass.
-                late = activity_basis.late_subjects(session, last_any.started_at - OVERLAP, start)
-                kinds = (activity_basis.USERS, activity_basis.ACCOUNTS)
-                for kind, stale in zip(kinds, late, strict=True):
-                    activity_basis.roll_forward(session, tenant_id, kind, defs, start, today, stale)
+                late_users, late_accounts = activity_basis.late_subjects(
+                    session, last_any.started_at - OVERLAP, start
+                )
+                activity_basis.roll_forward(
+                    session, tenant_id, activity_basis.USERS, defs, start, today, late_users
+                )
+
+                accounts_basis = partial(
+                    activity_basis.roll_forward,
+                    *(session, tenant_id, activity_basis.ACCOUNTS, defs, start, today),
+                    late_accounts,
+                )
+
             run.basis_day = today
         else:
             since = last_any.started_at - OVERLAP
@@ -807,6 +823,7 @@ def recompute(
             user_ids,
             progress,
             stale=stale_by_kind.get("u"),
+            alongside=accounts_basis,
         )
         firing.fire(session, tenant_id, "user", user_rows, now)
         run.users = len(user_rows)

@@ -11,7 +11,7 @@ from app.scores.subjects import Subjects, load_users
 from tests.helpers.events import NOW, ev, group, send
 
 
-def test_release_lets_go_of_every_fact_of_the_subject_and_only_of_it():
+def _two_subjects() -> Subjects:
     data = Subjects()
     for sid in (1, 2):
         data.first_seen[sid] = dt.date(2026, 11, 1)
@@ -29,12 +29,31 @@ def test_release_lets_go_of_every_fact_of_the_subject_and_only_of_it():
         data.crm[sid] = {"owner": "ada"}
         data.domain[sid] = "acme.com"
         data.based[sid] = True
-    fields = [f.name for f in dataclasses.fields(Subjects)]
+    return data
+
+
+FIELDS = [f.name for f in dataclasses.fields(Subjects)]
+
+
+def test_release_lets_go_of_every_fact_of_the_subject_and_only_of_it():
+    data = _two_subjects()
+    fields = FIELDS
     assert all(1 in getattr(data, name) for name in fields)
     data.release(1)
     assert [name for name in fields if 1 in getattr(data, name)] == []
     assert all(2 in getattr(data, name) for name in fields)
     assert data.facts(2).activity.totals == {"Logged In": 3}
+
+
+def test_take_hands_over_the_facts_and_lets_go_of_every_one_of_the_subject():
+    data = _two_subjects()
+    facts, last_seen, domain = data.take(1)
+    assert [name for name in FIELDS if 1 in getattr(data, name)] == []
+    assert all(2 in getattr(data, name) for name in FIELDS)
+    assert facts == data.facts(2)
+    assert (last_seen, domain) == (dt.datetime(2026, 11, 30, tzinfo=dt.UTC), "acme.com")
+    assert facts.activity.in_frame[7] == {"Logged In": 2.0}
+    assert facts.user_first_day["Logged In"] == {9: dt.date(2026, 11, 2)}
 
 
 def test_absorb_takes_the_other_reads_subjects_and_keeps_its_own():
