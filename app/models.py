@@ -457,6 +457,8 @@ class ActivityBasis(TenantOwned, Base):
     last_day: Mapped[dt.date | None] = mapped_column(Date)
     # The count within each time frame (scoring.definitions.TIME_FRAMES) on its days before
     # basis_day: plain columns, read for a million rows in a full pass (JSON costs seconds).
+    # Kept for the frames the definitions' profiles use; a frame none uses holds 0 (a basis
+    # belongs to one definitions version: new definitions rebuild it).
     in_1: Mapped[int] = mapped_column(BigInteger, default=0)
     in_7: Mapped[int] = mapped_column(BigInteger, default=0)
     in_30: Mapped[int] = mapped_column(BigInteger, default=0)

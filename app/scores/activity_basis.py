@@ -186,8 +186,12 @@ def _rebuild(
     """``rebuild``'s statements: none returns rows (they may be sent in a pipeline)."""
     rollup, key, table = kind.rollup, kind.key, kind.table
     window_start = day - dt.timedelta(days=defs.frequency_days - 1)
+    # Only the time frames the profiles use are kept (``frames``); the others' columns hold 0.
+    used = frames(defs)
     frame_counts = [
         func.sum(case((rollup.day >= day - dt.timedelta(days=frame - 1), rollup.count), else_=0))
+        if frame in used
+        else literal(0)
         for frame in TIME_FRAMES
     ]
     team = sorted(team_events(defs)) if kind is ACCOUNTS else []
@@ -356,7 +360,12 @@ def _move(
     rollup, key = kind.rollup, kind.key
     basis = ActivityBasis.__table__
     joined = (start, day)
-    frames_moved = {frame: _moved(frame, start, day) for frame in TIME_FRAMES}
+    # Only the frames the profiles use are kept: a day leaving another frame changes nothing.
+    used = frames(defs)
+    frames_moved = {
+        frame: _moved(frame, start, day) if frame in used else ((start, start), (day, day))
+        for frame in TIME_FRAMES
+    }
     window_left, window_joined = _moved(defs.frequency_days, start, day)
 
     def within(span: tuple) -> ColumnElement:
@@ -367,10 +376,10 @@ def _move(
             return literal(0)
         return func.sum(case((within(span), rollup.count), else_=0))
 
-    spans = [joined, window_left, window_joined]
-    spans += [span for moved in frames_moved.values() for span in moved]
-    # Each span read once (frames and the window share days), into a hash big enough not to
-    # spill a tenant's day of rollups to disk.
+    # The days that change a figure, each read once (the frames share days), into a hash big
+    # enough not to spill a tenant's day of rollups to disk. (The frequency window's days are
+    # counted apart, by ``_roll_active_days``.)
+    spans = [joined, *[span for moved in frames_moved.values() for span in moved]]
     read = or_(*[within(span) for span in dict.fromkeys(spans) if span[0] < span[1]])
     if _postgresql(session):
         session.execute(text(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'"))

@@ -73,13 +73,16 @@ def _day(days: int) -> dt.datetime:
     return NOW + dt.timedelta(days=days)
 
 
-@pytest.mark.parametrize("seed", [21, 22, 23])
+@pytest.mark.parametrize("seed, custom", [(21, True), (22, True), (23, True), (24, False)])
 def test_the_daily_pass_moves_the_basis_to_what_a_rebuild_makes(
-    app, client, db, tenant_key, rebuilds, seed
+    app, client, db, tenant_key, rebuilds, seed, custom
 ):
+    """With the test's definitions (profiles of 7 and 30 days, one decaying) and with the
+    defaults (7 days only: the other frames are not kept, and hold 0)."""
     rng = random.Random(seed)
     tenant_id, key = tenant_key
-    _definitions(db, tenant_id)
+    if custom:
+        _definitions(db, tenant_id)
     app.extensions["pql"].clock = lambda: NOW - dt.timedelta(minutes=30)
     plans = ["trial", "paid", "free", "trial", "paid"]
     history = [
@@ -121,6 +124,10 @@ def test_the_daily_pass_moves_the_basis_to_what_a_rebuild_makes(
     assert None not in rebuilds
     assert _basis(db, tenant_id) == _rebuilt(db, tenant_id, today)
     assert _check(db, tenant_id, today) > 15
+
+    if not custom:
+        kept = {(in_1, in_30) for _, _, _, in_1, _, in_30, _, _ in _basis(db, tenant_id).values()}
+        assert kept == {(0, 0)}
 
     # A second full pass the same day: the basis is already that day's.
     send(client, key, _traffic(rng, range(0, 16, 4), [-4]))
