@@ -24,7 +24,7 @@ from sqlalchemy import case, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.bulk import insert_rows, store_changed, upsert_history
-from app.db import Database
+from app.db import Database, overlapped
 from app.models import (
     Account,
     AccountMembership,
@@ -548,9 +548,11 @@ def _store(
     subject: str,
     today: dt.date,
     full: bool,
+    later: list[Callable[[], None]] | None = None,
 ) -> dict[int, set[str]]:
     """Write the subjects' scores (the rows become the stored rows: do not use them after),
-    only where something changed, and upsert today's history row for each; returns the
+    only where something changed, and upsert today's history row for each (or, given
+    ``later``, add that write to it, to send alongside other work: see ``_sent``); returns the
     subjects written, each with the columns that changed (all of them for a new row). A new
     subject's row is inserted (in bulk); a row whose values differ from the stored one is
     updated and flagged for the CRM push; an unchanged row is left alone, so it is neither
@@ -574,7 +576,7 @@ def _store(
             same={"definitions_version": version},
             key_field="_id",
         )
-        _history(session, tenant_id, subject, today, history, written, full)
+        _write_history(later, session, tenant_id, subject, today, history, written, full)
         return written
     # The rows become the stored rows in place.
     payload: dict[int, dict] = {}
@@ -610,8 +612,28 @@ def _store(
     # By primary key: (tenant_id, key).
     for start in range(0, len(changed), 5000):
         session.execute(update(model), changed[start : start + 5000])
-    _history(session, tenant_id, subject, today, history, written, full)
+    _write_history(later, session, tenant_id, subject, today, history, written, full)
     return written
+
+
+def _write_history(later: list[Callable[[], None]] | None, *args) -> None:
+    if later is None:
+        _history(*args)
+    else:
+        later.append(partial(_history, *args))
+
+
+def _sent(session: Session, statements: list[Callable[[], None]]) -> Callable[..., Any]:
+    """An ``alongside`` (see ``_score_subjects``) of writes that return no rows: they are sent
+    in a pipeline, and the database runs them while Python scores."""
+
+    def alongside(meanwhile: Callable[[], Any]) -> Any:
+        with overlapped(session):
+            for statement in statements:
+                statement()
+            return meanwhile()
+
+    return alongside
 
 
 _HISTORY_COLUMNS = {"engagement_score", "activation_rate"}
@@ -827,8 +849,12 @@ def recompute(
         )
         firing.fire(session, tenant_id, "user", user_rows, now)
         run.users = len(user_rows)
+        # The users' history is written while the accounts are scored.
+        later: list[Callable[[], None]] = []
         _store(
-            session, tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today, full
+            session,
+            *(tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today, full),
+            later=later,
         )
         del users, user_rows  # the pass's peak memory: users are most of the subjects
 
@@ -852,6 +878,7 @@ def recompute(
             account_ids,
             progress,
             stale=stale_by_kind.get("a"),
+            alongside=_sent(session, later),
         )
         if progress:
             progress("storing", 0, 1)

@@ -168,7 +168,8 @@ def test_a_full_pass_scores_the_users_while_the_database_works_on_the_accounts_b
     app, client, db, tenant_key, monkeypatch
 ):
     """Both cores work: the accounts' basis statements (rebuilt in a first pass, moved in the
-    daily one) are in flight in a pipeline while Python scores the users, not before it."""
+    daily one) are in flight in a pipeline while Python scores the users, not before it, and
+    the users' history while it scores the accounts."""
     from psycopg import pq
 
     tenant_id, key = tenant_key
@@ -196,13 +197,22 @@ def test_a_full_pass_scores_the_users_while_the_database_works_on_the_accounts_b
 
     monkeypatch.setattr(activity_basis, "_rebuild", recorded("rebuild", activity_basis._rebuild))
     monkeypatch.setattr(activity_basis, "_move", recorded("move", activity_basis._move))
+    history = scoring_pass._history
+
+    def writing(session, tenant_id, subject, *args):
+        seen.append(("history", subject, piped()))
+        return history(session, tenant_id, subject, *args)
+
     monkeypatch.setattr(scoring_pass, "_score_rows", scoring)
+    monkeypatch.setattr(scoring_pass, "_history", writing)
     recompute(db, tenant_id, NOW)
     assert seen == [
         ("rebuild", "u", False),
         ("rebuild", "a", True),
         ("score", "u", True),
-        ("score", "a", False),
+        ("history", "u", True),
+        ("score", "a", True),
+        ("history", "a", False),
     ]
     seen.clear()
     recompute(db, tenant_id, _day(1))
@@ -211,5 +221,7 @@ def test_a_full_pass_scores_the_users_while_the_database_works_on_the_accounts_b
         ("move", "u", False),
         ("move", "a", True),
         ("score", "u", True),
-        ("score", "a", False),
+        ("history", "u", True),
+        ("score", "a", True),
+        ("history", "a", False),
     ]
