@@ -361,11 +361,7 @@ def _move(
     basis = ActivityBasis.__table__
     joined = (start, day)
     # Only the frames the profiles use are kept: a day leaving another frame changes nothing.
-    used = frames(defs)
-    frames_moved = {
-        frame: _moved(frame, start, day) if frame in used else ((start, start), (day, day))
-        for frame in TIME_FRAMES
-    }
+    frames_moved = {frame: _moved(frame, start, day) for frame in frames(defs)}
     window_left, window_joined = _moved(defs.frequency_days, start, day)
 
     def within(span: tuple) -> ColumnElement:
@@ -392,7 +388,12 @@ def _move(
             count_in(joined),
             func.min(case((within(joined), rollup.day))),
             func.max(case((within(joined), rollup.day))),
-            *[count_in(gained) - count_in(left) for left, gained in frames_moved.values()],
+            *[
+                count_in(frames_moved[frame][1]) - count_in(frames_moved[frame][0])
+                if frame in frames_moved
+                else literal(0)
+                for frame in TIME_FRAMES
+            ],
         )
         .where(rollup.tenant_id == tenant_id, read)
         .group_by(key, rollup.event)

@@ -90,30 +90,11 @@ class Subjects:
         for name, values in vars(other).items():
             getattr(self, name).update(values)
 
-    def facts(self, sid: int) -> Facts:
-        # What a subject lacks is one shared empty mapping: a full pass holds every subject's
-        # facts at once, and an empty dict each was 30 MB of it at 100,000 users.
-        activity = Activity(
-            totals=self.totals.get(sid, _NOTHING),
-            first_day=self.first_day.get(sid, _NOTHING),
-            last_day=self.last_day.get(sid, _NOTHING),
-            in_frame=self.in_frame.get(sid, _NOTHING),
-            decayed=self.decayed.get(sid, _NOTHING),
-            active_days=self.active_days.get(sid, _NOTHING),
-            early=self.early.get(sid, _NOTHING),
-        )
-        return Facts(
-            first_seen=self.first_seen[sid],
-            traits=self.traits.get(sid, _NOTHING),
-            activity=activity,
-            user_first_day=self.user_first_day.get(sid, _NOTHING),
-            distinct_users=self.distinct_users.get(sid, _NOTHING),
-            crm=self.crm.get(sid, _NOTHING),
-        )
-
     def take(self, sid: int) -> tuple[Facts, dt.datetime | None, str | None]:
-        """``facts`` with the last time seen and the domain, let go of as they are taken (one
-        lookup each instead of a read and then a ``release``)."""
+        """The facts of ``sid`` with the last time seen and the domain, let go of as they are
+        taken (one lookup each instead of a read and then a ``release``). What a subject lacks
+        is one shared empty mapping: a full pass holds every subject's facts at once, and an
+        empty dict each was 30 MB of it at 100,000 users."""
         activity = Activity(
             totals=self.totals.pop(sid, _NOTHING),
             first_day=self.first_day.pop(sid, _NOTHING),

@@ -305,7 +305,7 @@ def test_activity_read_from_rollups_equals_the_engines_own_summary(client, db, t
         activity_basis.rebuild(s, tenant_id, activity_basis.USERS, None, defs, today)
         data = load_users(s, None, defs, today)
     (uid,) = data.first_seen
-    activity = data.facts(uid).activity
+    activity = data.take(uid)[0].activity
     assert activity.totals == expected.totals
     assert activity.first_day == expected.first_day and activity.last_day == expected.last_day
     assert {f: dict(v) for f, v in activity.in_frame.items()} == {

@@ -42,7 +42,7 @@ def test_release_lets_go_of_every_fact_of_the_subject_and_only_of_it():
     data.release(1)
     assert [name for name in fields if 1 in getattr(data, name)] == []
     assert all(2 in getattr(data, name) for name in fields)
-    assert data.facts(2).activity.totals == {"Logged In": 3}
+    assert data.take(2)[0].activity.totals == {"Logged In": 3}
 
 
 def test_take_hands_over_the_facts_and_lets_go_of_every_one_of_the_subject():
@@ -50,7 +50,7 @@ def test_take_hands_over_the_facts_and_lets_go_of_every_one_of_the_subject():
     facts, last_seen, domain = data.take(1)
     assert [name for name in FIELDS if 1 in getattr(data, name)] == []
     assert all(2 in getattr(data, name) for name in FIELDS)
-    assert facts == data.facts(2)
+    assert facts == data.take(2)[0]  # subject 2 holds the same facts
     assert (last_seen, domain) == (dt.datetime(2026, 11, 30, tzinfo=dt.UTC), "acme.com")
     assert facts.activity.in_frame[7] == {"Logged In": 2.0}
     assert facts.user_first_day["Logged In"] == {9: dt.date(2026, 11, 2)}
@@ -65,9 +65,9 @@ def test_absorb_takes_the_other_reads_subjects_and_keeps_its_own():
     again.based[2] = True
     data.absorb(again)
     assert data.first_seen == {1: dt.date(2026, 11, 1), 2: dt.date(2026, 11, 5)}
-    assert data.facts(2).activity.totals == {"Report Created": 1}
-    assert data.facts(1).activity.totals == {"Logged In": 3}
     assert data.based == {2: True}
+    assert data.take(2)[0].activity.totals == {"Report Created": 1}
+    assert data.take(1)[0].activity.totals == {"Logged In": 3}
 
 
 def test_loaded_facts_share_one_object_per_event_name_day_and_count(client, db, tenant_key):
@@ -83,7 +83,8 @@ def test_loaded_facts_share_one_object_per_event_name_day_and_count(client, db, 
     defs = current_definitions(db, tenant_id).definitions
     with db.tenant_session(tenant_id) as session:
         users = load_users(session, None, defs, NOW.date())
-    facts = [users.facts(uid).activity for uid in sorted(users.first_seen)]
+    taken = [users.take(uid)[0] for uid in sorted(users.first_seen)]
+    facts = [f.activity for f in taken]
     names = [next(e for e in a.totals if e == "Logged In") for a in facts]
     assert all(name is names[0] for name in names)
     days = [a.first_day["Logged In"] for a in facts] + [a.last_day["Report Created"] for a in facts]
@@ -95,5 +96,5 @@ def test_loaded_facts_share_one_object_per_event_name_day_and_count(client, db, 
     assert all(value is in_frame[0] for value in in_frame)
     assert all(isinstance(value, float) for value in in_frame)
     # What none of them has (decay, CRM, team counts) is one empty mapping, not one each.
-    empty = [users.facts(uid).crm for uid in sorted(users.first_seen)]
+    empty = [f.crm for f in taken]
     assert all(value == {} and value is empty[0] for value in empty)
