@@ -21,14 +21,17 @@ from contextlib import nullcontext
 from typing import TypeVar
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     ColumnElement,
+    Date,
     Integer,
     and_,
     any_,
     bindparam,
     case,
+    cast,
     delete,
     func,
     insert,
@@ -36,6 +39,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -222,7 +226,7 @@ def _rebuild(
             .subquery()
         )
         source = grouped
-        users = literal(None)
+        users = cast(literal(None), JSON)
         if team:
             # Who did each team event: distinct (account, event, user) first (hashable), then
             # one JSON array per account and event, joined on.
@@ -248,19 +252,17 @@ def _rebuild(
             )
             users = team_users.c.ids
         per_event = select(
-            literal(tenant_id),
-            literal(kind.subject),
-            grouped.c.sid,
+            literal(tenant_id).label("tenant_id"),
+            literal(kind.subject).label("subject"),
+            grouped.c.sid.label("subject_id"),
             grouped.c.event,
             grouped.c.total,
             grouped.c.first_day,
             grouped.c.last_day,
             *[grouped.c[name] for name in FRAME_COLUMNS],
-            users,
+            users.label("users"),
+            cast(literal(None), Integer).label("active_days"),
         ).select_from(source)
-        session.execute(
-            insert(ActivityBasis).from_select([*columns, *FRAME_COLUMNS, "users"], per_event)
-        )
         # Distinct (subject, day) pairs, then a count: hashable, where count(DISTINCT) sorts.
         days = (
             select(key.label("sid"), rollup.day)
@@ -281,27 +283,25 @@ def _rebuild(
                 table.id,
                 literal(MARKER),
                 literal(0),
-                literal(0),
-                literal(0),
-                literal(0),
+                cast(literal(None), Date),
+                cast(literal(None), Date),
+                *[literal(0) for _ in FRAME_COLUMNS],
+                cast(literal(None), JSON),
                 func.coalesce(active.c.days, 0),
             )
             .select_from(table)
             .outerjoin(active, active.c.sid == table.id)
             .where(table.tenant_id == tenant_id, *kind.subject_filter, *only(table.id, chunk))
         )
+        # Written in key order, each subject's rows (its marker first) side by side: a pass
+        # that reads a thousand subjects' basis then reads a few pages each, not a page per
+        # row (hashed grouping hands the rows over in no order). The daily move updates rows
+        # in place (room is left on each page), so the order lasts.
+        rows = union_all(per_event, markers).subquery()
         session.execute(
             insert(ActivityBasis).from_select(
-                [
-                    "tenant_id",
-                    "subject",
-                    "subject_id",
-                    "event",
-                    "total",
-                    *FRAME_COLUMNS,
-                    "active_days",
-                ],
-                markers,
+                [*columns, *FRAME_COLUMNS, "users", "active_days"],
+                select(rows).order_by(rows.c.subject_id, rows.c.event),
             )
         )
     if _postgresql(session) and ids is None:
