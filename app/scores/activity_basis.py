@@ -296,7 +296,8 @@ def _rebuild(
         # Written in key order, each subject's rows (its marker first) side by side: a pass
         # that reads a thousand subjects' basis then reads a few pages each, not a page per
         # row (hashed grouping hands the rows over in no order). The daily move updates rows
-        # in place (room is left on each page), so the order lasts.
+        # in place (room is left on each page), so the order mostly lasts: the rows it adds,
+        # and those of subjects rebuilt later, land where there is room.
         rows = union_all(per_event, markers).subquery()
         session.execute(
             insert(ActivityBasis).from_select(
