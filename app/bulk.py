@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import operator
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import or_, text
@@ -275,6 +276,7 @@ def store_changed(
     full: bool,
     same: dict[str, Any] | None = None,
     key_field: str | None = None,
+    existing: Collection[int] | None = None,
 ) -> dict[int, set[str]]:
     """PostgreSQL: write rows of one tenant's table (found by ``tenant_id`` and ``key``) where
     they are new or differ in a ``compared`` column, flagging written rows ``crm_pending``; a
@@ -284,9 +286,11 @@ def store_changed(
     written as they are, a hundred thousand dicts not grown by a key each. The rows are
     COPYed into a staging table and compared by the database (one UPDATE of the rows that
     differ, one INSERT of the new ones), instead of reading every stored row back into Python
-    to compare there. Returns the keys written, each with the columns that changed (every
-    compared column for a new row); keys changed alike share one set: read it, do not change
-    it."""
+    to compare there. Given ``existing``, the keys known to have a stored row (read in the
+    same transaction), the other rows are new: they are COPYed straight into the table, and
+    the staged ones need no second look for a row to insert. Returns the keys written, each
+    with the columns that changed (every compared column for a new row); keys changed alike
+    share one set: read it, do not change it."""
     if not rows:
         if full:
             session.connection().execute(
@@ -305,7 +309,14 @@ def store_changed(
             f"SELECT {', '.join(columns)} FROM {table.name} WITH NO DATA"
         )
     )
-    _copy_rows(session, table, rows, staging, same=same, names=names)
+    new: list[dict[str, Any]] = []
+    if existing is not None:
+        field = key_field or key
+        new = [row for row in rows if row[field] not in existing]
+        if new:
+            rows = [row for row in rows if row[field] in existing]
+    if rows:
+        _copy_rows(session, table, rows, staging, same=same, names=names)
     match = f"t.tenant_id = :tenant_id AND s.tenant_id = :tenant_id AND t.{key} = s.{key}"
     if full:
         connection.execute(
@@ -340,18 +351,25 @@ def store_changed(
         if moved is None:
             moved = shared[flags] = {c for c, flag in zip(compare, flags, strict=True) if flag}
         written[sid] = moved
-    # The rows not there yet (the UPDATE took the others). Not an anti-join with the table
-    # itself: its scan would re-read the pages this very INSERT adds, once per row.
-    inserted = connection.execute(
-        text(
-            f"INSERT INTO {table.name} ({', '.join(columns)}) "
-            f"SELECT {', '.join(columns)} FROM {staging} "
-            f"ON CONFLICT (tenant_id, {key}) DO NOTHING RETURNING {key}"
-        )
-    )
     every = set(compared)
-    for (sid,) in inserted:
-        written[sid] = every
+    if existing is not None:
+        # Known to be new: written after the full set's DELETE, which would take them.
+        if new:
+            _copy_rows(session, table, new, table.name, same=same, names=names)
+        for row in new:
+            written[row[key_field or key]] = every
+    else:
+        # The rows not there yet (the UPDATE took the others). Not an anti-join with the
+        # table itself: its scan would re-read the pages this very INSERT adds, once per row.
+        inserted = connection.execute(
+            text(
+                f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                f"SELECT {', '.join(columns)} FROM {staging} "
+                f"ON CONFLICT (tenant_id, {key}) DO NOTHING RETURNING {key}"
+            )
+        )
+        for (sid,) in inserted:
+            written[sid] = every
     connection.execute(text(f"DROP TABLE {staging}"))
     return written
 

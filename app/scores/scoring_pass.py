@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import case, delete, func, or_, select, text, update
+from sqlalchemy import case, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.bulk import insert_rows, store_changed, upsert_history
@@ -95,24 +95,40 @@ def _profile_of(defs: Definitions) -> Callable[[dict], ScoringProfile]:
     return lambda traits: profile_for(defs, _record(traits))
 
 
+def _stored(session: Session, model, key, subset: list[int] | None) -> dict[int, Any]:
+    """What the pass reads of each subject's stored row, in one read instead of one each: its
+    profile and previous-period raw (an incremental pass keeps them), when it was first
+    activated and (accounts) first a PQL, kept across passes, and (accounts) what decides a
+    drop's excuse (see ``_excuse_rule_drops``). A full pass reads only the users that were
+    activated: nothing else of theirs is kept."""
+    account = model is AccountScore
+    columns = [key, model.profile, model.previous_raw, model.activated_at]
+    if account:
+        columns += [
+            model.pql_at,
+            model.definitions_version,
+            (model.trend_segment == "Ice Cold").label("was_cold"),
+            model.drop_excused,
+        ]
+    query = select(*columns)
+    if subset is None and not account:
+        query = query.where(model.activated_at.is_not(None))
+    out = {}
+    for chunk in chunks(subset):
+        for row in session.execute(query.where(*only(key, chunk))):
+            out[row[0]] = row
+    return out
+
+
 def _earlier_firsts(
-    session: Session, model, key, ids: list[int] | None
+    stored: dict[int, Any],
 ) -> dict[int, tuple[dt.datetime | None, dt.datetime | None]]:
     """When each subject was first activated and (accounts) first a PQL: kept across passes."""
-    pql_at = model.pql_at if model is AccountScore else None
-    columns = [key, model.activated_at] + ([pql_at] if pql_at is not None else [])
     out = {}
-    for chunk in chunks(ids):
-        for row in session.execute(
-            select(*columns).where(
-                or_(
-                    model.activated_at.is_not(None),
-                    *([pql_at.is_not(None)] if pql_at is not None else []),
-                ),
-                *only(key, chunk),
-            )
-        ):
-            out[row[0]] = (row[1], row[2] if pql_at is not None else None)
+    for sid, row in stored.items():
+        pql_at = getattr(row, "pql_at", None)
+        if row.activated_at is not None or pql_at is not None:
+            out[sid] = (row.activated_at, pql_at)
     return out
 
 
@@ -310,9 +326,11 @@ def _score_subjects(
     progress: Progress | None = None,
     stale: set[int] | None = None,
     alongside: Callable[..., Any] | None = None,
-) -> tuple[list[dict], dict[str, float]]:
+) -> tuple[list[dict], dict[str, float], set[int] | None]:
     """``_score_rows`` with what it needs read for ``subset`` (None: everyone): the scores of
-    the previous period, earlier firsts, and (accounts) their members' statistics.
+    the previous period, earlier firsts, and (accounts) their members' statistics. Returns
+    the rows, the percentiles used, and the subjects known to have a stored row (None when the
+    pass did not read them all: a full pass of users), for ``_store``.
 
     ``alongside`` is database work to do while Python scores (``activity_basis.rebuild`` or
     ``roll_forward`` of the other kind, its arguments bound): it is given the scoring as its
@@ -332,16 +350,13 @@ def _score_subjects(
     kept: dict[int, float] = {}
     reread = subset
     profile_of = _profile_of(defs)
+    stored = _stored(session, model, key, subset)
     if subset is not None:
-        for chunk in chunks(subset):
-            for sid, profile, before in session.execute(
-                select(key, model.profile, model.previous_raw).where(
-                    model.previous_raw.is_not(None), *only(key, chunk)
-                )
-            ):
-                unchanged = sid in data.first_seen and sid not in (stale or set())
-                if unchanged and profile_of(data.traits[sid]).name == profile:
-                    kept[sid] = before
+        for sid, row in stored.items():
+            if row.previous_raw is None or sid not in data.first_seen or sid in (stale or ()):
+                continue
+            if profile_of(data.traits[sid]).name == row.profile:
+                kept[sid] = row.previous_raw
         reread = [sid for sid in subset if sid not in kept]
     if reread != []:
         # Each subject's previous-period raw under each profile, computed by the database.
@@ -357,7 +372,7 @@ def _score_subjects(
                     else each[position[profile.name]]
                 )
         del raws
-    earlier = _earlier_firsts(session, model, key, subset)
+    earlier = _earlier_firsts(stored)
     member_stats = _member_stats(session, subset, defs, today) if subject == "a" else None
     score = partial(
         _score_rows,
@@ -368,37 +383,24 @@ def _score_subjects(
     rows, used = alongside(meanwhile=score) if alongside else score()
     _when_it_happened(session, "account" if subject == "a" else "user", rows, now)
     if subject == "a":
-        _excuse_rule_drops(session, defs, rows, subset)
-    return rows, used
+        _excuse_rule_drops(session, defs, rows, stored)
+    return rows, used, (set(stored) if subset is not None or subject == "a" else None)
 
 
 def _excuse_rule_drops(
-    session: Session, defs: Definitions, rows: list[dict], subset: list[int] | None
+    session: Session, defs: Definitions, rows: list[dict], stored: dict[int, Any]
 ) -> None:
     """A definitions change alone never opens a CS task. Each account remembers whether it is
     Ice Cold only because the scoring rules changed: in the pass that applies new scoring rules
     (profiles or trend rule), an account that turns Ice Cold while its stored row (old rules)
     was not is excused; the excuse lasts while it stays Ice Cold. A drop seen under unchanged
-    rules is a real one."""
-    before: dict[int, tuple[int, bool, bool]] = {}
-    query = select(
-        AccountScore.account_id,
-        AccountScore.definitions_version,
-        AccountScore.trend_segment == "Ice Cold",
-        AccountScore.drop_excused,
-    )
-    for chunk in chunks(subset):
-        for aid, version, was_cold, excused in session.execute(
-            query.where(*only(AccountScore.account_id, chunk))
-        ):
-            before[aid] = (version, bool(was_cold), bool(excused))
-    changed = _rules_changed(session, defs, {version for version, _, _ in before.values()})
+    rules is a real one. ``stored``: the accounts' stored rows (``_stored``)."""
+    changed = _rules_changed(session, defs, {old.definitions_version for old in stored.values()})
     for row in rows:
-        old = before.get(row["_id"])
+        old = stored.get(row["_id"])
         excused = False
         if row["trend_segment"] == "Ice Cold" and old is not None:
-            version, was_cold, was_excused = old
-            excused = was_excused if was_cold else version in changed
+            excused = bool(old.drop_excused) if old.was_cold else old.definitions_version in changed
         row["drop_excused"] = excused
 
 
@@ -549,6 +551,7 @@ def _store(
     today: dt.date,
     full: bool,
     later: list[Callable[[], None]] | None = None,
+    known: set[int] | None = None,
 ) -> dict[int, set[str]]:
     """Write the subjects' scores (the rows become the stored rows: do not use them after),
     only where something changed, and upsert today's history row for each (or, given
@@ -558,7 +561,9 @@ def _store(
     updated and flagged for the CRM push; an unchanged row is left alone, so it is neither
     rewritten nor looked at by the next push. A full pass also deletes the rows of subjects
     that are gone (merged, forgotten). On PostgreSQL the database compares
-    (``store_changed``); elsewhere the stored rows are read and compared here."""
+    (``store_changed``; ``known``, the subjects read to have a stored row in this
+    transaction, lets it write the others straight into the table); elsewhere the stored rows
+    are read and compared here."""
     key_column = getattr(model, key)
     history = [(r["_id"], round(r["engagement_score"]), round(r["activation_rate"])) for r in rows]
     compared = [c.name for c in model.__table__.columns if c.name not in _NOT_COMPARED]
@@ -575,6 +580,7 @@ def _store(
             full,
             same={"definitions_version": version},
             key_field="_id",
+            existing=known,
         )
         _write_history(later, session, tenant_id, subject, today, history, written, full)
         return written
@@ -833,7 +839,7 @@ def recompute(
             if user_ids is None
             else [u for u in user_ids if u in users.first_seen]
         )
-        user_rows, percentiles = _score_subjects(
+        user_rows, percentiles, known = _score_subjects(
             session,
             defs,
             users,
@@ -855,6 +861,7 @@ def recompute(
             session,
             *(tenant_id, UserScore, "user_id", user_rows, stored.version, "u", today, full),
             later=later,
+            known=known,
         )
         del users, user_rows  # the pass's peak memory: users are most of the subjects
 
@@ -866,7 +873,7 @@ def recompute(
             if account_ids is None
             else [a for a in account_ids if a in accounts.first_seen]
         )
-        account_rows, percentiles = _score_subjects(
+        account_rows, percentiles, known = _score_subjects(
             session,
             defs,
             accounts,
@@ -893,6 +900,7 @@ def recompute(
             "a",
             today,
             full,
+            known=known,
         )
         _members_follow_fit(session, written)
         run.accounts = len(account_rows)
@@ -958,7 +966,7 @@ def preview_definitions(
             for kind in (activity_basis.USERS, activity_basis.ACCOUNTS):
                 activity_basis.rebuild(session, tenant_id, kind, None, defs, today)
             users = load_users(session, None, defs, today)
-            user_rows, percentiles = _score_subjects(
+            user_rows, percentiles, _ = _score_subjects(
                 session,
                 defs,
                 users,
@@ -973,7 +981,7 @@ def preview_definitions(
             # Account scores read their members' fresh scores, as in a pass.
             _store(session, tenant_id, UserScore, "user_id", user_rows, 0, "u", today, True)
             accounts = load_accounts(session, None, defs, today)
-            account_rows, _ = _score_subjects(
+            account_rows, _, _ = _score_subjects(
                 session,
                 defs,
                 accounts,

@@ -7,7 +7,7 @@ import copy
 import datetime as dt
 
 import pytest
-from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, String, Table, select
+from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, String, Table, event, select
 from sqlalchemy.orm import Session
 
 from app.bulk import insert_rows, store_changed
@@ -122,4 +122,64 @@ def test_changed_rows_are_stored_as_given_and_share_what_changed_in_them(db):
         (7, 3, 30, "b", 3, True),
         (7, 4, 40, "a", 3, False),  # unchanged: left alone, not flagged for the push
         (7, 5, 50, "a", 3, True),
+    ]
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_rows_known_to_be_new_go_straight_into_the_table(db, full):
+    """Given the keys that have a stored row, the others are COPYed into the table itself:
+    nothing looks for them a second time (no INSERT from the staging table), and a full set
+    still deletes only the rows it does not contain."""
+    if db.dialect != "postgresql":
+        pytest.skip("the database compares on PostgreSQL; elsewhere the pass compares itself")
+    table = Table(
+        f"store_known_probe_{int(full)}",
+        MetaData(),
+        Column("tenant_id", Integer, primary_key=True),
+        Column("item_id", Integer, primary_key=True),
+        Column("score", Integer),
+        Column("version", Integer),
+        Column("crm_pending", Boolean),
+    )
+    table.create(db.engine)
+    compared = ["tenant_id", "item_id", "score", "version"]
+    with db.engine.begin() as connection:
+        connection.execute(
+            table.insert(),
+            [
+                {"tenant_id": 7, "item_id": n, "score": n, "version": 3, "crm_pending": False}
+                for n in (1, 2, 3)
+            ],
+        )
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        with Session(db.engine) as session, session.begin():
+            written = store_changed(
+                session,
+                table,
+                7,
+                "item_id",
+                [{"_id": 1, "score": 1}, {"_id": 2, "score": 20}, {"_id": 4, "score": 40}],
+                compared,
+                full,
+                {"version": 3},
+                "_id",
+                existing={1, 2, 3},
+            )
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert written == {2: {"score"}, 4: set(compared)}
+    assert not [s for s in statements if s.startswith("INSERT")]
+    with db.engine.connect() as connection:
+        stored = [tuple(r) for r in connection.execute(select(table).order_by(table.c.item_id))]
+    assert stored == [
+        (7, 1, 1, 3, False),
+        (7, 2, 20, 3, True),
+        *([] if full else [(7, 3, 3, 3, False)]),
+        (7, 4, 40, 3, True),
     ]
