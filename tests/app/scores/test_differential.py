@@ -2,8 +2,9 @@
 today's rollups, the previous period rescored from rollups, activation moments, the database
 comparing rows), equals the pure rules of ``scoring.engine`` applied one subject at a time to
 facts rebuilt from the raw events, on random tenants: late events, a merge, trial, free and paid
-checklists, penalties, decay, two profiles, a "within the first days" step, a segment and every
-PQL kind."""
+checklists, penalties, decay, two profiles, a "within the first days" step, a segment, every
+PQL kind, and the accounts' members' statistics (members, activated, average Activation, active
+in the time frame) made of the users' rules."""
 
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ from collections import defaultdict
 import pytest
 from sqlalchemy import select
 
-from app.models import Account, AccountScore, Event, ScoringRun, User, UserScore
+from app.models import (
+    Account,
+    AccountMembership,
+    AccountScore,
+    Event,
+    ScoringRun,
+    User,
+    UserScore,
+)
 from app.scores.definitions_store import current_definitions, save_definitions, to_document
 from app.scores.scoring_pass import recompute
 from scoring.engine import (
@@ -155,8 +164,14 @@ def _check(db, tenant_id, today):
             "u": {r.user_id: r for r in s.scalars(select(UserScore))},
             "a": {r.account_id: r for r in s.scalars(select(AccountScore))},
         }
+        members = defaultdict(list)
+        for aid, uid in s.execute(select(AccountMembership.account_id, AccountMembership.user_id)):
+            members[aid].append(uid)
+        last_active = dict(s.execute(select(User.id, User.last_active_at)).all())
     reference = _reference_facts(db, tenant_id, defs, today)
     previous_day = today - dt.timedelta(days=defs.default_profile.time_frame_days)
+    # Each user's Activation by the rules: its accounts' members' statistics are made of it.
+    activated_by_rule: dict[int, tuple[bool, float]] = {}
     checked = 0
     for kind in ("u", "a"):
         assert set(stored[kind]) == set(reference[kind]), kind
@@ -173,6 +188,8 @@ def _check(db, tenant_id, today):
                 earlier = build(kind, sid, first_seen, traits, previous_day).activity
                 before_raw = raw_engagement(profile, earlier, previous_day)
                 before = grade(before_raw, p90[f"{kind}:{profile.name}:previous"])
+            if kind == "u":
+                activated_by_rule[sid] = (act.activated, act.rate)
             row = stored[kind][sid]
             got = {
                 "profile": row.profile,
@@ -202,6 +219,34 @@ def _check(db, tenant_id, today):
                 pql = pql_status(facts, act, checklist, defs.pql, defs.deal_size)
                 got.update(pql=(row.pql, row.pql_kind))
                 expected.update(pql=(pql.qualified, pql.kind))
+                # Members' statistics: every member counts; the Activation rate is averaged
+                # over the members scored; active: last seen within the profile's time frame.
+                scored = [activated_by_rule[u] for u in members[sid] if u in activated_by_rule]
+                since = dt.datetime.combine(
+                    today - dt.timedelta(days=profile.time_frame_days - 1), dt.time(), dt.UTC
+                )
+                got.update(
+                    members=(
+                        row.total_users,
+                        row.activated_users,
+                        row.average_user_activation,
+                        row.active_users,
+                    )
+                )
+                expected.update(
+                    members=(
+                        len(members[sid]),
+                        sum(1 for activated, _ in scored if activated),
+                        round(sum(rate for _, rate in scored) / len(scored), 2) if scored else 0,
+                        sum(
+                            1
+                            for u in members[sid]
+                            if u in activated_by_rule
+                            and last_active[u] is not None
+                            and last_active[u] >= since
+                        ),
+                    )
+                )
                 if defs.segments:  # the test's own (the defaults have none)
                     got.update(busy="Busy" in row.segments["names"])
                     expected.update(
@@ -238,6 +283,10 @@ def test_the_pass_agrees_with_the_pure_rules_on_random_tenants(app, client, db, 
         group("u21", "g5", days_ago=40, plan="paid"),
         *ev("u21", "Report Created", "g5", 21),
     ]
+    # Members last seen on the first day outside their account's time frame (7 and 30 days):
+    # not active members.
+    history += [group("u22", "g0", days_ago=40), *ev("u22", "Logged In", "g0", days_ago=7)]
+    history += [group("u23", "g5", days_ago=40), *ev("u23", "Logged In", "g5", days_ago=30)]
     send(client, key, history)
     recompute(db, tenant_id, NOW - dt.timedelta(minutes=20))
     today = NOW.date()
