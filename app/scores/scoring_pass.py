@@ -121,12 +121,12 @@ def _stored(session: Session, model, key, subset: list[int] | None) -> dict[int,
 
 
 def _earlier_firsts(
-    stored: dict[int, Any],
+    stored: dict[int, Any], account: bool
 ) -> dict[int, tuple[dt.datetime | None, dt.datetime | None]]:
     """When each subject was first activated and (accounts) first a PQL: kept across passes."""
     out = {}
     for sid, row in stored.items():
-        pql_at = getattr(row, "pql_at", None)
+        pql_at = row.pql_at if account else None
         if row.activated_at is not None or pql_at is not None:
             out[sid] = (row.activated_at, pql_at)
     return out
@@ -372,7 +372,7 @@ def _score_subjects(
                     else each[position[profile.name]]
                 )
         del raws
-    earlier = _earlier_firsts(stored)
+    earlier = _earlier_firsts(stored, subject == "a")
     member_stats = _member_stats(session, subset, defs, today) if subject == "a" else None
     score = partial(
         _score_rows,
