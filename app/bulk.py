@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import operator
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from functools import partial
 from typing import Any
 
 from sqlalchemy import or_, text
@@ -277,7 +278,8 @@ def store_changed(
     same: dict[str, Any] | None = None,
     key_field: str | None = None,
     existing: Collection[int] | None = None,
-) -> dict[int, set[str]]:
+    later: list[Callable[[], Any]] | None = None,
+) -> dict[int, set[str]] | None:
     """PostgreSQL: write rows of one tenant's table (found by ``tenant_id`` and ``key``) where
     they are new or differ in a ``compared`` column, flagging written rows ``crm_pending``; a
     full set (``full``) also deletes the tenant's rows it does not contain. The rows hold the
@@ -290,27 +292,43 @@ def store_changed(
     same transaction), the other rows are new: they are COPYed straight into the table, and
     the staged ones need no second look for a row to insert. Returns the keys written, each
     with the columns that changed (every compared column for a new row); keys changed alike
-    share one set: read it, do not change it."""
+    share one set: read it, do not change it.
+
+    Given ``later``, only the COPYs run now (COPY has no place in a pipeline); the statements
+    that compare and write are added to ``later``, reading nothing back, to be sent while
+    Python works on something else (``scoring_pass._sent``), and None is returned."""
+    connection = session.connection()
+
+    def run(statement, params: dict[str, Any] | None = None):
+        return connection.execute(statement, params or {})
+
     if not rows:
         if full:
-            session.connection().execute(
+            deleted = partial(
+                run,
                 text(f"DELETE FROM {table.name} WHERE tenant_id = :tenant_id"),
                 {"tenant_id": tenant_id},
             )
-        return {}
+            if later is None:
+                deleted()
+            else:
+                later.append(deleted)
+        return None if later is not None else {}
     same = {"tenant_id": tenant_id, **(same or {}), "crm_pending": True}
     names = {key_field or key: key}
     columns = [names.get(f, f) for f in rows[0] if f not in same] + list(same)
     staging = f"_scored_{table.name}"
-    connection = session.connection()
-    connection.execute(
+    run(
         text(
             f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS "
             f"SELECT {', '.join(columns)} FROM {table.name} WITH NO DATA"
         )
     )
     new: list[dict[str, Any]] = []
-    if existing is not None:
+    # Rows known to be new go straight into the table, after a full set's DELETE (which would
+    # take them): not when that DELETE is left for later.
+    straight = existing is not None and not (full and later is not None)
+    if straight:
         field = key_field or key
         new = [row for row in rows if row[field] not in existing]
         if new:
@@ -318,29 +336,48 @@ def store_changed(
     if rows:
         _copy_rows(session, table, rows, staging, same=same, names=names)
     match = f"t.tenant_id = :tenant_id AND s.tenant_id = :tenant_id AND t.{key} = s.{key}"
-    if full:
-        connection.execute(
-            text(
-                f"DELETE FROM {table.name} AS t WHERE t.tenant_id = :tenant_id AND NOT EXISTS "
-                f"(SELECT 1 FROM {staging} AS s WHERE s.{key} = t.{key})"
-            ),
-            {"tenant_id": tenant_id},
-        )
+    delete_gone = text(
+        f"DELETE FROM {table.name} AS t WHERE t.tenant_id = :tenant_id AND NOT EXISTS "
+        f"(SELECT 1 FROM {staging} AS s WHERE s.{key} = t.{key})"
+    )
     values = [c for c in columns if c not in (key, "tenant_id")]
     compare = [c for c in compared if c in columns and c not in (key, "tenant_id")]
+    update_changed = (
+        f"UPDATE {table.name} AS t SET {', '.join(f'{c} = s.{c}' for c in values)} "
+        f"FROM {staging} AS s JOIN {table.name} AS o "
+        f"ON o.tenant_id = s.tenant_id AND o.{key} = s.{key} "
+        f"WHERE {match} "
+        f"AND ({', '.join(f'o.{c}' for c in compare)}) "
+        f"IS DISTINCT FROM ({', '.join(f's.{c}' for c in compare)})"
+    )
+    # The rows not there yet (the UPDATE took the others). Not an anti-join with the table
+    # itself: its scan would re-read the pages this very INSERT adds, once per row.
+    insert_new = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"SELECT {', '.join(columns)} FROM {staging} "
+        f"ON CONFLICT (tenant_id, {key}) DO NOTHING"
+    )
+    drop = text(f"DROP TABLE {staging}")
+    tenant = {"tenant_id": tenant_id}
+    if later is not None:
+        if new:
+            _copy_rows(session, table, new, table.name, same=same, names=names)
+        if full:
+            later.append(partial(run, delete_gone, tenant))
+        later.append(partial(run, text(update_changed), tenant))
+        if not straight:
+            later.append(partial(run, text(insert_new)))
+        later.append(partial(run, drop))
+        return None
+    if full:
+        run(delete_gone, tenant)
     written: dict[int, set[str]] = {}
-    changed = connection.execute(
+    changed = run(
         text(
-            f"UPDATE {table.name} AS t SET {', '.join(f'{c} = s.{c}' for c in values)} "
-            f"FROM {staging} AS s JOIN {table.name} AS o "
-            f"ON o.tenant_id = s.tenant_id AND o.{key} = s.{key} "
-            f"WHERE {match} "
-            f"AND ({', '.join(f'o.{c}' for c in compare)}) "
-            f"IS DISTINCT FROM ({', '.join(f's.{c}' for c in compare)}) "
-            f"RETURNING t.{key}, "
+            f"{update_changed} RETURNING t.{key}, "
             f"ARRAY[{', '.join(f'o.{c} IS DISTINCT FROM s.{c}' for c in compare)}]"
         ),
-        {"tenant_id": tenant_id},
+        tenant,
     )
     # Subjects changed in the same columns share one set (a daily pass changes a hundred
     # thousand rows in a handful of ways: a set each was 50 MB at its peak).
@@ -352,25 +389,16 @@ def store_changed(
             moved = shared[flags] = {c for c, flag in zip(compare, flags, strict=True) if flag}
         written[sid] = moved
     every = set(compared)
-    if existing is not None:
+    if straight:
         # Known to be new: written after the full set's DELETE, which would take them.
         if new:
             _copy_rows(session, table, new, table.name, same=same, names=names)
         for row in new:
             written[row[key_field or key]] = every
     else:
-        # The rows not there yet (the UPDATE took the others). Not an anti-join with the
-        # table itself: its scan would re-read the pages this very INSERT adds, once per row.
-        inserted = connection.execute(
-            text(
-                f"INSERT INTO {table.name} ({', '.join(columns)}) "
-                f"SELECT {', '.join(columns)} FROM {staging} "
-                f"ON CONFLICT (tenant_id, {key}) DO NOTHING RETURNING {key}"
-            )
-        )
-        for (sid,) in inserted:
+        for (sid,) in run(text(f"{insert_new} RETURNING {key}")):
             written[sid] = every
-    connection.execute(text(f"DROP TABLE {staging}"))
+    run(drop)
     return written
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import case, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.bulk import insert_rows, store_changed, upsert_history
-from app.db import Database, overlapped
+from app.db import Database, overlapped, stream
 from app.models import (
     Account,
     AccountMembership,
@@ -99,10 +99,18 @@ def _stored(session: Session, model, key, subset: list[int] | None) -> dict[int,
     """What the pass reads of each subject's stored row, in one read instead of one each: its
     profile and previous-period raw (an incremental pass keeps them), when it was first
     activated and (accounts) first a PQL, kept across passes, and (accounts) what decides a
-    drop's excuse (see ``_excuse_rule_drops``). A full pass reads only the users that were
-    activated: nothing else of theirs is kept."""
+    drop's excuse (see ``_excuse_rule_drops``), and its score and rate (whether today's history
+    moves). A full pass reads only the users that were activated: nothing else of theirs is
+    kept."""
     account = model is AccountScore
-    columns = [key, model.profile, model.previous_raw, model.activated_at]
+    columns = [
+        key,
+        model.profile,
+        model.previous_raw,
+        model.activated_at,
+        model.engagement_score,
+        model.activation_rate,
+    ]
     if account:
         columns += [
             model.pql_at,
@@ -326,11 +334,14 @@ def _score_subjects(
     progress: Progress | None = None,
     stale: set[int] | None = None,
     alongside: Callable[..., Any] | None = None,
-) -> tuple[list[dict], dict[str, float], set[int] | None]:
+    members: dict[int, _Member] | None = None,
+) -> tuple[list[dict], dict[str, float], dict[int, tuple[float, float]] | None]:
     """``_score_rows`` with what it needs read for ``subset`` (None: everyone): the scores of
-    the previous period, earlier firsts, and (accounts) their members' statistics. Returns
-    the rows, the percentiles used, and the subjects known to have a stored row (None when the
-    pass did not read them all: a full pass of users), for ``_store``.
+    the previous period, earlier firsts, and (accounts) their members' statistics, with the
+    users just scored (``members``, see ``_members_of``) counted as they are now. Returns
+    the rows, the percentiles used, and the subjects known to have a stored row with its stored
+    score and rate (None when the pass did not read them all: a full pass of users), for
+    ``_store``.
 
     ``alongside`` is database work to do while Python scores (``activity_basis.rebuild`` or
     ``roll_forward`` of the other kind, its arguments bound): it is given the scoring as its
@@ -373,7 +384,9 @@ def _score_subjects(
                 )
         del raws
     earlier = _earlier_firsts(stored, subject == "a")
-    member_stats = _member_stats(session, subset, defs, today) if subject == "a" else None
+    member_stats = (
+        _member_stats(session, subset, members or {}, defs, today) if subject == "a" else None
+    )
     score = partial(
         _score_rows,
         *(defs, data, ids, subject, today, now, percentiles, kept, earlier),
@@ -384,7 +397,12 @@ def _score_subjects(
     _when_it_happened(session, "account" if subject == "a" else "user", rows, now)
     if subject == "a":
         _excuse_rule_drops(session, defs, rows, stored)
-    return rows, used, (set(stored) if subset is not None or subject == "a" else None)
+    known = (
+        {sid: (row.engagement_score, row.activation_rate) for sid, row in stored.items()}
+        if subset is not None or subject == "a"
+        else None
+    )
+    return rows, used, known
 
 
 def _excuse_rule_drops(
@@ -491,48 +509,96 @@ class _MemberStats:
     active: dict[int, int]
 
 
+# A user as their accounts' statistics count them: activated, Activation rate, last active.
+_Member = tuple[bool, float, dt.datetime | None]
+
+
+def _members_of(rows: list[dict]) -> dict[int, _Member]:
+    """The users just scored, as their accounts' statistics count them (see ``_member_stats``)."""
+    return {r["_id"]: (r["activated"], r["activation_rate"], r["last_active_at"]) for r in rows}
+
+
 def _member_stats(
-    session: Session, account_ids: list[int] | None, defs: Definitions, today: dt.date
+    session: Session,
+    account_ids: list[int] | None,
+    members: dict[int, _Member],
+    defs: Definitions,
+    today: dt.date,
 ) -> dict[int, _MemberStats]:
-    """Per account, from its members' stored user scores (so call it after storing this
-    pass's users): how many members, activated, their average Activation, active per frame."""
+    """Per account (``account_ids``; None: every account): how many members, activated, their
+    average Activation, active per frame. The users scored in this pass (``members``) count
+    with their fresh values, so their store need not come first (it is sent while the accounts
+    are scored); the other members of these accounts (an incremental pass) with their stored
+    scores, summed by the database; a member without a score counts in the total alone."""
     frames = _frames(defs)
-    active_columns = [
-        func.sum(
-            case(
-                (
-                    UserScore.last_active_at
-                    >= dt.datetime.combine(today - dt.timedelta(days=f - 1), dt.time(), dt.UTC),
-                    1,
-                ),
-                else_=0,
-            )
-        )
-        for f in frames
+    starts = [
+        dt.datetime.combine(today - dt.timedelta(days=f - 1), dt.time(), dt.UTC) for f in frames
     ]
-    query = (
-        select(
-            AccountMembership.account_id,
-            func.count(),
-            func.sum(case((UserScore.activated.is_(True), 1), else_=0)),
-            func.avg(UserScore.activation_rate),
-            *active_columns,
-        )
-        .select_from(AccountMembership)
-        .outerjoin(UserScore, UserScore.user_id == AccountMembership.user_id)
-        .group_by(AccountMembership.account_id)
-    )
-    out = {}
-    for chunk in chunks(account_ids):
-        for row in session.execute(query.where(*only(AccountMembership.account_id, chunk))):
-            aid, total, activated, average = row[:4]
-            out[aid] = _MemberStats(
-                total=int(total),
-                activated=int(activated or 0),
-                average=round(float(average or 0), 2),
-                active={f: int(n or 0) for f, n in zip(frames, row[4:], strict=True)},
+    # Per account: members, scored, activated, Σ Activation rate, active per frame.
+    sums: dict[int, list] = {}
+
+    def add(aid: int, member: _Member | None) -> None:
+        counts = sums.get(aid)
+        if counts is None:
+            counts = sums[aid] = [0, 0, 0, 0.0] + [0] * len(frames)
+        counts[0] += 1
+        if member is None:
+            return
+        activated, rate, last = member
+        counts[1] += 1
+        counts[2] += bool(activated)
+        counts[3] += rate
+        if last is not None:
+            for position, start in enumerate(starts, 4):
+                if last >= start:
+                    counts[position] += 1
+
+    pairs = select(AccountMembership.account_id, AccountMembership.user_id)
+    if account_ids is None:
+        for aid, uid in stream(session, pairs):
+            add(aid, members.get(uid))
+    else:
+        wanted = set(account_ids)
+        scored = sorted(members)
+        for chunk in chunks(scored):
+            for aid, uid in session.execute(pairs.where(*only(AccountMembership.user_id, chunk))):
+                if aid in wanted:
+                    add(aid, members[uid])
+        others = (
+            select(
+                AccountMembership.account_id,
+                func.count(),
+                func.count(UserScore.user_id),
+                func.sum(case((UserScore.activated.is_(True), 1), else_=0)),
+                func.sum(UserScore.activation_rate),
+                *(
+                    func.sum(case((UserScore.last_active_at >= start, 1), else_=0))
+                    for start in starts
+                ),
             )
-    return out
+            .select_from(AccountMembership)
+            .outerjoin(UserScore, UserScore.user_id == AccountMembership.user_id)
+            .where(~only(AccountMembership.user_id, scored)[0])
+            .group_by(AccountMembership.account_id)
+        )
+        for chunk in chunks(account_ids):
+            for aid, *values in session.execute(
+                others.where(*only(AccountMembership.account_id, chunk))
+            ):
+                counts = sums.get(aid)
+                if counts is None:
+                    counts = sums[aid] = [0, 0, 0, 0.0] + [0] * len(frames)
+                for position, value in enumerate(values):
+                    counts[position] += value or 0
+    return {
+        aid: _MemberStats(
+            total=counts[0],
+            activated=counts[2],
+            average=round(counts[3] / counts[1], 2) if counts[1] else 0.0,
+            active={f: counts[position] for position, f in enumerate(frames, 4)},
+        )
+        for aid, counts in sums.items()
+    }
 
 
 # Not compared when deciding whether a stored score changed: when it was computed, and the
@@ -551,23 +617,35 @@ def _store(
     today: dt.date,
     full: bool,
     later: list[Callable[[], None]] | None = None,
-    known: set[int] | None = None,
-) -> dict[int, set[str]]:
+    known: dict[int, tuple[float, float]] | None = None,
+) -> dict[int, set[str]] | None:
     """Write the subjects' scores (the rows become the stored rows: do not use them after),
-    only where something changed, and upsert today's history row for each (or, given
-    ``later``, add that write to it, to send alongside other work: see ``_sent``); returns the
-    subjects written, each with the columns that changed (all of them for a new row). A new
+    only where something changed, and upsert today's history row for each; returns the
+    subjects written, each with the columns that changed (all of them for a new row). Given
+    ``later``, the writes that need no reply are added to it instead, to be sent alongside
+    other work (see ``_sent``): today's history, and on PostgreSQL the scores' own compare and
+    write after their COPY (then nothing is returned: None). A new
     subject's row is inserted (in bulk); a row whose values differ from the stored one is
     updated and flagged for the CRM push; an unchanged row is left alone, so it is neither
     rewritten nor looked at by the next push. A full pass also deletes the rows of subjects
     that are gone (merged, forgotten). On PostgreSQL the database compares
     (``store_changed``; ``known``, the subjects read to have a stored row in this
-    transaction, lets it write the others straight into the table); elsewhere the stored rows
-    are read and compared here."""
+    transaction with its score and rate, lets it write the others straight into the table, and
+    tells an incremental pass whose history moved when the writes are left for ``later``);
+    elsewhere the stored rows are read and compared here."""
     key_column = getattr(model, key)
     history = [(r["_id"], round(r["engagement_score"]), round(r["activation_rate"])) for r in rows]
     compared = [c.name for c in model.__table__.columns if c.name not in _NOT_COMPARED]
     if session.get_bind().dialect.name == "postgresql":
+        moved = None
+        if later is not None and known is not None and not full:
+            # Sent before the database says what changed: today's history moves for the
+            # subjects whose score or rate differ from their stored row, or that have none.
+            moved = {
+                r["_id"]: _HISTORY_COLUMNS
+                for r in rows
+                if known.get(r["_id"]) != (r["engagement_score"], r["activation_rate"])
+            }
         # The rows are COPYed as they are (the key under "_id", the version given once): a key
         # added to each would grow a hundred thousand dicts, 60 MB at the pass's peak.
         written = store_changed(
@@ -581,8 +659,18 @@ def _store(
             same={"definitions_version": version},
             key_field="_id",
             existing=known,
+            later=later,
         )
-        _write_history(later, session, tenant_id, subject, today, history, written, full)
+        _write_history(
+            later,
+            session,
+            tenant_id,
+            subject,
+            today,
+            history,
+            written if moved is None else moved,
+            full,
+        )
         return written
     # The rows become the stored rows in place.
     payload: dict[int, dict] = {}
@@ -651,14 +739,15 @@ def _history(
     subject: str,
     today: dt.date,
     values: list[tuple[int, int, int]],
-    written: dict[int, set[str]],
+    written: dict[int, set[str]] | None,
     full: bool,
 ) -> None:
     """Today's history row of each subject scored. A full pass writes everyone's; an
     incremental pass (same day as the full pass before it, which wrote a row for every subject
-    it scored) only those whose score or rate changed or that are new: the others' row of the
-    day already holds their values."""
-    if not full:
+    it scored) only those whose score or rate changed or that are new, where it knows them
+    (``written``; None: sent before they were known): the others' row of the day already holds
+    their values, and the upsert leaves an equal row alone."""
+    if not full and written is not None:
         values = [v for v in values if _HISTORY_COLUMNS & written.get(v[0], set())]
     upsert_history(session, tenant_id, subject, today, values)
 
@@ -855,7 +944,10 @@ def recompute(
         )
         firing.fire(session, tenant_id, "user", user_rows, now)
         run.users = len(user_rows)
-        # The users' history is written while the accounts are scored.
+        # The accounts' members' statistics count the users as just scored: the users' rows
+        # are COPYed now, and compared, written and kept in history while the accounts are
+        # scored.
+        members = _members_of(user_rows)
         later: list[Callable[[], None]] = []
         _store(
             session,
@@ -886,6 +978,7 @@ def recompute(
             progress,
             stale=stale_by_kind.get("a"),
             alongside=_sent(session, later),
+            members=members,
         )
         if progress:
             progress("storing", 0, 1)
@@ -978,8 +1071,6 @@ def preview_definitions(
                 None,
                 progress,
             )
-            # Account scores read their members' fresh scores, as in a pass.
-            _store(session, tenant_id, UserScore, "user_id", user_rows, 0, "u", today, True)
             accounts = load_accounts(session, None, defs, today)
             account_rows, _, _ = _score_subjects(
                 session,
@@ -992,6 +1083,8 @@ def preview_definitions(
                 percentiles,
                 None,
                 progress,
+                # Account scores count their members' fresh scores, as in a pass.
+                members=_members_of(user_rows),
             )
         finally:
             session.rollback()

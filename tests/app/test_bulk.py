@@ -183,3 +183,66 @@ def test_rows_known_to_be_new_go_straight_into_the_table(db, full):
         *([] if full else [(7, 3, 3, 3, False)]),
         (7, 4, 40, 3, True),
     ]
+
+
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize("known", [False, True])
+def test_left_for_later_the_compare_and_write_store_the_same_rows(db, full, known):
+    """Given ``later``, only the COPYs run at once: the statements that compare and write wait
+    in ``later`` (to be sent in a pipeline while Python works), nothing is read back, and once
+    they run the table holds what the same call without ``later`` stores. A full set's
+    deletion comes before the new rows, known or not, are written."""
+    if db.dialect != "postgresql":
+        pytest.skip("the database compares on PostgreSQL; elsewhere the pass compares itself")
+    table = Table(
+        f"store_later_probe_{int(full)}_{int(known)}",
+        MetaData(),
+        Column("tenant_id", Integer, primary_key=True),
+        Column("item_id", Integer, primary_key=True),
+        Column("score", Integer),
+        Column("version", Integer),
+        Column("crm_pending", Boolean),
+    )
+    table.create(db.engine)
+    compared = ["tenant_id", "item_id", "score", "version"]
+    with db.engine.begin() as connection:
+        connection.execute(
+            table.insert(),
+            [
+                {"tenant_id": 7, "item_id": n, "score": n, "version": 3, "crm_pending": False}
+                for n in (1, 2, 3)
+            ],
+        )
+
+    def stored(connection):
+        return [tuple(r) for r in connection.execute(select(table).order_by(table.c.item_id))]
+
+    later: list = []
+    with Session(db.engine) as session, session.begin():
+        before = stored(session.connection())
+        returned = store_changed(
+            session,
+            table,
+            7,
+            "item_id",
+            [{"_id": 1, "score": 1}, {"_id": 2, "score": 20}, {"_id": 4, "score": 40}],
+            compared,
+            full,
+            {"version": 3},
+            "_id",
+            existing={1, 2, 3} if known else None,
+            later=later,
+        )
+        assert returned is None
+        # Only a row known to be new (and not under a full set's deletion) is in already.
+        straight = [(7, 4, 40, 3, True)] if known and not full else []
+        assert stored(session.connection()) == before + straight
+        for statement in later:
+            statement()
+    with db.engine.connect() as connection:
+        assert stored(connection) == [
+            (7, 1, 1, 3, False),
+            (7, 2, 20, 3, True),
+            *([] if full else [(7, 3, 3, 3, False)]),
+            (7, 4, 40, 3, True),
+        ]

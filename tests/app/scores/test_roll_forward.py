@@ -12,7 +12,7 @@ import random
 import pytest
 from sqlalchemy import select, text
 
-from app.models import ActivityBasis, ScoringRun, User
+from app.models import ActivityBasis, ScoringRun, User, UserScore
 from app.scores import activity_basis, scoring_pass
 from app.scores.definitions_store import current_definitions
 from app.scores.scoring_pass import recompute
@@ -255,3 +255,73 @@ def test_a_rebuild_writes_each_subjects_rows_side_by_side(app, client, db, tenan
     for subject in ("u", "a"):
         rows = [row for row in on_disk if row[0] == subject]
         assert rows == sorted(rows)
+
+
+@pytest.mark.skipif(
+    os.environ.get("PQL_TEST_DB", "sqlite") != "postgresql", reason="libpq pipelines"
+)
+def test_the_users_scores_are_compared_and_written_while_the_accounts_are_scored(
+    app, client, db, tenant_key, monkeypatch
+):
+    """The accounts' members' statistics count the users as just scored, so the users' rows
+    need not be stored before the accounts are read and scored: they are COPYed first (COPY has
+    no place in a pipeline), and compared and written in the pipeline that runs while Python
+    scores the accounts, in a full pass and in an incremental one. The accounts' own writes
+    wait for their reply (what changed goes to the CRM push and the members' fit)."""
+    from psycopg import pq
+    from sqlalchemy import event
+
+    tenant_id, key = tenant_key
+    app.extensions["pql"].clock = lambda: NOW
+    send(
+        client,
+        key,
+        [
+            group("ada", "acme", plan="trial"),
+            group("bob", "acme"),
+            *ev("ada", "Report Created", "acme"),
+        ],
+    )
+    sent: list[tuple[str, bool]] = []
+
+    def before(connection, cursor, statement, params, context, executemany):
+        words = statement.split()
+        verb, table = words[0].upper(), words[2] if words[0].upper() == "DELETE" else words[1]
+        if table == "INTO":
+            table = words[2]
+        if verb in ("UPDATE", "INSERT", "DELETE") and table in ("user_scores", "account_scores"):
+            # The pass's own compare and write name the stored rows "t"; the members following
+            # their account's fit is a plain UPDATE.
+            label = f"{verb} {table}" + (" (fit)" if words[2] == "SET" else "")
+            status = connection.connection.dbapi_connection.pgconn.pipeline_status
+            sent.append((label, status != pq.PipelineStatus.OFF))
+
+    event.listen(db.engine, "before_cursor_execute", before)
+    try:
+        recompute(db, tenant_id, NOW)
+        assert sent == [
+            ("DELETE user_scores", True),
+            ("UPDATE user_scores", True),
+            ("INSERT user_scores", True),
+            ("DELETE account_scores", False),
+            ("UPDATE account_scores", False),
+            # (The new accounts are COPYed straight into their table.)
+            ("UPDATE user_scores (fit)", False),
+        ]
+        sent.clear()
+        app.extensions["pql"].clock = lambda: NOW + dt.timedelta(minutes=1)
+        send(client, key, ev("bob", "Report Created", "acme", days_ago=0))
+        summary = recompute(db, tenant_id, NOW + dt.timedelta(minutes=2), full=False)
+        assert summary.full is False
+        assert sent == [("UPDATE user_scores", True), ("UPDATE account_scores", False)]
+    finally:
+        event.remove(db.engine, "before_cursor_execute", before)
+    with db.tenant_session(tenant_id) as s:
+        scored = dict(
+            s.execute(
+                select(User.external_id, UserScore.engagement_score).join(
+                    UserScore, UserScore.user_id == User.id
+                )
+            ).all()
+        )
+    assert scored["bob"] > 0  # written, though sent while the accounts were scored
