@@ -125,15 +125,11 @@ def test_changed_rows_are_stored_as_given_and_share_what_changed_in_them(db):
     ]
 
 
-@pytest.mark.parametrize("full", [False, True])
-def test_rows_known_to_be_new_go_straight_into_the_table(db, full):
-    """Given the keys that have a stored row, the others are COPYed into the table itself:
-    nothing looks for them a second time (no INSERT from the staging table), and a full set
-    still deletes only the rows it does not contain."""
-    if db.dialect != "postgresql":
-        pytest.skip("the database compares on PostgreSQL; elsewhere the pass compares itself")
+def _three_stored(db, name: str) -> Table:
+    """A scores-like table of tenant 7 holding items 1, 2 and 3 (score = item, version 3, not
+    flagged for the push)."""
     table = Table(
-        f"store_known_probe_{int(full)}",
+        name,
         MetaData(),
         Column("tenant_id", Integer, primary_key=True),
         Column("item_id", Integer, primary_key=True),
@@ -142,7 +138,6 @@ def test_rows_known_to_be_new_go_straight_into_the_table(db, full):
         Column("crm_pending", Boolean),
     )
     table.create(db.engine)
-    compared = ["tenant_id", "item_id", "score", "version"]
     with db.engine.begin() as connection:
         connection.execute(
             table.insert(),
@@ -151,6 +146,34 @@ def test_rows_known_to_be_new_go_straight_into_the_table(db, full):
                 for n in (1, 2, 3)
             ],
         )
+    return table
+
+
+def _store_items(session, table, full: bool, **options):
+    """Store items 1 (unchanged), 2 (score 20) and 4 (new) into ``_three_stored``'s table."""
+    return store_changed(
+        session,
+        table,
+        7,
+        "item_id",
+        [{"_id": 1, "score": 1}, {"_id": 2, "score": 20}, {"_id": 4, "score": 40}],
+        ["tenant_id", "item_id", "score", "version"],
+        full,
+        {"version": 3},
+        "_id",
+        **options,
+    )
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_rows_known_to_be_new_go_straight_into_the_table(db, full):
+    """Given the keys that have a stored row, the others are COPYed into the table itself:
+    nothing looks for them a second time (no INSERT from the staging table), and a full set
+    still deletes only the rows it does not contain."""
+    if db.dialect != "postgresql":
+        pytest.skip("the database compares on PostgreSQL; elsewhere the pass compares itself")
+    table = _three_stored(db, f"store_known_probe_{int(full)}")
+    compared = ["tenant_id", "item_id", "score", "version"]
     statements: list[str] = []
 
     def seen(conn, cursor, statement, *args):
@@ -159,18 +182,7 @@ def test_rows_known_to_be_new_go_straight_into_the_table(db, full):
     event.listen(db.engine, "before_cursor_execute", seen)
     try:
         with Session(db.engine) as session, session.begin():
-            written = store_changed(
-                session,
-                table,
-                7,
-                "item_id",
-                [{"_id": 1, "score": 1}, {"_id": 2, "score": 20}, {"_id": 4, "score": 40}],
-                compared,
-                full,
-                {"version": 3},
-                "_id",
-                existing={1, 2, 3},
-            )
+            written = _store_items(session, table, full, existing={1, 2, 3})
     finally:
         event.remove(db.engine, "before_cursor_execute", seen)
     assert written == {2: {"score"}, 4: set(compared)}
@@ -194,25 +206,7 @@ def test_left_for_later_the_compare_and_write_store_the_same_rows(db, full, know
     deletion comes before the new rows, known or not, are written."""
     if db.dialect != "postgresql":
         pytest.skip("the database compares on PostgreSQL; elsewhere the pass compares itself")
-    table = Table(
-        f"store_later_probe_{int(full)}_{int(known)}",
-        MetaData(),
-        Column("tenant_id", Integer, primary_key=True),
-        Column("item_id", Integer, primary_key=True),
-        Column("score", Integer),
-        Column("version", Integer),
-        Column("crm_pending", Boolean),
-    )
-    table.create(db.engine)
-    compared = ["tenant_id", "item_id", "score", "version"]
-    with db.engine.begin() as connection:
-        connection.execute(
-            table.insert(),
-            [
-                {"tenant_id": 7, "item_id": n, "score": n, "version": 3, "crm_pending": False}
-                for n in (1, 2, 3)
-            ],
-        )
+    table = _three_stored(db, f"store_later_probe_{int(full)}_{int(known)}")
 
     def stored(connection):
         return [tuple(r) for r in connection.execute(select(table).order_by(table.c.item_id))]
@@ -220,18 +214,8 @@ def test_left_for_later_the_compare_and_write_store_the_same_rows(db, full, know
     later: list = []
     with Session(db.engine) as session, session.begin():
         before = stored(session.connection())
-        returned = store_changed(
-            session,
-            table,
-            7,
-            "item_id",
-            [{"_id": 1, "score": 1}, {"_id": 2, "score": 20}, {"_id": 4, "score": 40}],
-            compared,
-            full,
-            {"version": 3},
-            "_id",
-            existing={1, 2, 3} if known else None,
-            later=later,
+        returned = _store_items(
+            session, table, full, existing={1, 2, 3} if known else None, later=later
         )
         assert returned is None
         # Only a row known to be new (and not under a full set's deletion) is in already.
