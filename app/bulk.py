@@ -342,12 +342,19 @@ def store_changed(
     )
     values = [c for c in columns if c not in (key, "tenant_id")]
     compare = [c for c in compared if c in columns and c not in (key, "tenant_id")]
+    # What changed is read from the stored row as it was (``o``: RETURNING sees ``t`` as
+    # written); with nothing read back, the stored row itself is compared, one join fewer.
+    old = "t" if later is not None else "o"
     update_changed = (
         f"UPDATE {table.name} AS t SET {', '.join(f'{c} = s.{c}' for c in values)} "
-        f"FROM {staging} AS s JOIN {table.name} AS o "
-        f"ON o.tenant_id = s.tenant_id AND o.{key} = s.{key} "
-        f"WHERE {match} "
-        f"AND ({', '.join(f'o.{c}' for c in compare)}) "
+        f"FROM {staging} AS s"
+        + (
+            ""
+            if later is not None
+            else f" JOIN {table.name} AS o ON o.tenant_id = s.tenant_id AND o.{key} = s.{key}"
+        )
+        + f" WHERE {match} "
+        f"AND ({', '.join(f'{old}.{c}' for c in compare)}) "
         f"IS DISTINCT FROM ({', '.join(f's.{c}' for c in compare)})"
     )
     # The rows not there yet (the UPDATE took the others). Not an anti-join with the table
