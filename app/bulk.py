@@ -342,19 +342,14 @@ def store_changed(
     )
     values = [c for c in columns if c not in (key, "tenant_id")]
     compare = [c for c in compared if c in columns and c not in (key, "tenant_id")]
-    # What changed is read from the stored row as it was (``o``: RETURNING sees ``t`` as
-    # written); with nothing read back, the stored row itself is compared, one join fewer.
-    old = "t" if later is not None else "o"
-    update_changed = (
+    # The WHERE sees the stored row as it was; RETURNING sees it as written, so what changed
+    # is returned from a second look at it (``o``), joined only when something is read back.
+    set_changed = (
         f"UPDATE {table.name} AS t SET {', '.join(f'{c} = s.{c}' for c in values)} "
         f"FROM {staging} AS s"
-        + (
-            ""
-            if later is not None
-            else f" JOIN {table.name} AS o ON o.tenant_id = s.tenant_id AND o.{key} = s.{key}"
-        )
-        + f" WHERE {match} "
-        f"AND ({', '.join(f'{old}.{c}' for c in compare)}) "
+    )
+    where_changed = (
+        f" WHERE {match} AND ({', '.join(f't.{c}' for c in compare)}) "
         f"IS DISTINCT FROM ({', '.join(f's.{c}' for c in compare)})"
     )
     # The rows not there yet (the UPDATE took the others). Not an anti-join with the table
@@ -371,7 +366,7 @@ def store_changed(
             _copy_rows(session, table, new, table.name, same=same, names=names)
         if full:
             later.append(partial(run, delete_gone, tenant))
-        later.append(partial(run, text(update_changed), tenant))
+        later.append(partial(run, text(set_changed + where_changed), tenant))
         if not straight:
             later.append(partial(run, text(insert_new)))
         later.append(partial(run, drop))
@@ -381,7 +376,9 @@ def store_changed(
     written: dict[int, set[str]] = {}
     changed = run(
         text(
-            f"{update_changed} RETURNING t.{key}, "
+            f"{set_changed} JOIN {table.name} AS o "
+            f"ON o.tenant_id = s.tenant_id AND o.{key} = s.{key}{where_changed} "
+            f"RETURNING t.{key}, "
             f"ARRAY[{', '.join(f'o.{c} IS DISTINCT FROM s.{c}' for c in compare)}]"
         ),
         tenant,

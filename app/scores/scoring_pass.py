@@ -537,10 +537,14 @@ def _member_stats(
     # Per account: members, scored, activated, Σ Activation rate, active per frame.
     sums: dict[int, list] = {}
 
-    def add(aid: int, member: _Member | None) -> None:
+    def counts_of(aid: int) -> list:
         counts = sums.get(aid)
         if counts is None:
             counts = sums[aid] = [0, 0, 0, 0.0] + [0] * len(frames)
+        return counts
+
+    def add(aid: int, member: _Member | None) -> None:
+        counts = counts_of(aid)
         counts[0] += 1
         if member is None:
             return
@@ -585,9 +589,7 @@ def _member_stats(
             for aid, *values in session.execute(
                 others.where(*only(AccountMembership.account_id, chunk))
             ):
-                counts = sums.get(aid)
-                if counts is None:
-                    counts = sums[aid] = [0, 0, 0, 0.0] + [0] * len(frames)
+                counts = counts_of(aid)
                 for position, value in enumerate(values):
                     counts[position] += value or 0
     return {
