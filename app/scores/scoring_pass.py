@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -798,19 +799,28 @@ def _load(
     defs: Definitions,
     today: dt.date,
     stale_by_kind: dict[str, set[int]],
+    ahead: Future | None = None,
 ) -> Subjects:
     """The facts of ``ids`` (None: everyone, after the full pass built the basis). For some of
     them (an incremental pass) the basis is brought up to date first where their past changed
     (``stale_by_kind``: late events, merges), and as they are read, rebuilt for those found
     without one (new since it was built, or forgotten), who are then read again and added to
-    the stale ones (their stored previous period no longer holds)."""
+    the stale ones (their stored previous period no longer holds). ``ahead``: the facts of the
+    others, already being read on a connection of their own (see ``_read_ahead``); the stale
+    ones are read here, after their rebuild."""
     loader = load_users if kind is activity_basis.USERS else load_accounts
     if ids is None:
         return loader(session, None, defs, today)
     stale = stale_by_kind.setdefault(kind.subject, set())
     if stale:
         activity_basis.rebuild(session, tenant_id, kind, sorted(stale), defs, today)
-    data = loader(session, ids, defs, today)
+    if ahead is None:
+        data = loader(session, ids, defs, today)
+    else:
+        data = ahead.result()
+        rest = [sid for sid in ids if sid in stale]
+        if rest:
+            data.absorb(loader(session, rest, defs, today))
     missing = sorted(sid for sid in data.first_seen if sid not in data.based)
     if missing:
         activity_basis.rebuild(session, tenant_id, kind, missing, defs, today)
@@ -819,6 +829,36 @@ def _load(
         data.absorb(loader(session, missing, defs, today))
         stale.update(missing)
     return data
+
+
+def _read_ahead(
+    aside: ThreadPoolExecutor,
+    db: Database,
+    tenant_id: int,
+    account_ids: list[int],
+    stale: set[int],
+    defs: Definitions,
+    today: dt.date,
+) -> Future | None:
+    """Start reading the facts of an incremental pass's accounts on a connection of their own,
+    while this one reads, scores and stores the users: the database reads for the accounts
+    (the other core) as Python works on the users, and the pass waits only for what is left.
+    Not the stale ones (late events, merges): their basis is rebuilt in the pass's own
+    transaction first, and read there. The other connection sees what was committed when it
+    began, a moment after the pass did: an event that arrived in between is counted for its
+    account now, and for its user at the next pass, which reads it again (it was received
+    after this pass started). PostgreSQL only (SQLite: one writer, a file, nothing to gain)."""
+    if db.dialect != "postgresql":
+        return None
+    ahead = [aid for aid in account_ids if aid not in stale]
+    if not ahead:
+        return None
+
+    def read() -> Subjects:
+        with db.tenant_transaction(tenant_id) as session:
+            return load_accounts(session, ahead, defs, today)
+
+    return aside.submit(read)
 
 
 @collector_paused()
@@ -835,7 +875,10 @@ def recompute(
     defs = stored.definitions
     today = now.astimezone(dt.UTC).date()
 
-    with db.tenant_transaction(tenant_id) as session:
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="accounts-ahead") as aside,
+        db.tenant_transaction(tenant_id) as session,
+    ):
         # The passes last run (by id: a pass for a past day, `pql score --as-of`, runs after
         # today's and leaves the activity basis at its own day).
         last_full = session.scalar(
@@ -868,6 +911,7 @@ def recompute(
         session.flush()
 
         stale_by_kind: dict[str, set[int]] = {}
+        accounts_ahead: Future | None = None
         rebuilt = False
         # A full pass brings the accounts' basis up to date while the users are scored: the
         # database works on it (one core) while Python scores (the other).
@@ -921,6 +965,9 @@ def recompute(
             percentiles = dict(last_full.percentiles)
             # Subjects whose past changed since the basis was built.
             stale_by_kind = {"u": late_users, "a": late_accounts}
+            accounts_ahead = _read_ahead(
+                aside, db, tenant_id, account_ids, late_accounts, defs, today
+            )
 
         users = _load(
             session, tenant_id, activity_basis.USERS, user_ids, defs, today, stale_by_kind
@@ -960,7 +1007,9 @@ def recompute(
         del users, user_rows  # the pass's peak memory: users are most of the subjects
 
         accounts = _load(
-            session, tenant_id, activity_basis.ACCOUNTS, account_ids, defs, today, stale_by_kind
+            session,
+            *(tenant_id, activity_basis.ACCOUNTS, account_ids, defs, today, stale_by_kind),
+            ahead=accounts_ahead,
         )
         aids = (
             sorted(accounts.first_seen)

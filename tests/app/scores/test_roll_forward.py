@@ -325,3 +325,84 @@ def test_the_users_scores_are_compared_and_written_while_the_accounts_are_scored
             ).all()
         )
     assert scored["bob"] > 0  # written, though sent while the accounts were scored
+
+
+@pytest.mark.skipif(
+    os.environ.get("PQL_TEST_DB", "sqlite") != "postgresql", reason="a second connection"
+)
+def test_an_incremental_pass_reads_its_accounts_while_it_scores_the_users(
+    app, client, db, tenant_key, monkeypatch
+):
+    """The accounts' facts are read on a connection of their own while the pass works on the
+    users; an account whose past changed (a late event) is read in the pass's own
+    transaction, after its basis is rebuilt there. The scores are the ones the rules give."""
+    import threading
+
+    tenant_id, key = tenant_key
+    app.extensions["pql"].clock = lambda: NOW - dt.timedelta(hours=1)
+    send(
+        client,
+        key,
+        [
+            group("ada", "acme", plan="trial"),
+            group("bob", "acme"),
+            group("cy", "initech", plan="trial"),
+            *ev("ada", "Report Created", "acme"),
+            *ev("cy", "Logged In", "initech"),
+        ],
+    )
+    recompute(db, tenant_id, NOW)
+    app.extensions["pql"].clock = lambda: NOW + dt.timedelta(minutes=1)
+    send(
+        client,
+        key,
+        [
+            *ev("bob", "Report Created", "acme", days_ago=0),
+            *ev("cy", "Dashboard Shared", "initech", days_ago=3),  # late: initech's past moved
+        ],
+    )
+    reading = threading.Event()
+    reads: list[tuple[list[int], bool, int]] = []  # ids, on the main thread, connection
+    main: list[int] = []  # the pass's own connection
+    waited: list[bool] = []
+    load_accounts, score_rows, stored = (
+        scoring_pass.load_accounts,
+        scoring_pass._score_rows,
+        scoring_pass._stored,
+    )
+
+    def backend(session) -> int:
+        return session.connection().connection.dbapi_connection.info.backend_pid
+
+    def read(session, ids, *args):
+        on_main = threading.current_thread() is threading.main_thread()
+        reads.append((list(ids), on_main, backend(session)))
+        reading.set()
+        return load_accounts(session, ids, *args)
+
+    def score(defs, data, ids, subject, *args, **kwargs):
+        if subject == "u":
+            # The accounts' read begins before the users are scored, or (read in turn, after
+            # them) it never will.
+            waited.append(reading.wait(timeout=10))
+        return score_rows(defs, data, ids, subject, *args, **kwargs)
+
+    def read_stored(session, *args):
+        main.append(backend(session))
+        return stored(session, *args)
+
+    monkeypatch.setattr(scoring_pass, "load_accounts", read)
+    monkeypatch.setattr(scoring_pass, "_score_rows", score)
+    monkeypatch.setattr(scoring_pass, "_stored", read_stored)
+    summary = recompute(db, tenant_id, NOW + dt.timedelta(minutes=2), full=False)
+    assert summary.full is False and summary.accounts == 2
+    with db.tenant_session(tenant_id) as s:
+        ids = dict(s.execute(text("SELECT external_id, id FROM accounts")).all())
+    assert waited == [True]
+    assert reads == [
+        ([ids["acme"]], False, reads[0][2]),
+        ([ids["initech"]], True, main[0]),
+    ]
+    assert reads[0][2] != main[0]
+    monkeypatch.undo()
+    assert _check(db, tenant_id, NOW.date()) == 5  # three users, two accounts
