@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import case, delete, func, select, text, update
+from sqlalchemy import ColumnElement, case, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.bulk import insert_rows, store_changed, upsert_history
@@ -336,6 +336,7 @@ def _score_subjects(
     stale: set[int] | None = None,
     alongside: Callable[..., Any] | None = None,
     members: dict[int, _Member] | None = None,
+    others: Future | None = None,
 ) -> tuple[list[dict], dict[str, float], dict[int, tuple[float, float]] | None]:
     """``_score_rows`` with what it needs read for ``subset`` (None: everyone): the scores of
     the previous period, earlier firsts, and (accounts) their members' statistics, with the
@@ -386,7 +387,9 @@ def _score_subjects(
         del raws
     earlier = _earlier_firsts(stored, subject == "a")
     member_stats = (
-        _member_stats(session, subset, members or {}, defs, today) if subject == "a" else None
+        _member_stats(session, subset, members or {}, defs, today, others)
+        if subject == "a"
+        else None
     )
     score = partial(
         _score_rows,
@@ -519,22 +522,67 @@ def _members_of(rows: list[dict]) -> dict[int, _Member]:
     return {r["_id"]: (r["activated"], r["activation_rate"], r["last_active_at"]) for r in rows}
 
 
+def _frame_starts(defs: Definitions, today: dt.date) -> tuple[list[int], list[dt.datetime]]:
+    """The profiles' time frames and when each began (a member last active since is active)."""
+    frames = _frames(defs)
+    starts = [
+        dt.datetime.combine(today - dt.timedelta(days=f - 1), dt.time(), dt.UTC) for f in frames
+    ]
+    return frames, starts
+
+
+def _stored_member_sums(
+    session: Session,
+    account_ids: list[int],
+    users: ColumnElement,
+    defs: Definitions,
+    today: dt.date,
+) -> dict[int, list]:
+    """Per account of ``account_ids``: its members that ``users`` selects (a condition on
+    ``AccountMembership.user_id``), summed by the database from their stored scores: members,
+    scored, activated, Σ Activation rate, then active per time frame (``_frame_starts``)."""
+    _, starts = _frame_starts(defs, today)
+    query = (
+        select(
+            AccountMembership.account_id,
+            func.count(),
+            func.count(UserScore.user_id),
+            func.sum(case((UserScore.activated.is_(True), 1), else_=0)),
+            func.sum(UserScore.activation_rate),
+            *(func.sum(case((UserScore.last_active_at >= start, 1), else_=0)) for start in starts),
+        )
+        .select_from(AccountMembership)
+        .outerjoin(UserScore, UserScore.user_id == AccountMembership.user_id)
+        .where(users)
+        .group_by(AccountMembership.account_id)
+    )
+    sums = {}
+    for chunk in chunks(account_ids):
+        for aid, *values in session.execute(
+            query.where(*only(AccountMembership.account_id, chunk))
+        ):
+            sums[aid] = [value or 0 for value in values]
+    return sums
+
+
 def _member_stats(
     session: Session,
     account_ids: list[int] | None,
     members: dict[int, _Member],
     defs: Definitions,
     today: dt.date,
+    others: Future | None = None,
 ) -> dict[int, _MemberStats]:
     """Per account (``account_ids``; None: every account): how many members, activated, their
     average Activation, active per frame. The users scored in this pass (``members``) count
     with their fresh values, so their store need not come first (it is sent while the accounts
     are scored); the other members of these accounts (an incremental pass) with their stored
-    scores, summed by the database; a member without a score counts in the total alone."""
-    frames = _frames(defs)
-    starts = [
-        dt.datetime.combine(today - dt.timedelta(days=f - 1), dt.time(), dt.UTC) for f in frames
-    ]
+    scores, summed by the database; a member without a score counts in the total alone.
+
+    ``others``: those sums already being read on a connection of their own (``_read_ahead``),
+    for the members other than the users the pass set out to score; the few of those it did not
+    score (merged, gone) are summed here."""
+    frames, starts = _frame_starts(defs, today)
     # Per account: members, scored, activated, Σ Activation rate, active per frame.
     sums: dict[int, list] = {}
 
@@ -558,6 +606,12 @@ def _member_stats(
                 if last >= start:
                     counts[position] += 1
 
+    def add_sums(more: dict[int, list]) -> None:
+        for aid, values in more.items():
+            counts = counts_of(aid)
+            for position, value in enumerate(values):
+                counts[position] += value
+
     pairs = select(AccountMembership.account_id, AccountMembership.user_id)
     if account_ids is None:
         for aid, uid in stream(session, pairs):
@@ -569,30 +623,16 @@ def _member_stats(
             for aid, uid in session.execute(pairs.where(*only(AccountMembership.user_id, chunk))):
                 if aid in wanted:
                     add(aid, members[uid])
-        others = (
-            select(
-                AccountMembership.account_id,
-                func.count(),
-                func.count(UserScore.user_id),
-                func.sum(case((UserScore.activated.is_(True), 1), else_=0)),
-                func.sum(UserScore.activation_rate),
-                *(
-                    func.sum(case((UserScore.last_active_at >= start, 1), else_=0))
-                    for start in starts
-                ),
-            )
-            .select_from(AccountMembership)
-            .outerjoin(UserScore, UserScore.user_id == AccountMembership.user_id)
-            .where(~only(AccountMembership.user_id, scored)[0])
-            .group_by(AccountMembership.account_id)
-        )
-        for chunk in chunks(account_ids):
-            for aid, *values in session.execute(
-                others.where(*only(AccountMembership.account_id, chunk))
-            ):
-                counts = counts_of(aid)
-                for position, value in enumerate(values):
-                    counts[position] += value or 0
+        if others is None:
+            where = ~only(AccountMembership.user_id, scored)[0]
+            add_sums(_stored_member_sums(session, account_ids, where, defs, today))
+        else:
+            left_out, summed = others.result()
+            add_sums(summed)
+            unscored = sorted(set(left_out) - set(members))
+            if unscored:
+                where = only(AccountMembership.user_id, unscored)[0]
+                add_sums(_stored_member_sums(session, account_ids, where, defs, today))
     return {
         aid: _MemberStats(
             total=counts[0],
@@ -837,9 +877,10 @@ def _read_ahead(
     tenant_id: int,
     account_ids: list[int],
     stale: set[int],
+    user_ids: list[int],
     defs: Definitions,
     today: dt.date,
-) -> Future | None:
+) -> tuple[Future | None, Future | None]:
     """Start reading the facts of an incremental pass's accounts on a connection of their own,
     while this one reads, scores and stores the users: the database reads for the accounts
     (the other core) as Python works on the users, and the pass waits only for what is left.
@@ -847,18 +888,25 @@ def _read_ahead(
     transaction first, and read there. The other connection sees what was committed when it
     began, a moment after the pass did: an event that arrived in between is counted for its
     account now, and for its user at the next pass, which reads it again (it was received
-    after this pass started). PostgreSQL only (SQLite: one writer, a file, nothing to gain)."""
-    if db.dialect != "postgresql":
-        return None
+    after this pass started). PostgreSQL only (SQLite: one writer, a file, nothing to gain).
+
+    Then, on the same connection, the accounts' members other than ``user_ids`` (the users the
+    pass is about to score) summed from their stored scores, for ``_member_stats``: a
+    futures' pair (facts, members' sums), each None where there is nothing to read."""
+    if db.dialect != "postgresql" or not account_ids:
+        return None, None
     ahead = [aid for aid in account_ids if aid not in stale]
-    if not ahead:
-        return None
 
     def read() -> Subjects:
         with db.tenant_transaction(tenant_id) as session:
             return load_accounts(session, ahead, defs, today)
 
-    return aside.submit(read)
+    def sum_others() -> tuple[list[int], dict[int, list]]:
+        with db.tenant_transaction(tenant_id) as session:
+            where = ~only(AccountMembership.user_id, user_ids)[0]
+            return user_ids, _stored_member_sums(session, account_ids, where, defs, today)
+
+    return (aside.submit(read) if ahead else None), aside.submit(sum_others)
 
 
 @collector_paused()
@@ -912,6 +960,7 @@ def recompute(
 
         stale_by_kind: dict[str, set[int]] = {}
         accounts_ahead: Future | None = None
+        others_ahead: Future | None = None
         rebuilt = False
         # A full pass brings the accounts' basis up to date while the users are scored: the
         # database works on it (one core) while Python scores (the other).
@@ -965,8 +1014,8 @@ def recompute(
             percentiles = dict(last_full.percentiles)
             # Subjects whose past changed since the basis was built.
             stale_by_kind = {"u": late_users, "a": late_accounts}
-            accounts_ahead = _read_ahead(
-                aside, db, tenant_id, account_ids, late_accounts, defs, today
+            accounts_ahead, others_ahead = _read_ahead(
+                aside, db, tenant_id, account_ids, late_accounts, user_ids, defs, today
             )
 
         users = _load(
@@ -1030,6 +1079,7 @@ def recompute(
             stale=stale_by_kind.get("a"),
             alongside=_sent(session, later),
             members=members,
+            others=others_ahead,
         )
         if progress:
             progress("storing", 0, 1)

@@ -12,7 +12,7 @@ import random
 import pytest
 from sqlalchemy import select, text
 
-from app.models import ActivityBasis, ScoringRun, User, UserScore
+from app.models import AccountMembership, ActivityBasis, ScoringRun, User, UserScore
 from app.scores import activity_basis, scoring_pass
 from app.scores.definitions_store import current_definitions
 from app.scores.scoring_pass import recompute
@@ -334,8 +334,9 @@ def test_an_incremental_pass_reads_its_accounts_while_it_scores_the_users(
     app, client, db, tenant_key, monkeypatch
 ):
     """The accounts' facts are read on a connection of their own while the pass works on the
-    users; an account whose past changed (a late event) is read in the pass's own
-    transaction, after its basis is rebuilt there. The scores are the ones the rules give."""
+    users, and then their other members' stored scores summed; an account whose past changed
+    (a late event) is read in the pass's own transaction, after its basis is rebuilt there.
+    The scores are the ones the rules give."""
     import threading
 
     tenant_id, key = tenant_key
@@ -365,10 +366,12 @@ def test_an_incremental_pass_reads_its_accounts_while_it_scores_the_users(
     reads: list[tuple[list[int], bool, int]] = []  # ids, on the main thread, connection
     main: list[int] = []  # the pass's own connection
     waited: list[bool] = []
-    load_accounts, score_rows, stored = (
+    summed: list[bool] = []  # on the main thread
+    load_accounts, score_rows, stored, sums = (
         scoring_pass.load_accounts,
         scoring_pass._score_rows,
         scoring_pass._stored,
+        scoring_pass._stored_member_sums,
     )
 
     def backend(session) -> int:
@@ -387,6 +390,10 @@ def test_an_incremental_pass_reads_its_accounts_while_it_scores_the_users(
             waited.append(reading.wait(timeout=10))
         return score_rows(defs, data, ids, subject, *args, **kwargs)
 
+    def sum_members(*args):
+        summed.append(threading.current_thread() is threading.main_thread())
+        return sums(*args)
+
     def read_stored(session, *args):
         main.append(backend(session))
         return stored(session, *args)
@@ -394,6 +401,7 @@ def test_an_incremental_pass_reads_its_accounts_while_it_scores_the_users(
     monkeypatch.setattr(scoring_pass, "load_accounts", read)
     monkeypatch.setattr(scoring_pass, "_score_rows", score)
     monkeypatch.setattr(scoring_pass, "_stored", read_stored)
+    monkeypatch.setattr(scoring_pass, "_stored_member_sums", sum_members)
     summary = recompute(db, tenant_id, NOW + dt.timedelta(minutes=2), full=False)
     assert summary.full is False and summary.accounts == 2
     with db.tenant_session(tenant_id) as s:
@@ -404,5 +412,50 @@ def test_an_incremental_pass_reads_its_accounts_while_it_scores_the_users(
         ([ids["initech"]], True, main[0]),
     ]
     assert reads[0][2] != main[0]
+    assert summed == [False]  # ada's stored score, for acme (bob was scored in the pass)
     monkeypatch.undo()
     assert _check(db, tenant_id, NOW.date()) == 5  # three users, two accounts
+
+
+def test_members_summed_ahead_and_those_left_unscored_count_as_when_summed_in_the_pass(
+    app, client, db, tenant_key
+):
+    """The members' sums read ahead leave out every user the pass set out to score; one it did
+    not score after all (merged or gone meanwhile) still counts, with its stored score, as it
+    does when the pass sums the others itself."""
+    from concurrent.futures import Future
+
+    from app.scores.activity_basis import only
+
+    tenant_id, key = tenant_key
+    app.extensions["pql"].clock = lambda: NOW
+    send(
+        client,
+        key,
+        [
+            group("ada", "acme", plan="trial"),
+            group("bob", "acme"),
+            group("cy", "acme"),
+            *ev("ada", "Report Created", "acme"),
+            *ev("bob", "Dashboard Viewed", "acme", n=3),
+            *ev("cy", "Logged In", "acme", days_ago=0),
+        ],
+    )
+    recompute(db, tenant_id, NOW)
+    defs = current_definitions(db, tenant_id).definitions
+    today = NOW.date()
+    with db.tenant_session(tenant_id) as s:
+        users = dict(s.execute(text("SELECT external_id, id FROM users")).all())
+        accounts = [s.scalar(text("SELECT id FROM accounts"))]
+        members = {users["ada"]: (True, 100.0, NOW)}  # scored in the pass; bob was not
+        left_out = sorted([users["ada"], users["bob"]])
+        ahead: Future = Future()
+        where = ~only(AccountMembership.user_id, left_out)[0]
+        ahead.set_result(
+            (left_out, scoring_pass._stored_member_sums(s, accounts, where, defs, today))
+        )
+        in_pass = scoring_pass._member_stats(s, accounts, members, defs, today)
+        summed_ahead = scoring_pass._member_stats(s, accounts, members, defs, today, ahead)
+    assert summed_ahead == in_pass
+    (stats,) = in_pass.values()
+    assert stats.total == 3 and stats.activated >= 1
